@@ -1,0 +1,34 @@
+"""hf_transfer: transfer learning for the Hugging Face ecosystem, one engine for every modality.
+
+The PyPI distribution is `hf-transfer-learning`; the import name `hf_transfer` is shared with the
+unrelated download accelerator `hf-transfer`, so do not install both in one environment.
+"""
+
+from .adapters import ADAPTERS, ImageClassificationAdapter, TaskAdapter
+from .config import DataConfig, LoraConfigSpec, RunConfig, TrainConfig, load_config
+from .engine import Engine, FitResult
+from .errors import ConfigError, DataError, HFTransferError, ModelError
+from .strategies import STRATEGIES
+from .train import RunResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADAPTERS",
+    "STRATEGIES",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Engine",
+    "FitResult",
+    "HFTransferError",
+    "ImageClassificationAdapter",
+    "LoraConfigSpec",
+    "ModelError",
+    "RunConfig",
+    "RunResult",
+    "TaskAdapter",
+    "TrainConfig",
+    "load_config",
+    "train",
+]

