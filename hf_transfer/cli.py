@@ -37,7 +37,13 @@ def _settings_table() -> str:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML file with the run's settings (see below).")
+    parser.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        help="YAML file with the run's settings (see below). Repeat to merge several, e.g. a task file "
+        "from tasks/ then a recipe from configs/; later files win.",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
 
 

@@ -42,6 +42,10 @@ class DataConfig:
     text_pair_column: str | None = _f(None, "Optional second text column for sentence pairs.")
     audio_column: str = _f("audio", "Column holding the audio file or array (audio tasks).")
     image_size: int | None = _f(None, "Image side in pixels; default: the checkpoint's own input size.")
+    crop_scale: list[float] = _f(
+        [0.08, 1.0], "Images, training: area range of the random resized crop (use [1, 1] to keep whole images)."
+    )
+    hflip: float = _f(0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).")
     max_length: int = _f(128, "Text: truncate to this many tokens.")
     max_duration_s: float = _f(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
     max_train_samples: int | None = _f(None, "Use at most this many training examples (debugging).")
@@ -51,6 +55,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_split < 1.0:
             raise ConfigError(f"data.validation_split must be in (0, 1), got {self.validation_split}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
 
@@ -261,20 +267,39 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML file (optional), apply dotted overrides, validate, return a RunConfig."""
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: sections merge key by key, later values win."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Config file {str(path)!r} must hold a mapping of settings")
+    return loaded
+
+
+def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML files (merged in order: e.g. a task file then a training recipe), apply dotted
+    overrides, validate, return a RunConfig."""
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
     values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of settings")
-        values = loaded
+    for path in paths:
+        values = _merge(values, _read_yaml(Path(path)))
     values = apply_overrides(values, overrides or [])
     return from_dict(RunConfig, values)
 

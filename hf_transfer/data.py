@@ -86,7 +86,7 @@ def encode_labels(dataset: Dataset, column: str, labels: list[str], source: str)
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out = []
-        for row, value in zip(indices, batch[column]):
+        for row, value in zip(indices, batch[column], strict=True):
             name = names[value] if names is not None and value is not None and value >= 0 else value
             key = None if name is None else str(name)
             if key not in index:

@@ -31,6 +31,7 @@ from .adapters.base import TaskAdapter
 from .config import TrainConfig
 from .errors import ConfigError
 from .metrics import classification_metrics
+from .rng import AugmentationRng, RngState
 from .strategies import set_train_mode
 
 logger = get_logger(__name__)
@@ -53,6 +54,7 @@ class TrainState:
     best_metrics: dict[str, float] = field(default_factory=dict)
     evals_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    augment_rng: RngState | None = None  # see rng.py
 
 
 @dataclass
@@ -92,10 +94,18 @@ class Engine:
         tracker_config: dict[str, Any] | None = None,
     ) -> FitResult:
         s, acc = self.settings, self.accelerator
+        augment_rng = AugmentationRng(s.seed + acc.process_index)  # ranks augment differently
+        train_data = train_data.with_transform(augment_rng.wrap(lambda batch: adapter.preprocess(batch, train=True)))
+        eval_data = eval_data.with_transform(lambda batch: adapter.preprocess(batch, train=False))
         train_dl = self._loader(train_data, adapter, s.batch_size, shuffle=True)
         eval_dl = self._loader(eval_data, adapter, s.eval_batch_size or s.batch_size, shuffle=False)
         optimizer = torch.optim.AdamW(self._param_groups(model), lr=s.lr)
         model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
+        if len(train_dl) == 0:
+            raise ConfigError(
+                f"{len(train_data)} training examples do not fill one batch of {s.batch_size} on each of "
+                f"{acc.num_processes} process(es): lower train.batch_size or add data."
+            )
 
         # The schedule counts this process's optimizer steps, so it is right for any number of processes.
         steps_per_epoch = math.ceil(len(train_dl) / s.gradient_accumulation_steps)
@@ -109,6 +119,8 @@ class Engine:
         state = TrainState(labels=list(labels))
         if s.resume_from_checkpoint:
             state = self._resume(s.resume_from_checkpoint, labels)
+            if state.augment_rng is not None:
+                augment_rng.resume(state.augment_rng)
         acc.init_trackers("hf_transfer", config=tracker_config)
 
         logger.info(
@@ -129,16 +141,16 @@ class Engine:
             set_train_mode(model)
             for batch in batches:
                 with acc.accumulate(model):
-                    labels = batch.pop("labels")
+                    targets = batch.pop("labels")
                     logits = adapter.logits(model, batch)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=s.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=s.label_smoothing)
                     acc.backward(loss)
                     if acc.sync_gradients and s.max_grad_norm is not None:
                         acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
                 state.batches_in_epoch += 1
-                samples += labels.shape[0] * acc.num_processes
+                samples += targets.shape[0] * acc.num_processes
                 if not acc.sync_gradients:
                     continue
                 scheduler.step()
@@ -150,6 +162,8 @@ class Engine:
                     stop = True
                     break
                 if s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
+                    # The loader has fetched (and augmented) the next batch already unless the epoch is done.
+                    state.augment_rng = augment_rng.checkpoint(state.batches_in_epoch < len(train_dl))
                     self._save_checkpoint(state)
 
             metrics = self.evaluate(model, adapter, eval_dl, len(labels))
@@ -161,6 +175,7 @@ class Engine:
             if patience is not None and state.evals_without_improvement >= patience:
                 logger.info(f"Early stopping: {patience} evaluations without improvement")
                 stop = True
+            state.augment_rng = augment_rng.checkpoint(batch_prefetched=False)
             self._save_checkpoint(state)
         progress.close()
         runtime = time.perf_counter() - start
@@ -208,7 +223,11 @@ class Engine:
             shuffle=shuffle,
             collate_fn=adapter.collate,
             num_workers=self.num_workers,
-            drop_last=False,
+            # As timm's train.py: a ragged last training batch (possibly of 1) would break BatchNorm.
+            drop_last=shuffle,
+            # A private generator: starting an epoch's iterator then draws nothing from the global RNG
+            # (dropout's), which a resumed run would otherwise see shifted.
+            generator=torch.Generator().manual_seed(self.settings.seed),
         )
 
     def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ class RunResult:
     fit: FitResult
     model: nn.Module
     adapter: TaskAdapter
+    is_main_process: bool
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -90,8 +91,6 @@ def train(config: RunConfig) -> RunResult:
     trainable, total = trainable_parameters(model)
     logger.info(f"{config.strategy}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
 
-    train_set = train_set.with_transform(lambda batch: adapter.preprocess(batch, train=True))
-    eval_set = eval_set.with_transform(lambda batch: adapter.preprocess(batch, train=False))
     fit = engine.fit(model, adapter, train_set, eval_set, labels, tracker_config=_flat(to_dict(config)))
 
     model = engine.unwrap(model)
@@ -109,7 +108,7 @@ def train(config: RunConfig) -> RunResult:
         save_model_artifact(model, adapter, labels, output_dir)
         save_run_files(config, labels, metrics, output_dir)
     acc.wait_for_everyone()
-    return RunResult(output_dir, labels, metrics, fit, model, adapter)
+    return RunResult(output_dir, labels, metrics, fit, model, adapter, acc.is_main_process)
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

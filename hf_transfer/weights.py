@@ -43,7 +43,7 @@ def _map_by_order(state: dict[str, torch.Tensor], model: nn.Module, head: list[s
             "not the same architecture."
         )
     mapped = {}
-    for (src_key, tensor), (dst_key, ref) in zip(state.items(), target.items()):
+    for (src_key, tensor), (dst_key, ref) in zip(state.items(), target.items(), strict=True):
         in_head = any(dst_key.startswith(h + ".") for h in head)
         if tensor.shape != ref.shape:
             if in_head:

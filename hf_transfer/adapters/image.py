@@ -94,7 +94,10 @@ class ImageClassificationAdapter(TaskAdapter):
             model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
         model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(labels), "num_classes": len(labels)}
         data_config = timm.data.resolve_model_data_config(model)
-        self._train_transform = timm.data.create_transform(**data_config, is_training=True)
+        d = self.config.data
+        self._train_transform = timm.data.create_transform(
+            **data_config, is_training=True, scale=tuple(d.crop_scale), hflip=d.hflip
+        )
         self._eval_transform = timm.data.create_transform(**data_config, is_training=False)
         return model
 
@@ -138,8 +141,8 @@ class ImageClassificationAdapter(TaskAdapter):
         side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
         self._train_transform = T.Compose(
             [
-                T.RandomResizedCrop(side),
-                T.RandomHorizontalFlip(),
+                T.RandomResizedCrop(side, scale=tuple(self.config.data.crop_scale)),
+                T.RandomHorizontalFlip(self.config.data.hflip),
                 T.ToTensor(),
                 T.Normalize(mean=p.image_mean, std=p.image_std),
             ]

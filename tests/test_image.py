@@ -1,0 +1,248 @@
+"""The image adapter on the shared engine: every strategy trains, changes exactly what it should,
+saves to what standard loaders reload identically, resumes to the uninterrupted end state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from accelerate.utils import set_seed
+from conftest import tiny_image_overrides
+from peft import PeftModel
+
+from hf_transfer import ADAPTERS, STRATEGIES, load_config, train
+from hf_transfer.errors import ConfigError, DataError, ModelError
+
+
+def _initial_model(config, labels):
+    """The model train() starts from: same seed, same build, same strategy."""
+    set_seed(config.train.seed)
+    adapter = ADAPTERS.get(config.task)(config)
+    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
+
+
+def _batch(result, n: int = 6) -> dict[str, torch.Tensor]:
+    adapter = result.adapter
+    train_dir = Path(adapter.config.data.validation)
+    files = sorted(train_dir.rglob("*.png"))[:n]
+    features = [adapter.preprocess({adapter.input_column: [str(f)]}, train=False) for f in files]
+    return {"pixel_values": torch.stack([f["pixel_values"][0] for f in features])}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One finished run per strategy (shared by the tests below to keep the suite fast)."""
+    from conftest import write_color_images
+
+    root = tmp_path_factory.mktemp("image_runs")
+    train_dir = write_color_images(root / "train", per_class=16, seed=0)
+    val_dir = write_color_images(root / "validation", per_class=6, seed=1, modes=False)
+    results = {}
+    for strategy, lr in (("full", 0.01), ("linear_probe", 0.05), ("lora", 0.02)):
+        overrides = tiny_image_overrides(train_dir, val_dir, root / strategy, strategy=strategy, **{"train.lr": lr})
+        config = load_config(None, overrides)
+        results[strategy] = (config, train(config))
+    return results
+
+
+@pytest.mark.parametrize("strategy", ["full", "linear_probe", "lora"])
+def test_strategy_learns(runs, strategy):
+    config, result = runs[strategy]
+    history = result.metrics["history"]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert result.metrics["accuracy"] > 0.6  # 3 balanced classes: chance is 1/3
+    out = Path(config.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "f1_macro", "loss", "train_runtime", "train_samples_per_second"):
+        assert isinstance(metrics[key], float)
+    assert load_config(out / "config.yaml").strategy == strategy  # the resolved config round-trips
+
+
+@pytest.mark.parametrize("strategy", ["full", "linear_probe", "lora"])
+def test_strategy_changes_exactly_its_parameters(runs, strategy):
+    config, result = runs[strategy]
+    before = _initial_model(config, result.labels).state_dict()
+    after = result.model.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    if strategy == "full":
+        trainable = {n for n, p in result.model.named_parameters()}
+        assert trainable <= changed
+    elif strategy == "linear_probe":
+        # Only the head; BatchNorm running statistics of the frozen backbone are untouched too.
+        assert changed == {"classifier.weight", "classifier.bias"}
+    else:
+        assert changed, "LoRA changed nothing"
+        for key in changed:
+            assert "lora_" in key or "modules_to_save" in key, key
+        assert any("lora_B" in k for k in changed)
+        assert any("classifier.modules_to_save" in k for k in changed)
+
+
+def test_full_and_probe_reload_through_timm(runs):
+    for strategy in ("full", "linear_probe"):
+        config, result = runs[strategy]
+        reloaded = timm.create_model(f"local-dir:{config.output_dir}", pretrained=True).eval()
+        assert reloaded.num_classes == 3
+        batch = _batch(result)
+        with torch.no_grad():
+            expected = result.model.eval()(batch["pixel_values"])
+            assert torch.allclose(reloaded(batch["pixel_values"]), expected, atol=1e-5)
+
+
+def test_lora_reloads_through_peft(runs):
+    config, result = runs["lora"]
+    # The base is randomly initialised here (no Hub): rebuild the same one, as a Hub base would load.
+    set_seed(config.train.seed)
+    base = ADAPTERS.get(config.task)(config).build_model(result.labels)
+    reloaded = PeftModel.from_pretrained(base, config.output_dir).eval()
+    batch = _batch(result)
+    with torch.no_grad():
+        expected = result.model.eval()(batch["pixel_values"])
+        assert torch.allclose(reloaded(batch["pixel_values"]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_run_output_is_a_model_for_a_new_label_set(runs, strategy, tmp_path):
+    """Chained transfer: backbone kept (LoRA merged), new head sized to the new labels."""
+    config, result = runs[strategy]
+    new = load_config(None, [f"model={config.output_dir}", "data.image_size=32"])
+    adapter = ADAPTERS.get("image-classification")(new)
+    model = adapter.build_model(["a", "b", "c", "d", "e"])
+    assert model.get_classifier().out_features == 5
+    trained = result.model.merge_and_unload() if strategy == "lora" else result.model
+    old, fresh = trained.state_dict(), model.state_dict()
+    backbone = [k for k in fresh if not k.startswith("classifier.")]
+    assert all(torch.equal(old[k], fresh[k]) for k in backbone)
+
+
+def test_resume_mid_epoch_equals_uninterrupted(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    common = {"strategy": "full", "train.epochs": 2, "train.checkpoint_every_steps": 2, "train.save_total_limit": 20}
+    full = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "a", **common)))
+    # Simulate a crash in epoch 1: keep only the checkpoints written up to step 8 (epoch 0 has 7 steps).
+    crashed = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / "checkpoints", crashed / "checkpoints")
+    for ckpt in (crashed / "checkpoints").glob("step_*"):
+        if int(ckpt.name.split("_")[1]) > 8:
+            shutil.rmtree(ckpt)
+    resumed_overrides = tiny_image_overrides(
+        train_dir, val_dir, crashed, **common, **{"train.resume_from_checkpoint": "latest"}
+    )
+    resumed = train(load_config(None, resumed_overrides))
+    assert resumed.fit.global_step == full.fit.global_step
+    assert [round(h["loss"], 5) for h in resumed.metrics["history"]] == [
+        round(h["loss"], 5) for h in full.metrics["history"]
+    ]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    out = tmp_path / "run"
+    train(load_config(None, tiny_image_overrides(train_dir, val_dir, out, **{"train.epochs": 1})))
+    (train_dir / "purple").mkdir()
+    shutil.copy(next((train_dir / "red").glob("*.png")), train_dir / "purple" / "x.png")
+    overrides = tiny_image_overrides(train_dir, val_dir, out, **{"train.resume_from_checkpoint": "latest"})
+    with pytest.raises(ConfigError, match="trained on labels"):
+        train(load_config(None, overrides))
+
+
+def test_transformers_image_model(tmp_path, color_data):
+    """A transformers image classifier (tiny ViT from a config) through the same engine, with LoRA
+    on the attention projections and the processor's own eval preprocessing."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    folder = tmp_path / "tiny-vit"
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            num_labels=2,
+        )
+    )
+    vit.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir, val_dir, tmp_path / "out", model=folder, strategy="lora", **{"train.lr": 0.02}
+    )
+    result = train(load_config(None, overrides))
+    assert result.adapter.head_modules(result.model.base_model.model) == ["classifier"]
+    assert result.adapter.lora_target_modules(vit) == ["query", "value"]
+    assert result.metrics["accuracy"] > 0.5
+    assert (tmp_path / "out" / "adapter_config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_folder(tmp_path):
+    overrides = tiny_image_overrides(tmp_path / "nope", tmp_path / "nope", tmp_path / "o")
+    with pytest.raises(DataError, match="does not exist"):
+        train(load_config(None, overrides))
+
+
+def test_empty_class_folder(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    (train_dir / "yellow").mkdir()
+    with pytest.raises(DataError, match="yellow.*is empty"):
+        train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o")))
+
+
+def test_undecodable_image_is_named(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    broken = val_dir / "green" / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match="broken.png"):
+        train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **{"train.epochs": 1})))
+
+
+def test_unknown_model(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    with pytest.raises(ModelError, match="not_a_model"):
+        train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", model="not_a_model")))
+
+
+def test_lora_targets_that_match_nothing(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir, val_dir, tmp_path / "o", strategy="lora", **{"lora.target_modules": "[nothing_here]"}
+    )
+    with pytest.raises(ModelError, match="match no module"):
+        train(load_config(None, overrides))
+
+
+def test_lora_target_inside_head_is_refused(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir, val_dir, tmp_path / "o", strategy="lora", **{"lora.target_modules": "[classifier]"}
+    )
+    with pytest.raises(ModelError, match="inside the head"):
+        train(load_config(None, overrides))
+
+
+def test_label_column_absent(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("image,category\na.png,x\n")
+    overrides = tiny_image_overrides(csv, csv, tmp_path / "o")
+    with pytest.raises(DataError, match="Column 'label' not found.*data.label_column"):
+        train(load_config(None, overrides))
+
+
+def test_unseen_validation_label(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    (val_dir / "purple").mkdir()
+    shutil.copy(next((val_dir / "red").glob("*.png")), val_dir / "purple" / "x.png")
+    with pytest.raises(DataError, match="'purple', which is not in the training labels"):
+        train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o")))
