@@ -179,7 +179,8 @@ def test_transformers_image_model(tmp_path, color_data):
     )
     result = train(load_config(None, overrides))
     assert result.adapter.head_modules(result.model.base_model.model) == ["classifier"]
-    assert result.adapter.lora_target_modules(vit) == ["query", "value"]
+    targets = result.adapter.lora_target_modules(vit)
+    assert targets in (["query", "value"], ["q_proj", "v_proj"])  # attention projections, per version
     assert result.metrics["accuracy"] > 0.5
     assert (tmp_path / "out" / "adapter_config.json").is_file()
 

@@ -3,6 +3,7 @@ and transformers image classifiers (ViT, ResNet, ConvNeXt, ... via AutoModelForI
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -40,6 +41,15 @@ def open_image(value: Any) -> Image.Image:
     if image.mode == "P":  # palette images may carry transparency; go through RGBA to keep colours right
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _size_dict(size: Any) -> dict[str, Any]:
+    """An image processor's size as a plain dict (transformers 5 uses a SizeDict dataclass)."""
+    if size is None:
+        return {}
+    if dataclasses.is_dataclass(size):
+        return {k: v for k, v in dataclasses.asdict(size).items() if v is not None}
+    return dict(size) if isinstance(size, dict) else {"height": size, "width": size}
 
 
 def _is_timm_folder(path: Path) -> bool:
@@ -133,12 +143,11 @@ class ImageClassificationAdapter(TaskAdapter):
         override = self.config.data.image_size
         if override is not None:
             for attr in ("size", "crop_size"):
-                size = getattr(p, attr, None)
-                if isinstance(size, dict):
-                    keys = [k for k in ("height", "width", "shortest_edge") if k in size]
-                    setattr(p, attr, {k: override for k in keys})
-        size = getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else p.size
-        side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
+                size = _size_dict(getattr(p, attr, None))
+                if size:
+                    setattr(p, attr, {k: override for k in ("height", "width", "shortest_edge") if size.get(k)})
+        size = _size_dict(p.crop_size if getattr(p, "do_center_crop", False) else p.size)
+        side = size.get("height") or size.get("shortest_edge")
         self._train_transform = T.Compose(
             [
                 T.RandomResizedCrop(side, scale=tuple(self.config.data.crop_scale)),
