@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_transfer import load_config, train
+from hf_transfer import configure_logging, load_config, train
 
 # The embedded default: real pretrained weights and real data, both available offline.
 DEFAULT = [
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "-c", action="append", help="YAML config(s); without one, the embedded default.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
     args = parser.parse_args(argv)
+    configure_logging()
 
     overrides = args.overrides if args.config else DEFAULT + args.overrides
     result = train(load_config(args.config, overrides))

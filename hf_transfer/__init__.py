@@ -8,6 +8,7 @@ from .adapters import ADAPTERS, ImageClassificationAdapter, TaskAdapter
 from .config import DataConfig, LoraConfigSpec, RunConfig, TrainConfig, load_config
 from .engine import Engine, FitResult
 from .errors import ConfigError, DataError, HFTransferError, ModelError
+from .log import configure_logging
 from .strategies import STRATEGIES
 from .train import RunResult, train
 
@@ -29,6 +30,7 @@ __all__ = [
     "RunResult",
     "TaskAdapter",
     "TrainConfig",
+    "configure_logging",
     "load_config",
     "train",
 ]

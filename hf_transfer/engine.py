@@ -169,7 +169,8 @@ class Engine:
             metrics = self.evaluate(model, adapter, eval_dl, len(labels))
             improved = self._record(state, metrics, model)
             acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
-            logger.info(f"epoch {state.epoch}: {metrics}" + (" (best)" if improved else ""))
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            logger.info(f"epoch {state.epoch}: {shown}" + (" (best)" if improved else ""))
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
             patience = s.early_stopping_patience
             if patience is not None and state.evals_without_improvement >= patience:
