@@ -15,8 +15,11 @@ logger = logging.getLogger(__name__)
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def load_source(source: str, folder_builder: str | None) -> Dataset:
-    """One split from a class-folder directory, a data file, or a Hub dataset id ('id' or 'id:split')."""
+def load_source(source: str, folder_builder: str | None, path_column: str | None = None) -> Dataset:
+    """One split from a class-folder directory, a data file, or a Hub dataset id ('id' or 'id:split').
+
+    `path_column` names a column of file paths (images, audio): in a data file, relative paths are
+    resolved against the file's own folder, as a user writing the CSV beside the files expects."""
     path = Path(source).expanduser()
     if path.is_dir():
         if folder_builder is None:
@@ -31,7 +34,15 @@ def load_source(source: str, folder_builder: str | None) -> Dataset:
                 f"Use one of {', '.join(sorted(_FILE_BUILDERS))}, a class-folder directory, or a Hub dataset id."
             )
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        if path_column in dataset.column_names and dataset.features[path_column].dtype in ("string", "large_string"):
+            base = path.resolve().parent
+            dataset = dataset.map(
+                lambda batch: {path_column: [str(base / p) if p else p for p in batch[path_column]]},
+                batched=True,
+                desc="Resolving file paths",
+            )
+        return dataset
     if source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
         raise DataError(f"Data path {source!r} does not exist. Check data.train / data.validation.")
     repo_id, _, split = source.partition(":")

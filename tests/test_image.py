@@ -247,3 +247,21 @@ def test_unseen_validation_label(color_data, tmp_path):
     shutil.copy(next((val_dir / "red").glob("*.png")), val_dir / "purple" / "x.png")
     with pytest.raises(DataError, match="'purple', which is not in the training labels"):
         train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o")))
+
+
+def test_csv_with_own_column_names_and_relative_paths(color_data, tmp_path):
+    """A CSV beside its images: paths relative to the CSV, custom image and label column names,
+    string labels, no validation file (a seeded stratified split of train)."""
+    train_dir, _ = color_data
+    rows = ["file,colour"] + [
+        f"{p.relative_to(train_dir.parent)},{p.parent.name}" for p in sorted(train_dir.rglob("*.png"))
+    ]
+    csv = train_dir.parent / "index.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    overrides = tiny_image_overrides(csv, csv, tmp_path / "o", **{"data.image_column": "file"})
+    overrides = [o for o in overrides if not o.startswith("data.validation=")]
+    overrides += ["data.label_column=colour", "data.validation_split=0.25"]
+    result = train(load_config(None, overrides))
+    assert result.labels == ["blue", "green", "red"]
+    assert result.metrics["accuracy"] > 0.6
+    assert len(result.metrics["history"]) == 3
