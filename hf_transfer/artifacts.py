@@ -6,6 +6,7 @@ half-written artifact beside a good one.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -17,6 +18,9 @@ from torch import nn
 
 from .adapters.base import RUN_INFO, TaskAdapter
 from .config import RunConfig, dump_config
+
+MERGED = "merged"  # LoRA runs with export.merge: the merged plain model, in the full format
+EVAL_DIR = "eval"  # classification reports: validation.json at the end of training, `hf-transfer evaluate` runs
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -30,9 +34,18 @@ def write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def save_model_artifact(model: nn.Module, adapter: TaskAdapter, labels: list[str], output_dir: Path) -> None:
+def save_model_artifact(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    labels: list[str],
+    output_dir: Path,
+    base_model: str | None = None,
+    merge: bool = False,
+) -> None:
     """The trained model in the format its standard loader opens: a LoRA run's output_dir is the
-    peft adapter folder (adapter weights + saved head); otherwise the family's full format."""
+    peft adapter folder (adapter weights + saved head + the preprocessing files, adapter_config.json
+    naming `base_model`), plus with `merge` a merged plain model in output_dir/merged/; otherwise the
+    family's full format."""
     from peft import PeftModel
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +53,11 @@ def save_model_artifact(model: nn.Module, adapter: TaskAdapter, labels: list[str
         staging = Path(tmp)
         if isinstance(model, PeftModel):
             model.save_pretrained(staging, safe_serialization=True)
+            adapter.save_preprocessor(staging)
+            if base_model is not None:
+                _set_base_model(staging, base_model)
+            if merge:
+                adapter.save_model(merged_copy(model), staging / MERGED, labels)
         else:
             adapter.save_model(model, staging, labels)
         for item in staging.iterdir():
@@ -47,6 +65,26 @@ def save_model_artifact(model: nn.Module, adapter: TaskAdapter, labels: list[str
             if target.is_dir() and item.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """The LoRA weights folded into a copy of the base (the trained model itself stays a PeftModel)."""
+    return copy.deepcopy(model).merge_and_unload()
+
+
+def base_model_reference(spec: str) -> str:
+    """What adapter_config.json names as the base: a local folder as an absolute path (peft and
+    transformers resolve relative paths against the working directory, not the adapter folder)."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _set_base_model(adapter_dir: Path, base_model: str) -> None:
+    # peft records `model.name_or_path`, which is empty for timm models and may be relative.
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_model_reference(base_model)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_run_files(config: RunConfig, labels: list[str], metrics: dict[str, Any], output_dir: Path) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 
 from .config import describe_fields, load_config
 from .errors import HFTransferError
+from .log import configure_logging
 
 EPILOG_TRAIN = """\
 Settings (override any of them as KEY=VALUE after the options; values are read as YAML):
@@ -70,6 +70,107 @@ add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overri
 add_command("config", "Print the fully resolved config (YAML) without training.", _train_arguments, _show_config)
 
 
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="A finished run's output_dir.")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        help="Image or audio files; for text runs, files of one text per line ('-' or nothing: stdin; "
+        "a tab separates the two texts of a pair).",
+    )
+    parser.add_argument("--top-k", type=int, default=1, help="Labels to print per input, best first (default: 1).")
+    parser.add_argument("--json", action="store_true", help="Print one JSON list of {input, predictions} instead.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Inputs per forward pass (default: 32).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import load_run, read_inputs
+
+    run = load_run(args.output_dir, device=args.device)
+    inputs, shown = read_inputs(run, args.inputs)
+    results = run.predict(inputs, top_k=args.top_k, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([{"input": s, "predictions": r} for s, r in zip(shown, results, strict=True)], indent=2))
+        return 0
+    for source, predictions in zip(shown, results, strict=True):
+        ranked = "  ".join(f"{p['label']} {p['score']:.4f}" for p in predictions)
+        print(f"{source}\t{ranked}")
+    return 0
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="A finished run's output_dir.")
+    parser.add_argument(
+        "--data", required=True, help="Labelled data in any form data.train accepts (folder, csv/json/parquet, Hub id)."
+    )
+    parser.add_argument("--label-column", default=None, help="Label column (default: the run's data.label_column).")
+    parser.add_argument(
+        "--input-column", default=None, help="Input column (default: the run's image/text/audio column)."
+    )
+    parser.add_argument(
+        "--name", default=None, help="Report name: writes OUTPUT_DIR/eval/NAME.json (default: data name)."
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="Examples per forward pass (default: 32).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluation import evaluate_run
+    from .inference import load_run
+
+    run = load_run(args.output_dir, device=args.device)
+    report, path = evaluate_run(
+        run,
+        args.data,
+        label_column=args.label_column,
+        input_column=args.input_column,
+        name=args.name,
+        batch_size=args.batch_size,
+    )
+    print(f"{json.dumps(report['metrics'])} on {report['num_examples']} examples -> {path}")
+    return 0
+
+
+def _push_arguments(parser: argparse.ArgumentParser) -> None:
+    from .hub import DEFAULT_COMMIT_MESSAGE
+
+    parser.add_argument("output_dir", help="A finished run's output_dir.")
+    parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. user/my-model (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
+    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="Commit message.")
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_run
+
+    url = push_run(
+        args.output_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
+    )
+    print(f"Pushed {args.output_dir} -> {url}")
+    return 0
+
+
+add_command(
+    "predict",
+    "Predict labels for images, audio files or lines of text with a finished run.",
+    _predict_arguments,
+    _predict,
+)
+add_command(
+    "evaluate",
+    "Compute metrics, a per-class report and a confusion matrix of a run on new labelled data.",
+    _evaluate_arguments,
+    _evaluate,
+)
+add_command("push", "Upload a finished run (model, card, pictures) to the Hugging Face Hub.", _push_arguments, _push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-transfer",
@@ -94,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.verbose)
     try:
         return COMMANDS[args.command][2](args)
     except HFTransferError as err:

@@ -8,6 +8,7 @@ gather_for_metrics, keeps the best weights, checkpoints with save_state and resu
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -30,7 +32,7 @@ from transformers import get_scheduler
 from .adapters.base import TaskAdapter
 from .config import TrainConfig
 from .errors import ConfigError
-from .metrics import classification_metrics
+from .evaluation import gather_logits, summary_metrics
 from .rng import AugmentationRng, RngState
 from .strategies import set_train_mode
 
@@ -72,6 +74,12 @@ class Engine:
         self.settings = settings
         self.num_workers = num_workers
         self.output_dir = Path(output_dir)
+        available = {str(t) for t in get_available_trackers()}
+        missing = [t for t in settings.log_with if t != "all" and t not in available]
+        if missing:  # Accelerate drops them silently; say so once
+            logging.getLogger(__name__).warning(
+                "Trackers %s are not installed and will not log (installed: %s)", missing, sorted(available)
+            )
         self.accelerator = Accelerator(
             mixed_precision=settings.mixed_precision,  # None: from `accelerate config` / launch flags
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
@@ -191,26 +199,11 @@ class Engine:
             train_samples_per_second=samples / runtime if runtime > 0 else 0.0,
         )
 
-    @torch.no_grad()
     def evaluate(
         self, model: nn.Module, adapter: TaskAdapter, eval_dl: DataLoader, num_labels: int
     ) -> dict[str, float]:
-        """Validation metrics over the whole set: gather_for_metrics drops the samples that sharding duplicated."""
-        model.eval()
-        losses, predictions, references = [], [], []
-        for batch in eval_dl:
-            labels = batch.pop("labels")
-            logits = adapter.logits(model, batch).float()
-            loss = F.cross_entropy(logits, labels, reduction="none")
-            loss, preds, labels = self.accelerator.gather_for_metrics((loss, logits.argmax(-1), labels))
-            losses.append(loss.cpu())
-            predictions.append(preds.cpu())
-            references.append(labels.cpu())
-        metrics = classification_metrics(
-            torch.cat(predictions).numpy(), torch.cat(references).numpy(), num_labels=num_labels
-        )
-        metrics["loss"] = float(torch.cat(losses).mean())
-        return metrics
+        """Validation metrics over the whole set (gather_for_metrics drops the samples sharding duplicated)."""
+        return summary_metrics(gather_logits(model, adapter, eval_dl, self.accelerator), num_labels)
 
     def close(self) -> None:
         """Flush trackers and release the process group: after the run's last collective call."""

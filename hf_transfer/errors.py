@@ -15,3 +15,7 @@ class DataError(HFTransferError, ValueError):
 
 class ModelError(HFTransferError, ValueError):
     """The model spec cannot be resolved or does not fit the strategy."""
+
+
+class HubError(HFTransferError, RuntimeError):
+    """Pushing to the Hugging Face Hub failed (no token, no network, no access)."""

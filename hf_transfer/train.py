@@ -14,10 +14,13 @@ from torch import nn
 
 from . import data as data_lib
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts import save_model_artifact, save_run_files
+from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
+from .card import write_model_card
 from .config import RunConfig, to_dict
 from .engine import Engine, FitResult
 from .errors import ConfigError
+from .evaluation import classification_report, predict_dataset
+from .hub import push_run, require_token
 from .samples import resolve_data, resolve_model
 from .strategies import STRATEGIES, trainable_parameters
 
@@ -52,7 +55,8 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
     d = config.data
     if not d.train:
         raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
-    train = data_lib.load_source(d.train, adapter.folder_builder)
+    path_column = adapter.input_column if adapter.input_is_file else None
+    train = data_lib.load_source(d.train, adapter.folder_builder, path_column)
     columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
     data_lib.require_columns(train, columns, d.train)
     labels = data_lib.resolve_labels(train, d.label_column)
@@ -60,7 +64,7 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
         raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
     train = data_lib.encode_labels(train, d.label_column, labels, d.train)
     if d.validation:
-        validation = data_lib.load_source(d.validation, adapter.folder_builder)
+        validation = data_lib.load_source(d.validation, adapter.folder_builder, path_column)
         data_lib.require_columns(validation, columns, d.validation)
         validation = data_lib.encode_labels(validation, d.label_column, labels, d.validation)
     else:
@@ -75,6 +79,8 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
 def train(config: RunConfig) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
     config = resolve(config)
+    if config.push_to_hub:
+        require_token()  # fail now, not after hours of training
     strategy = STRATEGIES.get(config.strategy)
     adapter_cls = ADAPTERS.get(config.task)
     output_dir = Path(config.output_dir)
@@ -105,10 +111,20 @@ def train(config: RunConfig) -> RunResult:
         "history": fit.history,
     }
     if acc.is_main_process:
-        save_model_artifact(model, adapter, labels, output_dir)
+        save_model_artifact(model, adapter, labels, output_dir, base_model=config.model, merge=config.export.merge)
         save_run_files(config, labels, metrics, output_dir)
+    # The best model's validation predictions, for the card's per-class table and confusion matrix
+    # (every process predicts its shard; gather_for_metrics reassembles the set).
+    batch_size = config.train.eval_batch_size or config.train.batch_size
+    validation = classification_report(predict_dataset(model, adapter, eval_set, batch_size, acc), labels)
     acc.wait_for_everyone()
-    engine.close()
+    engine.close()  # flushes the tensorboard events that the card's curves read
+    if acc.is_main_process:
+        write_json(output_dir / EVAL_DIR / "best_model_validation.json", validation)
+        write_model_card(output_dir, config, labels, metrics, validation)
+        if config.push_to_hub:
+            h = config.hub
+            push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
     return RunResult(output_dir, labels, metrics, fit, model, adapter, acc.is_main_process)
 
 

@@ -37,7 +37,9 @@ def write_color_images(root: Path, per_class: int = 16, size: int = 24, seed: in
                 image = image.convert("P")
             image.save(folder / f"{i:03d}.png")
     if modes:  # one grayscale image: converted to RGB (its class is not learnable, that's fine)
-        Image.fromarray(rng.integers(0, 255, size=(size, size), dtype=np.uint8), mode="L").save(root / "red" / "gray.png")
+        Image.fromarray(rng.integers(0, 255, size=(size, size), dtype=np.uint8), mode="L").save(
+            root / "red" / "gray.png"
+        )
     return root
 
 

@@ -41,6 +41,8 @@ class TaskAdapter(ABC):
     pipeline_tag: ClassVar[str]
     # The DataConfig field naming the input column (image_column, text_column, audio_column).
     input_column_key: ClassVar[str]
+    # Whether that column holds file paths (resolved against a csv/json/parquet file's folder).
+    input_is_file: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -64,6 +66,13 @@ class TaskAdapter(ABC):
     @abstractmethod
     def save_model(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
         """Write `model` (not a PeftModel) in the format its standard loader opens."""
+
+    def save_preprocessor(self, directory: Path) -> None:
+        """Write the preprocessing files (image processor, tokenizer, feature extractor) without the model.
+
+        A LoRA run's output_dir holds only adapter weights; pipelines and AutoPeftModel still need the
+        preprocessing beside them. Default: nothing (timm keeps its data config inside config.json)."""
+        return None
 
     def lora_target_modules(self, model: nn.Module) -> list[str] | str:
         """Modules LoRA adapts by default: attention projections, else every linear/conv layer outside the head."""
@@ -117,10 +126,14 @@ class TaskAdapter(ABC):
             from peft import PeftModel
 
             previous = load_config(run_dir / "config.yaml")
-            base = type(self)(previous).build_model(previous_labels)
+            previous_adapter = type(self)(previous)
+            # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
+            with torch.random.fork_rng():
+                torch.manual_seed(previous.train.seed)
+                base = previous_adapter.build_model(previous_labels)
             merged = PeftModel.from_pretrained(base, str(run_dir)).merge_and_unload()
             with tempfile.TemporaryDirectory() as tmp:
-                self.save_model(merged, Path(tmp), previous_labels)
+                previous_adapter.save_model(merged, Path(tmp), previous_labels)
                 model = self.load_model(tmp, None, labels, pretrained=True)
         if labels != previous_labels:
             reset_modules(model, self.head_modules(model))

@@ -63,6 +63,7 @@ class ImageClassificationAdapter(TaskAdapter):
     folder_builder: ClassVar[str | None] = "imagefolder"
     pipeline_tag: ClassVar[str] = "image-classification"
     input_column_key: ClassVar[str] = "image_column"
+    input_is_file: ClassVar[bool] = True
 
     family: str  # "timm" or "transformers", set by load_model
     processor: Any = None  # the transformers image processor (transformers family only)
@@ -182,6 +183,10 @@ class ImageClassificationAdapter(TaskAdapter):
         config = json.loads(config_path.read_text())
         config.get("model_args", {}).pop("num_classes", None)
         config_path.write_text(json.dumps(config, indent=2))
+
+    def save_preprocessor(self, directory: Path) -> None:
+        if self.family == "transformers":
+            self.processor.save_pretrained(directory)
 
     # ---- data ----------------------------------------------------------------------------------
     def prepare_dataset(self, dataset: Dataset) -> Dataset:

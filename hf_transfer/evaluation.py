@@ -1,0 +1,160 @@
+"""Predictions over a dataset and the full classification report (per-class scores, confusion matrix).
+
+One code path serves the end of training (the card's confusion matrix), `hf-transfer evaluate` and
+`load_run(...).predict`: the adapter's eval preprocessing, its collate and its `logits`, exactly as
+the engine evaluates, so every number agrees with metrics.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from datasets import Dataset
+
+    from .adapters.base import TaskAdapter
+    from .inference import LoadedRun
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray  # [n, num_labels], float32
+    references: np.ndarray | None  # [n] integer labels, when the data has a `labels` column
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return torch.from_numpy(self.logits).softmax(-1).numpy()
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.logits.argmax(-1)
+
+
+def predict_dataset(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    dataset: Dataset,
+    batch_size: int = 32,
+    accelerator: Accelerator | None = None,
+) -> Predictions:
+    """Logits for every row of a prepared dataset (`adapter.prepare_dataset` applied).
+
+    With an accelerator, each process predicts its shard and gather_for_metrics reassembles the whole
+    set in order (call it on every process); without one, everything runs here on the model's device.
+    """
+    data = dataset.with_transform(lambda batch: adapter.preprocess(batch, train=False))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=adapter.collate)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+    return gather_logits(model, adapter, loader, accelerator)
+
+
+@torch.no_grad()
+def gather_logits(
+    model: nn.Module, adapter: TaskAdapter, loader: DataLoader, accelerator: Accelerator | None = None
+) -> Predictions:
+    """The evaluation loop, shared by the engine and inference: eval mode, the adapter's `logits`,
+    and gather_for_metrics so samples duplicated by sharding are dropped."""
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    model.eval()
+    all_logits, references = [], []
+    for batch in loader:
+        labels = batch.pop("labels", None)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if accelerator is not None:
+            with accelerator.autocast():
+                logits = adapter.logits(model, batch).float()
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
+        else:
+            logits = adapter.logits(model, batch).float()
+        all_logits.append(logits.cpu())
+        if labels is not None:
+            references.append(labels.cpu())
+    return Predictions(
+        logits=torch.cat(all_logits).numpy(),
+        references=torch.cat(references).numpy() if references else None,
+    )
+
+
+def summary_metrics(predictions: Predictions, num_labels: int) -> dict[str, float]:
+    """accuracy, f1_macro and the mean cross-entropy loss: what metrics.json reports."""
+    if predictions.references is None:
+        raise ValueError("metrics need references (a `labels` column)")
+    refs = predictions.references
+    metrics = classification_metrics(predictions.predicted, refs, num_labels=num_labels)
+    metrics["loss"] = float(F.cross_entropy(torch.from_numpy(predictions.logits), torch.from_numpy(refs).long()))
+    return metrics
+
+
+def classification_report(predictions: Predictions, labels: list[str]) -> dict[str, Any]:
+    """accuracy, f1_macro and loss as the engine reports them, plus per-class precision/recall/F1/support
+    and the confusion matrix (rows: true class, columns: predicted class)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    metrics = summary_metrics(predictions, len(labels))
+    refs, preds = predictions.references, predictions.predicted
+    indices = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        refs, preds, labels=indices, average=None, zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    }
+    return {
+        "metrics": metrics,
+        "num_examples": len(refs),
+        "per_class": per_class,
+        "labels": list(labels),
+        "confusion_matrix": confusion_matrix(refs, preds, labels=indices).tolist(),
+    }
+
+
+def evaluate_run(
+    run: LoadedRun,
+    data: str,
+    label_column: str | None = None,
+    input_column: str | None = None,
+    name: str | None = None,
+    batch_size: int = 32,
+) -> tuple[dict[str, Any], Path]:
+    """Metrics, per-class report and confusion matrix of a loaded run on labelled `data`, loaded as
+    train.py loads validation data (labels must be among the run's); written to OUTPUT_DIR/eval/NAME.json."""
+    from . import data as data_lib
+    from .artifacts import EVAL_DIR, write_json
+    from .samples import resolve_data
+
+    config = run.config
+    adapter = run.adapter
+    label_column = label_column or config.data.label_column
+    input_column = input_column or adapter.input_column
+    source = resolve_data(data)
+    dataset = data_lib.load_source(source, adapter.folder_builder)
+    columns = {"--label-column": label_column, "--input-column": input_column}
+    data_lib.require_columns(dataset, columns, data)
+    if input_column != adapter.input_column:
+        dataset = dataset.rename_column(input_column, adapter.input_column)
+    dataset = data_lib.encode_labels(dataset, label_column, run.labels, data)
+    dataset = adapter.prepare_dataset(dataset)
+    report = classification_report(predict_dataset(run.model, adapter, dataset, batch_size=batch_size), run.labels)
+    report["data"] = data
+    name = name or (Path(source).stem if Path(source).exists() else data.replace("/", "__").replace(":", "_"))
+    path = run.output_dir / EVAL_DIR / f"{name}.json"
+    write_json(path, report)
+    return report, path

@@ -1,0 +1,113 @@
+"""Load a finished run for inference: `load_run(output_dir).predict(inputs)`.
+
+The model is rebuilt through the adapter (a run's output_dir is a valid `model:`, LoRA adapters are
+merged), with the run's own config, so preprocessing is the adapter's eval transform: predictions
+equal what the run's evaluation saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch import nn
+
+from .adapters import ADAPTERS, TaskAdapter
+from .adapters.base import is_run_dir, read_run_info
+from .config import RunConfig, load_config
+from .errors import ConfigError, DataError
+from .evaluation import Predictions, predict_dataset
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its adapter, ready for `predict` / `evaluate`."""
+
+    output_dir: Path
+    config: RunConfig
+    labels: list[str]
+    adapter: TaskAdapter
+    model: nn.Module
+
+    def dataset(self, inputs: list[Any]) -> Dataset:
+        """Raw inputs (file paths, texts, or row dicts with the run's column names) as a prepared dataset."""
+        rows = [x if isinstance(x, dict) else {self.adapter.input_column: x} for x in inputs]
+        columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
+        return self.adapter.prepare_dataset(Dataset.from_dict(columns))
+
+    def predict_logits(self, inputs: list[Any], batch_size: int = 32) -> Predictions:
+        return predict_dataset(self.model, self.adapter, self.dataset(inputs), batch_size=batch_size)
+
+    def predict(self, inputs: list[Any], top_k: int = 1, batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """For each input, the `top_k` most likely labels as [{'label', 'score'}], best first
+        (the shape `transformers.pipeline` returns)."""
+        if not inputs:
+            return []
+        probabilities = torch.from_numpy(self.predict_logits(inputs, batch_size).probabilities)
+        k = max(1, min(top_k, len(self.labels)))
+        scores, indices = probabilities.topk(k, dim=-1)
+        return [
+            [{"label": self.labels[i], "score": float(s)} for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)]
+            for row_s, row_i in zip(scores, indices, strict=True)
+        ]
+
+
+def load_run(output_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
+    """Open a finished run (any task, any strategy) for inference on `device` (default: CUDA if present)."""
+    output_dir = Path(output_dir)
+    if not is_run_dir(str(output_dir)):
+        raise ConfigError(
+            f"{output_dir} is not a finished hf-transfer run (no run_info.json). Give the output_dir of a run."
+        )
+    info = read_run_info(output_dir)
+    run_config = load_config(output_dir / "config.yaml")
+    # The run's own settings (image size, max_length, max duration...) with the run itself as the model.
+    config = dataclasses.replace(run_config, model=str(output_dir), weights=None, pretrained=True)
+    adapter = ADAPTERS.get(info["task"])(config)
+    labels = list(info["labels"])
+    model = adapter.build_model(labels)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    return LoadedRun(output_dir=output_dir, config=config, labels=labels, adapter=adapter, model=model)
+
+
+def read_inputs(run: LoadedRun, sources: list[str]) -> tuple[list[Any], list[str]]:
+    """CLI inputs as model inputs plus a short display string for each.
+
+    Text runs read one text per line from each file ('-' or none: stdin), a tab separating the texts
+    of a pair; the other modalities take file paths."""
+    if run.adapter.input_column_key != "text_column":
+        missing = [s for s in sources if not Path(s).is_file()]
+        if missing or not sources:
+            raise DataError(f"Input file(s) not found: {', '.join(missing)}" if missing else "Give input files.")
+        return list(sources), list(sources)
+    lines: list[str] = []
+    for source in sources or ["-"]:
+        if source == "-":
+            lines += sys.stdin.read().splitlines()
+        elif Path(source).is_file():
+            lines += Path(source).read_text().splitlines()
+        else:
+            raise DataError(f"Text input file {source!r} not found (give files of one text per line, or '-').")
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise DataError("No text to classify: the inputs are empty.")
+    data = run.config.data
+    if data.text_pair_column is None:
+        return lines, [_short(line) for line in lines]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        first, sep, second = line.partition("\t")
+        if not sep:
+            raise DataError(f"Line {number} has no tab: this run classifies text pairs ('text<TAB>pair').")
+        rows.append({data.text_column: first, data.text_pair_column: second})
+    return rows, [_short(line.replace("\t", " | ")) for line in lines]
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,93 @@
+"""The model card's two pictures: training/validation curves and the validation confusion matrix."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def tracker_scalars(logs_dir: Path, tags: tuple[str, ...] = ("train/loss",)) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series that the engine logged to tensorboard under `logs_dir` (empty when the run had
+    no tensorboard tracker). Several event files (a resumed run) are merged, later values winning."""
+    if not logs_dir.is_dir() or not any(logs_dir.rglob("events.out.tfevents.*")):
+        return {}
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        logger.warning("tensorboard is not installed: the card's curves show validation metrics only")
+        return {}
+    series: dict[str, dict[int, float]] = {}
+    for folder in sorted({p.parent for p in logs_dir.rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        for tag in set(tags) & set(events.Tags().get("scalars", [])):
+            for event in events.Scalars(tag):
+                series.setdefault(tag, {})[event.step] = event.value
+    return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+def plot_curves(history: list[dict[str, Any]], train_loss: list[tuple[int, float]], path: Path) -> None:
+    """Loss (training per step, validation per epoch) and validation accuracy / macro-F1, against steps."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if train_loss:
+        steps, values = zip(*train_loss, strict=True)
+        left.plot(steps, values, color="tab:blue", alpha=0.6, linewidth=1, label="training loss")
+    steps = [h["step"] for h in history]
+    left.plot(steps, [h["loss"] for h in history], "o-", color="tab:red", label="validation loss")
+    left.set(xlabel="optimizer step", ylabel="loss", title="Loss")
+    left.legend()
+    for key, style in (("accuracy", "o-"), ("f1_macro", "s--")):
+        if history and key in history[0]:
+            right.plot(steps, [h[key] for h in history], style, label=f"validation {key}")
+    right.set(xlabel="optimizer step", ylim=(0, 1.02), title="Validation metrics")
+    right.legend(loc="lower right")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
+    """Counts with row-normalised shading (rows: true class, columns: predicted class)."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    side = min(2 + 0.45 * len(labels), 14)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_yticks(ticks, labels)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (validation)")
+    if len(labels) <= 30:  # numbers stay legible
+        for i in ticks:
+            for j in ticks:
+                colour = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    _save(fig, path)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,171 @@
+"""Every run's output opens in the standard loaders (timm, transformers, peft) and reproduces our
+predictions; the model card is in the Hub's format with its two pictures; writes are atomic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import artifact_runs as R
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard
+from peft import PeftModel
+from PIL import Image
+from transformers import AutoModelForImageClassification, pipeline
+
+from hf_transfer.artifacts import save_model_artifact
+from hf_transfer.inference import load_run
+
+
+def _pixels(result, files: list[Path]) -> torch.Tensor:
+    adapter = result.adapter
+    out = adapter.preprocess({adapter.input_column: [str(f) for f in files]}, train=False)
+    return torch.stack(out["pixel_values"])
+
+
+def _our_top1(output_dir: Path, files: list[Path]) -> list[str]:
+    return [p[0]["label"] for p in load_run(output_dir, device="cpu").predict([str(f) for f in files])]
+
+
+def _pipeline_top1(model_dir: Path, files: list[Path]) -> list[str]:
+    classify = pipeline("image-classification", model=str(model_dir), device="cpu")
+    return [r[0]["label"] for r in classify([Image.open(f).convert("RGB") for f in files], top_k=1)]
+
+
+def test_timm_full_opens_in_timm_and_transformers(tmp_path_factory):
+    result = R.timm_full(tmp_path_factory)
+    out, files = result.output_dir, R.validation_files()
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "test_vit" and config["num_classes"] == 3
+    assert config["label_names"] == result.labels and "num_classes" not in config.get("model_args", {})
+    pixels = _pixels(result, files)
+    with torch.no_grad():
+        ours = result.model.eval()(pixels)
+        by_timm = timm.create_model(f"local-dir:{out}", pretrained=True).eval()(pixels)
+        by_transformers = AutoModelForImageClassification.from_pretrained(out).eval()(pixel_values=pixels).logits
+    assert torch.allclose(by_timm, ours, atol=1e-5)
+    assert torch.allclose(by_transformers, ours, atol=1e-5)
+    top1 = _pipeline_top1(out, files)
+    assert set(top1) <= set(result.labels)  # our label names, not LABEL_0...
+    assert top1 == _our_top1(out, files) and len(top1) == 12
+
+
+def test_transformers_full_opens_in_pipeline(tmp_path_factory):
+    result = R.vit_full(tmp_path_factory)
+    out, files = result.output_dir, R.validation_files()
+    assert (out / "preprocessor_config.json").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(result.labels)}
+    top1 = _pipeline_top1(out, files)
+    assert top1 == _our_top1(out, files) and len(top1) == 12
+    # ... and our top-1 is what the run's evaluation scored.
+    truth = [f.parent.name for f in files]
+    accuracy = sum(a == b for a, b in zip(top1, truth, strict=True)) / len(truth)
+    assert accuracy == pytest.approx(result.metrics["accuracy"])
+
+
+def test_transformers_lora_adapter_folder_and_merged(tmp_path_factory):
+    result = R.vit_lora(tmp_path_factory)
+    out, files = result.output_dir, R.validation_files()
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    base_path = adapter_config["base_model_name_or_path"]
+    assert Path(base_path).is_absolute() and Path(base_path) == R.tiny_vit_folder(tmp_path_factory).resolve()
+    assert (out / "adapter_model.safetensors").is_file() and (out / "preprocessor_config.json").is_file()
+    assert not (out / "config.json").exists()  # transformers would take the folder for a full model
+    id2label = dict(enumerate(result.labels))
+    base = AutoModelForImageClassification.from_pretrained(
+        base_path, num_labels=3, id2label=id2label, ignore_mismatched_sizes=True
+    )
+    reloaded = PeftModel.from_pretrained(base, str(out)).eval()
+    pixels = _pixels(result, files)
+    with torch.no_grad():
+        ours = result.model.eval()(pixel_values=pixels).logits
+        assert torch.allclose(reloaded(pixel_values=pixels).logits, ours, atol=1e-5)
+    # merged/: a plain transformers folder; the pipeline agrees with our predictions.
+    assert not (out / "merged" / "adapter_config.json").exists()
+    top1 = _pipeline_top1(out / "merged", files)
+    assert top1 == [result.labels[i] for i in ours.argmax(-1).tolist()]
+    assert top1 == _our_top1(out, files) and len(top1) == 12
+
+
+def test_timm_lora_adapter_and_merged(tmp_path_factory):
+    result = R.timm_lora(tmp_path_factory)
+    out, files = result.output_dir, R.validation_files()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "test_vit"
+    # pretrained: false here, so the base is the seeded random init (a Hub name would load its weights).
+    torch.manual_seed(result.adapter.config.train.seed)
+    base = timm.create_model("test_vit", pretrained=False, num_classes=3)
+    pixels = _pixels(result, files)
+    with torch.no_grad():
+        ours = result.model.eval()(pixels)
+        assert torch.allclose(PeftModel.from_pretrained(base, str(out)).eval()(pixels), ours, atol=1e-4)
+        merged = timm.create_model(f"local-dir:{out / 'merged'}", pretrained=True).eval()
+        assert torch.allclose(merged(pixels), ours, atol=1e-4)
+    assert _pipeline_top1(out / "merged", files) == [result.labels[i] for i in ours.argmax(-1).tolist()]
+
+
+def test_weights_are_safetensors_only(tmp_path_factory):
+    for result in (R.timm_full(tmp_path_factory), R.vit_lora(tmp_path_factory)):
+        out = result.output_dir
+        files = [p for p in out.rglob("*") if p.is_file() and "checkpoints" not in p.parts]
+        assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".tmp")]
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_crash_while_saving_leaves_no_partial_model(tmp_path_factory, tmp_path):
+    result = R.timm_full(tmp_path_factory)
+
+    class Crash(RuntimeError):
+        pass
+
+    def half_write(model, directory, labels):
+        (directory / "model.safetensors").write_bytes(b"half")
+        raise Crash
+
+    adapter = result.adapter
+    adapter.save_model, original = half_write, adapter.save_model
+    try:
+        with pytest.raises(Crash):
+            save_model_artifact(result.model, adapter, result.labels, tmp_path / "out")
+    finally:
+        adapter.save_model = original
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_model_card(tmp_path_factory):
+    result = R.timm_full(tmp_path_factory)
+    out = result.output_dir
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "timm" and data["pipeline_tag"] == "image-classification"
+    assert {"full", "hf-transfer", "image-classification"} <= set(data["tags"])
+    assert "base_model" not in data  # randomly initialised from a timm name: no Hub weights to name
+    assert "datasets" not in data  # local folders are not Hub dataset ids
+    results = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
+    assert results["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-4)
+    assert results["f1"] == pytest.approx(result.metrics["f1_macro"], abs=1e-4)
+    text = card.text
+    for picture in ("training_curves.png", "confusion_matrix.png"):
+        assert f"]({picture})" in text and (out / picture).read_bytes()[:4] == b"\x89PNG"
+    trainable, total = result.metrics["trainable_parameters"], result.metrics["total_parameters"]
+    assert f"{trainable:,} of {total:,} parameters" in text
+    assert "strategy: full" in text and "| accuracy |" in text
+    assert str(out.parent) not in card.content and "/tmp" not in card.content  # no local path
+    assert "no tensorboard tracker" not in text  # the curves include the logged training loss
+
+
+def test_card_names_hub_base_model_and_lora(tmp_path_factory):
+    card = ModelCard.load(R.vit_lora(tmp_path_factory).output_dir / "README.md")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
+    assert "PeftModel.from_pretrained" in card.text and "merged/" in card.text
+    assert "no tensorboard tracker" in card.text
+
+
+def test_validation_report_matches_metrics(tmp_path_factory):
+    for result in (R.timm_full(tmp_path_factory), R.timm_lora(tmp_path_factory)):
+        report = json.loads((result.output_dir / "eval" / "best_model_validation.json").read_text())
+        assert report["metrics"]["accuracy"] == pytest.approx(result.metrics["accuracy"])
+        assert report["metrics"]["loss"] == pytest.approx(result.metrics["loss"], rel=1e-4)
+        assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"] == 12

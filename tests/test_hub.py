@@ -1,0 +1,136 @@
+"""Pushing to the Hub, tested offline by intercepting huggingface_hub's HfApi at its API boundary:
+the right repository, only files the loaders open, once and from the main process, never a token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import artifact_runs as R
+import pytest
+from huggingface_hub import HfApi
+
+from hf_transfer import load_config, train
+from hf_transfer.cli import main
+from hf_transfer.errors import HubError
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Recorded calls; uploaded files are listed at call time (the staging folder is temporary)."""
+    calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_branch(self, repo_id, **kwargs):
+        calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(self, **kwargs):
+        root = Path(kwargs["folder_path"])
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        calls.append(("upload_folder", {**kwargs, "files": files}))
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_branch", create_branch)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", R.TOKEN)
+    return calls
+
+
+def _no_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no login cache either
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+
+
+def test_push_cli_uploads_loadable_files_only(tmp_path_factory, hub, capsys):
+    out = R.vit_lora(tmp_path_factory).output_dir
+    argv = ["push", str(out), "--repo-id", "me/tiny-vit-lora", "--private", "--revision", "dev"]
+    assert main([*argv, "--commit-message", "first"]) == 0
+    assert "me/tiny-vit-lora" in capsys.readouterr().out
+    assert [name for name, _ in hub] == ["create_repo", "create_branch", "upload_folder"]
+    assert hub[0][1]["repo_id"] == "me/tiny-vit-lora" and hub[0][1]["private"] is True
+    upload = hub[2][1]
+    assert (
+        upload["repo_id"] == "me/tiny-vit-lora" and upload["revision"] == "dev" and upload["commit_message"] == "first"
+    )
+    files = upload["files"]
+    for needed in ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json", "README.md"):
+        assert needed in files
+    assert {"training_curves.png", "confusion_matrix.png", "merged/model.safetensors", "merged/config.json"} <= set(
+        files
+    )
+    assert not [f for f in files if f.split("/")[0] in ("checkpoints", "logs", "eval") or f.startswith(".")]
+    assert not {"config.yaml", "run_info.json"} & set(files)  # they hold local paths
+    assert "token" not in upload  # huggingface_hub resolves it itself
+
+
+def test_push_to_hub_at_end_of_training(tmp_path_factory, tmp_path, hub):
+    train_dir, val_dir = R.image_data(tmp_path_factory)
+    from conftest import tiny_image_overrides
+
+    overrides = tiny_image_overrides(
+        train_dir,
+        val_dir,
+        tmp_path / "run",
+        model="test_vit",
+        **{"train.epochs": 1, "push_to_hub": True, "hub.repo_id": "me/pushed", "train.log_with": "[tensorboard]"},
+    )
+    result = train(load_config(None, overrides))
+    uploads = [kwargs for name, kwargs in hub if name == "upload_folder"]
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/pushed"
+    assert {"model.safetensors", "config.json", "README.md"} <= set(uploads[0]["files"])
+    assert "me/pushed" in (result.output_dir / "README.md").read_text()
+    # The token was in the environment all along: no written file holds it.
+    for path in result.output_dir.rglob("*"):
+        if path.is_file():
+            assert R.TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_push_from_main_process_only(tmp_path_factory, tmp_path, hub, monkeypatch):
+    """A non-main process of a multi-process run writes nothing and pushes nothing."""
+    from accelerate import Accelerator
+
+    train_dir, val_dir = R.image_data(tmp_path_factory)
+    from conftest import tiny_image_overrides
+
+    monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
+    overrides = tiny_image_overrides(
+        train_dir,
+        val_dir,
+        tmp_path / "run",
+        model="test_vit",
+        **{"train.epochs": 1, "train.max_steps": 1, "push_to_hub": True, "hub.repo_id": "me/x"},
+    )
+    train(load_config(None, overrides))
+    assert hub == []
+    assert not (tmp_path / "run" / "README.md").exists()
+
+
+def test_push_without_token_is_one_clear_line(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    _no_token(monkeypatch, tmp_path)
+    out = R.timm_full(tmp_path_factory).output_dir
+    assert main(["push", str(out), "--repo-id", "me/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No Hugging Face token found" in err and "HF_TOKEN" in err
+
+
+def test_push_to_hub_without_token_fails_before_training(tmp_path, monkeypatch):
+    _no_token(monkeypatch, tmp_path)
+    config = load_config(None, ["push_to_hub=true", "hub.repo_id=me/x", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(HubError, match="No Hugging Face token"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_push_offline_is_one_clear_line(tmp_path_factory, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_TOKEN", R.TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = R.timm_full(tmp_path_factory).output_dir
+    assert main(["push", str(out), "--repo-id", "me/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "HF_HUB_OFFLINE" in err and "hf-transfer push" in err
+    assert R.TOKEN not in err
