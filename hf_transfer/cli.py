@@ -50,12 +50,17 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from accelerate import PartialState
+
     from .train import train
 
     config = load_config(args.config, args.overrides)
     result = train(config)
-    summary = {k: result.metrics[k] for k in ("accuracy", "f1_macro", "loss", "train_runtime") if k in result.metrics}
-    print(f"Finished: {json.dumps(summary)} -> {result.output_dir}")
+    PartialState().destroy_process_group()  # the end of this process: release the process group
+    if result.is_main_process:
+        keys = ("accuracy", "f1_macro", "loss", "train_runtime")
+        summary = {k: round(result.metrics[k], 4) for k in keys}
+        print(f"Finished: {json.dumps(summary)} -> {result.output_dir}")
     return 0
 
 

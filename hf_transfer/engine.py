@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from safetensors.torch import load_file, save_file
@@ -116,7 +117,8 @@ class Engine:
             )
 
         # The schedule counts this process's optimizer steps, so it is right for any number of processes.
-        steps_per_epoch = math.ceil(len(train_dl) / s.gradient_accumulation_steps)
+        # acc.gradient_accumulation_steps: the config's value, or `accelerate config`'s when left at 1.
+        steps_per_epoch = math.ceil(len(train_dl) / acc.gradient_accumulation_steps)
         total_steps = s.max_steps or steps_per_epoch * s.epochs
         epochs = math.ceil(total_steps / steps_per_epoch)
         scheduler = get_scheduler(
@@ -133,7 +135,7 @@ class Engine:
 
         logger.info(
             f"Training {epochs} epochs, {total_steps} optimizer steps; {acc.num_processes} process(es) x "
-            f"batch {s.batch_size} x accumulation {s.gradient_accumulation_steps}"
+            f"batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}"
         )
         progress = tqdm(
             total=total_steps,
@@ -206,8 +208,12 @@ class Engine:
         return summary_metrics(gather_logits(model, adapter, eval_dl, self.accelerator), num_labels)
 
     def close(self) -> None:
-        """Flush trackers and release the process group: after the run's last collective call."""
-        self.accelerator.end_training()
+        """Flush the trackers. The process group stays up, so one process can run several trainings
+        (chained transfer); Accelerate's global state is reset so the next run may choose another
+        mixed precision (it refuses to change it otherwise)."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        AcceleratorState._reset_state()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)

@@ -204,3 +204,34 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)
     # Gradients are averaged across ranks by an all-reduce: float sums in another order, nothing more.
     assert two["loss"] == pytest.approx(single.metrics["loss"], rel=2e-3)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(color_data, tmp_path):
+    """batch 4 x 2 accumulation steps = batch 8: same optimizer steps, same end state."""
+    train_dir, val_dir = color_data
+    common = {"strategy": "linear_probe", "train.epochs": 2, "train.lr": 0.05}
+    big = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "big", **common)))
+    accumulated = train(
+        load_config(
+            None,
+            tiny_image_overrides(
+                train_dir,
+                val_dir,
+                tmp_path / "acc",
+                **common,
+                **{"train.batch_size": 4, "train.gradient_accumulation_steps": 2},
+            ),
+        )
+    )
+    assert accumulated.fit.global_step == big.fit.global_step
+    a, b = big.model.state_dict(), accumulated.model.state_dict()
+    assert torch.allclose(a["classifier.weight"], b["classifier.weight"], atol=1e-5)
+
+
+def test_bf16_mixed_precision_trains(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    extra = {"train.mixed_precision": "bf16", "train.epochs": 2}
+    result = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "bf16", **extra)))
+    losses = [h["loss"] for h in result.metrics["history"]]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert result.metrics["accuracy"] > 0.5
