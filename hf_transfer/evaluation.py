@@ -145,7 +145,7 @@ def evaluate_run(
     label_column = label_column or config.data.label_column
     input_column = input_column or adapter.input_column
     source = resolve_data(data)
-    dataset = data_lib.load_source(source, adapter.folder_builder)
+    dataset = data_lib.load_source(source, adapter.folder_builder, input_column if adapter.input_is_file else None)
     columns = {"--label-column": label_column, "--input-column": input_column}
     data_lib.require_columns(dataset, columns, data)
     if input_column != adapter.input_column:
