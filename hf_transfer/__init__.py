@@ -4,7 +4,13 @@ The PyPI distribution is `hf-transfer-learning`; the import name `hf_transfer` i
 unrelated download accelerator `hf-transfer`, so do not install both in one environment.
 """
 
-from .adapters import ADAPTERS, ImageClassificationAdapter, TaskAdapter
+from .adapters import (
+    ADAPTERS,
+    AudioClassificationAdapter,
+    ImageClassificationAdapter,
+    TaskAdapter,
+    TextClassificationAdapter,
+)
 from .config import DataConfig, LoraConfigSpec, RunConfig, TrainConfig, load_config
 from .engine import Engine, FitResult
 from .errors import ConfigError, DataError, HFTransferError, ModelError
@@ -17,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ADAPTERS",
     "STRATEGIES",
+    "AudioClassificationAdapter",
     "ConfigError",
     "DataConfig",
     "DataError",
@@ -29,6 +36,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "TaskAdapter",
+    "TextClassificationAdapter",
     "TrainConfig",
     "configure_logging",
     "load_config",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -25,6 +26,8 @@ def load_source(source: str, folder_builder: str | None, path_column: str | None
         if folder_builder is None:
             raise DataError(f"{source!r} is a folder, but this task reads files (csv/json/parquet) or Hub ids")
         _check_class_folders(path)
+        if folder_builder in _LISTED_FOLDERS:
+            return _list_class_folders(path, *_LISTED_FOLDERS[folder_builder])
         return datasets.load_dataset(folder_builder, data_dir=str(path), split="train")
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
@@ -53,6 +56,34 @@ def load_source(source: str, folder_builder: str | None, path_column: str | None
             f"{source!r} is not a local folder or file, and loading it as a Hub dataset failed: "
             f"{type(err).__name__}: {err}"
         ) from None
+
+
+def _audio_extensions() -> frozenset[str]:
+    from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
+
+    return frozenset(AudioFolder.EXTENSIONS)
+
+
+# Folder builders whose class folders we list ourselves: datasets 5's audiofolder encodes every row
+# through torchcodec (FFmpeg), even for Audio(decode=False). Listing gives the same columns (file
+# path + ClassLabel `label`, named as the builder names them) and the adapter decodes the files.
+_LISTED_FOLDERS = {"audiofolder": ("audio", _audio_extensions)}
+
+
+def _list_class_folders(path: Path, column: str, extensions: Callable[[], frozenset[str]]) -> Dataset:
+    """`path/<label>/**/<file>` as a dataset of absolute file paths (`column`) and a ClassLabel `label`."""
+    suffixes = extensions()
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        for file in sorted((path / name).rglob("*")):
+            if file.is_file() and not file.name.startswith(".") and file.suffix.lower() in suffixes:
+                files.append(str(file.resolve()))
+                labels.append(index)
+    if not files:
+        raise DataError(f"Folder {str(path)!r} holds no files of a known type ({', '.join(sorted(suffixes))}).")
+    features = datasets.Features({column: datasets.Value("string"), "label": ClassLabel(names=classes)})
+    return Dataset.from_dict({column: files, "label": labels}, features=features)
 
 
 def _check_class_folders(path: Path) -> None:

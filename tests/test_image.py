@@ -3,6 +3,7 @@ saves to what standard loaders reload identically, resumes to the uninterrupted 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -115,7 +116,8 @@ def test_run_output_is_a_model_for_a_new_label_set(runs, strategy, tmp_path):
     adapter = ADAPTERS.get("image-classification")(new)
     model = adapter.build_model(["a", "b", "c", "d", "e"])
     assert model.get_classifier().out_features == 5
-    trained = result.model.merge_and_unload() if strategy == "lora" else result.model
+    # merge_and_unload works in place: merge a copy, the fixture's model is shared with other tests.
+    trained = copy.deepcopy(result.model).merge_and_unload() if strategy == "lora" else result.model
     old, fresh = trained.state_dict(), model.state_dict()
     backbone = [k for k in fresh if not k.startswith("classifier.")]
     assert all(torch.equal(old[k], fresh[k]) for k in backbone)

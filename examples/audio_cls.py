@@ -1,0 +1,82 @@
+"""Chained transfer for audio with hf_transfer's Python API.
+
+    accelerate launch examples/audio_cls.py                       # the embedded offline default
+    accelerate launch examples/audio_cls.py train.epochs=2        # overrides apply to both runs
+    accelerate launch examples/audio_cls.py --config my.yaml      # one run from your own config
+
+No pretrained audio weights install from PyPI, so the default does the transfer itself, on audio
+the project generates: run 1 trains a small wav2vec2 (`pypi:tiny-wav2vec2`, a config only) from
+scratch on the source task `tones` (which of 6 notes); run 2 takes run 1's output_dir as its
+`model:` and fine-tunes it on the target task `dyads` (which of 4 two-note chords), with a new head
+for the new labels. The runs are written to <output_dir>/source and <output_dir>/target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from hf_transfer import RunConfig, configure_logging, load_config, train
+
+COMMON = [
+    "task=audio-classification",
+    "data.max_duration_s=1.0",
+    "train.batch_size=16",
+    "output_dir=runs/audio_cls",
+]
+# Run 1: the source task, from a random initialisation.
+SOURCE = [
+    "model=pypi:tiny-wav2vec2",
+    "pretrained=false",
+    "freeze_feature_encoder=false",  # nothing pretrained to keep: the convolutional encoder learns too
+    "data.train=sample:tones/train",
+    "data.validation=sample:tones/validation",
+    "strategy=full",
+    "train.epochs=8",
+    "train.lr=1.0e-2",
+]
+# Run 2: the target task; `model` is set to run 1's output_dir below.
+TARGET = [
+    "data.train=sample:dyads/train",
+    "data.validation=sample:dyads/validation",
+    "strategy=full",
+    "train.epochs=8",
+    "train.lr=3.0e-3",
+]
+SHOWN = ("accuracy", "f1_macro", "loss", "train_runtime")
+
+
+def _run(config: RunConfig, name: str) -> Path:
+    result = train(config)
+    if result.is_main_process:
+        summary = {k: round(result.metrics[k], 4) for k in SHOWN}
+        print(f"{name}: {result.output_dir}: {json.dumps(summary)}")
+    return result.output_dir
+
+
+def _in_subfolder(config: RunConfig, name: str) -> RunConfig:
+    return dataclasses.replace(config, output_dir=str(Path(config.output_dir) / name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", "-c", action="append", help="YAML config(s); without one, the embedded default.")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    if args.config:
+        _run(load_config(args.config, args.overrides), "run")
+        return
+    source = _in_subfolder(load_config(None, COMMON + SOURCE + args.overrides), "source")
+    source_dir = _run(source, "source (tones, from scratch)")
+    # Chained transfer: the finished run is the model; its backbone is kept and a new head sized
+    # to the target's labels replaces the old one.
+    target = load_config(None, COMMON + TARGET + args.overrides + [f"model={source_dir}"])
+    _run(_in_subfolder(target, "target"), "target (dyads, from the source run)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Audio classification: any model AutoModelForAudioClassification loads (wav2vec2, HuBERT, WavLM, ...).
+
+Audio is decoded here with soundfile (WAV/FLAC/OGG through the libsndfile bundled in its wheel), not
+through datasets' Audio decoding, which needs torchcodec and FFmpeg. Each clip is mixed down to
+mono, resampled to the feature extractor's rate and cropped to `data.max_duration_s`; the feature
+extractor itself normalises and pads.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from math import gcd
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import soundfile
+import torch
+from datasets import Audio, Dataset, Value
+from scipy.signal import resample_poly
+from torch import nn
+
+from ..errors import DataError, ModelError
+from .base import ADAPTERS, TaskAdapter, hf_head_modules
+
+logger = logging.getLogger(__name__)
+
+# A folder with none of these is a config only (e.g. pypi:tiny-wav2vec2): it can be built, not loaded.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def load_audio(value: Any, sampling_rate: int) -> np.ndarray:
+    """Decode one audio cell (path, {'path','bytes'} or {'array','sampling_rate'}) to mono float32 at
+    `sampling_rate`, naming the file on failure."""
+    where = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
+    if isinstance(value, dict) and value.get("array") is not None:
+        samples, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+    else:
+        source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else where
+        if not source:
+            raise DataError(f"Audio cell holds no path or bytes: {value!r}")
+        try:
+            samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+            raise DataError(
+                f"Cannot decode audio {where or '<bytes>'}: {err}. soundfile reads WAV/FLAC/OGG; convert or remove it."
+            ) from None
+    if samples.ndim == 2:  # (frames, channels): average the channels
+        samples = samples.mean(axis=1)
+    if samples.size == 0:
+        raise DataError(f"Audio {where or '<bytes>'} is empty (0 samples). Replace or remove it.")
+    if rate != sampling_rate:
+        # Polyphase resampling with scipy's anti-aliasing filter; the ratio is reduced to lowest terms.
+        common = gcd(rate, sampling_rate)
+        samples = resample_poly(samples, sampling_rate // common, rate // common).astype(np.float32)
+    return samples
+
+
+def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
+    """At most `max_samples`: a random window in training (augmentation), the centre in evaluation."""
+    excess = len(samples) - max_samples
+    if excess <= 0:
+        return samples  # shorter clips are padded per batch by the feature extractor (collate)
+    # `random` is the augmentation stream while the engine runs the training transform (see rng.py).
+    start = random.randint(0, excess) if train else excess // 2
+    return samples[start : start + max_samples]
+
+
+@ADAPTERS.register("audio-classification")
+class AudioClassificationAdapter(TaskAdapter):
+    task: ClassVar[str] = "audio-classification"
+    folder_builder: ClassVar[str | None] = "audiofolder"
+    pipeline_tag: ClassVar[str] = "audio-classification"
+    input_column_key: ClassVar[str] = "audio_column"
+    input_is_file: ClassVar[bool] = True
+
+    feature_extractor: Any = None  # set by load_model
+
+    # ---- model ---------------------------------------------------------------------------------
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+
+        if weights is not None:
+            raise ModelError("`weights` applies to timm image models only; for audio, give a folder as `model`.")
+        folder = Path(spec).expanduser()
+        if pretrained and folder.is_dir() and not any((folder / f).is_file() for f in _WEIGHT_FILES):
+            raise ModelError(
+                f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
+            )
+        # num_labels follows from id2label (passing both warns when a checkpoint had other labels).
+        label_kwargs = {
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+        remote = self.config.trust_remote_code
+        try:
+            if pretrained:
+                model = AutoModelForAudioClassification.from_pretrained(
+                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
+                )
+            else:
+                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
+                model = AutoModelForAudioClassification.from_config(config, trust_remote_code=remote)
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(spec, trust_remote_code=remote)
+        except (OSError, ValueError) as err:
+            raise ModelError(
+                f"Cannot load audio model {spec!r}: it is not a local transformers folder, a previous run's "
+                f"output_dir, or a reachable Hub id of an audio classifier ({err})"
+            ) from None
+        if self.config.freeze_feature_encoder:
+            freeze = getattr(model, "freeze_feature_encoder", None)
+            if callable(freeze):
+                freeze()  # the model's own switch: the convolutional encoder keeps its weights
+            else:
+                logger.info("%s has no convolutional feature encoder to freeze", type(model).__name__)
+        return model
+
+    def head_modules(self, model: nn.Module) -> list[str]:
+        return hf_head_modules(model)  # wav2vec2 family: projector + classifier
+
+    def save_model(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(directory, safe_serialization=True)  # config.json carries id2label/label2id
+        self.feature_extractor.save_pretrained(directory)
+
+    def save_preprocessor(self, directory: Path) -> None:
+        self.feature_extractor.save_pretrained(directory)
+
+    # ---- data ----------------------------------------------------------------------------------
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    @property
+    def _input_name(self) -> str:
+        return self.feature_extractor.model_input_names[0]  # input_values for wav2vec2/HuBERT/WavLM
+
+    def prepare_dataset(self, dataset: Dataset) -> Dataset:
+        # Paths/bytes only: we decode with soundfile, so no FFmpeg is needed and errors name the file.
+        column = self.input_column
+        feature = dataset.features[column]
+        if isinstance(feature, Audio) and not feature.decode:
+            return dataset
+        if isinstance(feature, Value) and feature.dtype == "large_string":
+            dataset = dataset.cast_column(column, Value("string"))  # arrow casts only string to Audio's struct
+        return dataset.cast_column(column, Audio(decode=False))
+
+    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
+        rate = self.sampling_rate
+        max_samples = max(1, int(round(self.config.data.max_duration_s * rate)))
+        extract = self.feature_extractor
+        values = []
+        for cell in examples[self.input_column]:
+            samples = crop(load_audio(cell, rate), max_samples, train)
+            # One clip at a time: normalisation statistics come from the clip alone, never from padding.
+            values.append(extract(samples, sampling_rate=rate)[self._input_name][0])
+        out: dict[str, list[Any]] = {self._input_name: values}
+        if "labels" in examples:
+            out["labels"] = examples["labels"]
+        return out
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        name = self._input_name
+        batch = self.feature_extractor.pad(
+            [{name: f[name]} for f in features],
+            padding="longest",
+            return_attention_mask=bool(getattr(self.feature_extractor, "return_attention_mask", False)),
+            return_tensors="pt",
+        )
+        out = {k: v for k, v in batch.items()}
+        if "labels" in features[0]:
+            out["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return out
+
+    # ---- calling the model ---------------------------------------------------------------------
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).logits

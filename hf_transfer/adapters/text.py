@@ -1,0 +1,145 @@
+"""Text classification: any encoder AutoModelForSequenceClassification loads (BERT, DistilBERT,
+RoBERTa, MiniLM, DeBERTa, ...), single texts or text pairs, with the checkpoint's own tokenizer.
+
+Texts are tokenized without padding (truncated to `data.max_length`); each batch is padded to its
+own longest example in `collate`, so short texts never pay for the longest one in the data set.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset, Value
+from torch import nn
+
+from ..errors import DataError, ModelError
+from .base import ADAPTERS, TaskAdapter, hf_head_modules
+
+_SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
+
+
+@ADAPTERS.register("text-classification")
+class TextClassificationAdapter(TaskAdapter):
+    task: ClassVar[str] = "text-classification"
+    folder_builder: ClassVar[str | None] = None  # csv/json/parquet files and Hub ids only
+    peft_task_type: ClassVar[str | None] = "SEQ_CLS"
+    pipeline_tag: ClassVar[str] = "text-classification"
+    input_column_key: ClassVar[str] = "text_column"
+
+    tokenizer: Any = None  # set by load_model
+    _model_inputs: list[str]  # the tokenizer outputs this model's forward() accepts
+    _position_limit: int  # the longest input the model's position embeddings cover
+
+    # ---- model ---------------------------------------------------------------------------------
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+        if weights is not None:
+            raise ModelError(
+                "`weights` applies to timm image models only; for text, give a folder or Hub id as `model`."
+            )
+        # num_labels follows from id2label; the checkpoint's own head (if any) is replaced when sizes differ.
+        label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+        remote = self.config.trust_remote_code
+        try:
+            if pretrained:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
+                )
+            else:
+                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
+                model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
+            self.tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=remote)
+        except (OSError, ValueError) as err:
+            raise ModelError(
+                f"Cannot load text model {spec!r}: it is not a local transformers folder (model + tokenizer), "
+                f"a previous run's output_dir, or a reachable Hub id of a sequence classifier ({err})"
+            ) from None
+        if self.tokenizer.pad_token is None:
+            # Decoder-style tokenizers (GPT-2, ...) have no pad token; the model must know which id is padding.
+            if self.tokenizer.eos_token is None:
+                raise ModelError(f"The tokenizer of {spec!r} has neither a pad nor an eos token to pad batches with.")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        # Some models (DistilBERT, ...) take no token_type_ids even where their tokenizer returns them.
+        accepted = inspect.signature(model.forward).parameters
+        self._model_inputs = [name for name in self.tokenizer.model_input_names if name in accepted]
+        self._position_limit = getattr(model.config, "max_position_embeddings", None) or self.config.data.max_length
+        self._collator = DataCollatorWithPadding(self.tokenizer)
+        return model
+
+    def head_modules(self, model: nn.Module) -> list[str]:
+        return hf_head_modules(model)  # BERT: classifier; DistilBERT: pre_classifier + classifier
+
+    def save_model(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        # pipeline("text-classification") names its predictions from these.
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {name: i for i, name in enumerate(labels)}
+        model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+
+    def save_preprocessor(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(directory)
+
+    # ---- data ----------------------------------------------------------------------------------
+    @property
+    def text_columns(self) -> list[str]:
+        pair = self.config.data.text_pair_column
+        return [self.input_column] + ([pair] if pair else [])
+
+    @property
+    def max_length(self) -> int:
+        # A tokenizer without a known limit reports a huge sentinel; the position table still bounds it.
+        return min(self.config.data.max_length, self.tokenizer.model_max_length, self._position_limit)
+
+    def prepare_dataset(self, dataset: Dataset) -> Dataset:
+        pair = self.config.data.text_pair_column
+        if pair and pair not in dataset.column_names:
+            raise DataError(
+                f"Text pair column {pair!r} not found (columns: {', '.join(dataset.column_names)}). "
+                "Set data.text_pair_column=<column>, or unset it for single texts."
+            )
+        for column in self.text_columns:
+            feature = dataset.features[column]
+            if not isinstance(feature, Value):
+                raise DataError(f"Column {column!r} holds {feature}, not text: give a column of strings.")
+            if feature.dtype not in ("string", "large_string"):
+                # e.g. a CSV column of numbers read as int64: the tokenizer needs strings
+                dataset = dataset.cast_column(column, Value("string"))
+        _check_no_empty_text(dataset, self.text_columns)
+        return dataset
+
+    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
+        pairs = examples[self.config.data.text_pair_column] if self.config.data.text_pair_column else None
+        encoded = self.tokenizer(
+            examples[self.input_column], pairs, truncation=True, max_length=self.max_length, padding=False
+        )
+        out: dict[str, list[Any]] = {name: encoded[name] for name in self._model_inputs}
+        if "labels" in examples:
+            out["labels"] = examples["labels"]
+        return out
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self._collator(features))  # pads to this batch's longest; `labels` become a tensor
+
+    # ---- calling the model ---------------------------------------------------------------------
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).logits
+
+
+def _check_no_empty_text(dataset: Dataset, columns: list[str]) -> None:
+    """An empty text trains on nothing but [CLS] [SEP]: almost always a broken row. Name the first one."""
+    for start in range(0, len(dataset), _SCAN_BATCH):
+        batch = dataset.select_columns(columns)[start : start + _SCAN_BATCH]
+        for column in columns:
+            for offset, text in enumerate(batch[column]):
+                if text is None or not text.strip():
+                    row = start + offset
+                    raise DataError(
+                        f"Row {row} has an empty text in column {column!r} ({text!r}). "
+                        "Fill it in or remove the row (rows are counted from 0, in the order of the data)."
+                    )
