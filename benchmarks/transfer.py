@@ -1,7 +1,9 @@
 """Accuracy and speed measurements, run on demand (not part of the test suite).
 
     python benchmarks/transfer.py image          # Lite0 on digits: pretrained vs random init, 3 strategies
-    python benchmarks/transfer.py image --quick  # fewer epochs
+    python benchmarks/transfer.py text           # MiniLM on the sentiment sample: pretrained vs random init
+    python benchmarks/transfer.py audio          # tones -> dyads chained transfer vs random init
+    python benchmarks/transfer.py image --quick  # 2 epochs per case
 
 Each case is a real `train()` run; the table (with the command and machine) is appended to
 benchmarks/RESULTS.md. Ratios come from runs made in the same invocation, on the same machine.
@@ -25,19 +27,47 @@ from hf_transfer import configure_logging, load_config, train
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
-IMAGE = [ROOT / "tasks" / "digits_sample.yaml"]
+TASKS, RECIPES = ROOT / "tasks", ROOT / "configs"
+RANDOM_INIT = ["weights=null", "pretrained=false"]
+DIGITS, SENTIMENT = TASKS / "digits_sample.yaml", TASKS / "sentiment_sample.yaml"
+TONES, DYADS = TASKS / "tones_sample.yaml", TASKS / "dyads_sample.yaml"
+SOURCE_RUN = "model={out}/source_tones_from_scratch_full"  # the first audio case's output_dir
+SCRATCH = ["model=pypi:tiny-wav2vec2", "pretrained=false"]  # the same architecture, randomly initialised
+# suite -> [(name, config files, overrides)]; "{out}" is the suite's output folder, so a case can
+# use an earlier case's run as its model (chained transfer).
 CASES = {
     "image": [
-        ("Lite0 pretrained, linear_probe", IMAGE + [ROOT / "configs" / "lite0_linear_probe.yaml"], []),
+        ("Lite0 pretrained, linear_probe", [DIGITS, RECIPES / "lite0_linear_probe.yaml"], []),
+        ("Lite0 random init, linear_probe", [DIGITS, RECIPES / "lite0_linear_probe.yaml"], RANDOM_INIT),
+        ("Lite0 pretrained, lora", [DIGITS, RECIPES / "lite0_lora.yaml"], []),
+        ("Lite0 pretrained, full", [DIGITS, RECIPES / "lite0_full.yaml"], []),
+    ],
+    "text": [
+        ("MiniLM pretrained, lora", [SENTIMENT, RECIPES / "minilm_lora.yaml"], []),
+        ("MiniLM random init, lora", [SENTIMENT, RECIPES / "minilm_lora.yaml"], RANDOM_INIT),
+        ("MiniLM pretrained, linear_probe", [SENTIMENT, RECIPES / "minilm_lora.yaml"], ["strategy=linear_probe"]),
+        ("MiniLM pretrained, full", [SENTIMENT, RECIPES / "minilm_lora.yaml"], ["strategy=full", "train.lr=5e-5"]),
+    ],
+    "audio": [
+        ("source: tones from scratch, full", [TONES, RECIPES / "tiny_wav2vec2_scratch.yaml"], []),
+        ("dyads from the tones run, linear_probe", [DYADS, RECIPES / "audio_run_linear_probe.yaml"], [SOURCE_RUN]),
+        ("dyads from random init, linear_probe", [DYADS, RECIPES / "audio_run_linear_probe.yaml"], SCRATCH),
         (
-            "Lite0 random init, linear_probe",
-            IMAGE + [ROOT / "configs" / "lite0_linear_probe.yaml"],
-            ["weights=null", "pretrained=false"],
+            "dyads from the tones run, full",
+            [DYADS, RECIPES / "audio_run_linear_probe.yaml"],
+            [SOURCE_RUN, "strategy=full", "train.lr=3e-3"],
         ),
-        ("Lite0 pretrained, lora", IMAGE + [ROOT / "configs" / "lite0_lora.yaml"], []),
-        ("Lite0 pretrained, full", IMAGE + [ROOT / "configs" / "lite0_full.yaml"], []),
+        (
+            "dyads from random init, full",
+            [DYADS, RECIPES / "audio_run_linear_probe.yaml"],
+            [*SCRATCH, "strategy=full", "train.lr=3e-3"],
+        ),
     ],
 }
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).replace("__", "_").strip("_")
 
 
 def main() -> None:
@@ -51,8 +81,9 @@ def main() -> None:
     rows = []
     for name, configs, overrides in CASES[args.suite]:
         extra = ["train.epochs=2"] if args.quick else []
-        slug = name.lower().replace(",", "").replace(" ", "_")
-        config = load_config(configs, [*overrides, *extra, f"output_dir={args.out}/{slug}", "train.progress_bar=false"])
+        overrides = [o.format(out=args.out) for o in overrides]
+        run_dir = f"{args.out}/{_slug(name)}"
+        config = load_config(configs, [*overrides, *extra, f"output_dir={run_dir}", "train.progress_bar=false"])
         start = time.perf_counter()
         result = train(config)
         wall = time.perf_counter() - start

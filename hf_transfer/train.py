@@ -43,24 +43,28 @@ def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Datas
     if not d.train:
         raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
     path_column = adapter.input_column if adapter.input_is_file else None
-    train = data_lib.load_source(resolve_data(d.train), adapter.folder_builder, path_column)
     columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
-    data_lib.require_columns(train, columns, d.train)
+
+    def load(source: str) -> Dataset:
+        dataset = data_lib.load_source(resolve_data(source), adapter.folder_builder, path_column)
+        data_lib.require_columns(dataset, columns, source)
+        # Before any split or subset, so that a bad row is reported by its position in the source.
+        return adapter.prepare_dataset(dataset)
+
+    train = load(d.train)
     labels = data_lib.resolve_labels(train, d.label_column)
     if len(labels) < 2:
         raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
     train = data_lib.encode_labels(train, d.label_column, labels, d.train)
     if d.validation:
-        validation = data_lib.load_source(resolve_data(d.validation), adapter.folder_builder, path_column)
-        data_lib.require_columns(validation, columns, d.validation)
-        validation = data_lib.encode_labels(validation, d.label_column, labels, d.validation)
+        validation = data_lib.encode_labels(load(d.validation), d.label_column, labels, d.validation)
     else:
         train, validation = data_lib.split_train(train, d.validation_split, config.train.seed)
     if d.max_train_samples:
         train = train.select(range(min(d.max_train_samples, len(train))))
     if d.max_eval_samples:
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return adapter.prepare_dataset(train), adapter.prepare_dataset(validation), labels
+    return train, validation, labels
 
 
 def train(config: RunConfig) -> RunResult:
