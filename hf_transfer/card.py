@@ -273,4 +273,14 @@ def _usage(config: RunConfig, labels: list[str], library: str, base_id: str | No
                 f'model = PeftModel.from_pretrained(base, "{repo}")'
             )
     cli = f"hf-transfer predict {repo if not config.hub.repo_id else 'path/to/this/folder'} INPUT..."
-    return f"```python\n{code}\n```\n\nOr with hf-transfer: `{cli}` (and `hf-transfer evaluate` on new labelled data)."
+    # What our evaluation did that a bare pipeline call does not: say it, so results can match.
+    limits = {
+        "text-classification": f"\n\nTrained and evaluated on texts truncated to {config.data.max_length} tokens: "
+        f"call the pipeline with `truncation=True, max_length={config.data.max_length}` to match.",
+        "audio-classification": f"\n\nTrained on clips of at most {config.data.max_duration_s:g} s (evaluated on the "
+        "centre crop); longer inputs are scored whole by the pipeline.",
+    }.get(config.task, "")
+    return (
+        f"```python\n{code}\n```{limits}\n\nOr with hf-transfer: `{cli}` "
+        "(and `hf-transfer evaluate` on new labelled data)."
+    )

@@ -33,6 +33,16 @@ ID2LABEL = dict(enumerate(LABELS))
 # ---------------------------------------------------------------------------------------- runs
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast on a quiet machine, and on a busy one (2 cores
+    shared with other work) avoids the thread oversubscription that made this module 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def text(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("text_artifacts")
@@ -282,3 +292,11 @@ def test_audio_predict_cli(audio, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == files
     assert [line.split("\t")[1].split()[0] for line in lines] == _labels(expected)
+
+
+def test_text_and_audio_weights_are_safetensors_only(text, audio):
+    for result in (text["full"], text["lora"], audio["full"], audio["lora"]):
+        files = [p for p in result.output_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts]
+        assert any(p.suffix == ".safetensors" for p in files)
+        assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".tmp")]
+        assert not [p for p in result.output_dir.iterdir() if p.name.startswith(".")]  # no staging leftovers
