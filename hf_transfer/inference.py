@@ -81,7 +81,7 @@ def read_inputs(run: LoadedRun, sources: list[str]) -> tuple[list[Any], list[str
 
     Text runs read one text per line from each file ('-' or none: stdin), a tab separating the texts
     of a pair; the other modalities take file paths."""
-    if run.adapter.input_column_key != "text_column":
+    if run.adapter.input_is_file:
         missing = [s for s in sources if not Path(s).is_file()]
         if missing or not sources:
             raise DataError(f"Input file(s) not found: {', '.join(missing)}" if missing else "Give input files.")

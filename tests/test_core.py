@@ -235,3 +235,22 @@ def test_bf16_mixed_precision_trains(color_data, tmp_path):
     losses = [h["loss"] for h in result.metrics["history"]]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert result.metrics["accuracy"] > 0.5
+
+
+def test_local_timm_weights_file_with_a_new_head(tmp_path):
+    """`weights:` in timm's own key layout (1000-class head) for a 3-class run: backbone loaded, head new."""
+    import timm
+    from safetensors.torch import save_file
+
+    from hf_transfer import ADAPTERS
+
+    source = timm.create_model("test_efficientnet", pretrained=False)
+    path = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(path))
+    config = load_config(None, ["model=test_efficientnet", f"weights={path}", "data.image_size=32"])
+    model = ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c"])
+    assert model.get_classifier().out_features == 3
+    expected = source.state_dict()
+    for key, tensor in model.state_dict().items():
+        if not key.startswith("classifier."):
+            assert torch.equal(tensor, expected[key]), key
