@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..registry import Registry
+from ..samples import resolve_model
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -50,8 +51,7 @@ class TaskAdapter(ABC):
     # ---- model ---------------------------------------------------------------------------------
     def build_model(self, labels: list[str]) -> nn.Module:
         """The model for `config.model` with a head for `labels` (a new head unless labels match)."""
-        from ..samples import resolve_model  # `pypi:` aliases stay in configs, portable across machines
-
+        # `pypi:` aliases stay in configs (portable across machines) and resolve here.
         spec = resolve_model(self.config.model)
         if is_run_dir(spec):
             return self._build_from_run(Path(spec), labels)

@@ -1,0 +1,109 @@
+"""Open finished runs with the standard loaders and count how often their top-1 agrees with ours.
+
+    python benchmarks/loaders.py RUN_DIR [RUN_DIR ...]
+
+For each run, on its validation data: hf_transfer's own predictions (`load_run(...).predict`) against
+- full / linear-probe runs: `transformers.pipeline(<task>, model=RUN_DIR)`;
+- LoRA runs: the peft loader on the adapter folder (AutoPeftModelForSequenceClassification for text,
+  PeftModel on the transformers base otherwise), and `pipeline(<task>, model=RUN_DIR/merged)` when the
+  run was exported with `export.merge: true`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from hf_transfer import data as data_lib
+from hf_transfer.adapters.audio import load_audio
+from hf_transfer.inference import load_run
+from hf_transfer.samples import resolve_data
+
+
+def _validation_inputs(run) -> list:
+    config, adapter = run.config, run.adapter
+    source = resolve_data(config.data.validation)
+    dataset = data_lib.load_source(
+        source, adapter.folder_builder, adapter.input_column if adapter.input_is_file else None
+    )
+    return list(dataset[adapter.input_column])
+
+
+def _pipeline_inputs(run, inputs: list) -> tuple[list, dict]:
+    task = run.config.task
+    if task == "audio-classification":
+        rate = int(run.adapter.feature_extractor.sampling_rate)
+        return [{"raw": load_audio(x, rate), "sampling_rate": rate} for x in inputs], {}
+    if task == "text-classification":
+        return inputs, {"truncation": True, "max_length": run.config.data.max_length}
+    return [x["path"] if isinstance(x, dict) else x for x in inputs], {}
+
+
+def _pipeline_top1(folder: Path, run, inputs: list) -> list[str]:
+    from transformers import pipeline
+
+    classifier = pipeline(run.adapter.pipeline_tag, model=str(folder), device="cpu")
+    data, kwargs = _pipeline_inputs(run, inputs)
+    return [out[0]["label"] if isinstance(out, list) else out["label"] for out in classifier(data, top_k=1, **kwargs)]
+
+
+def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    from transformers import AutoConfig
+
+    labels = run.labels
+    id2label = dict(enumerate(labels))
+    if run.config.task == "text-classification":
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            str(folder), num_labels=len(labels), id2label=id2label, ignore_mismatched_sizes=True
+        )
+    else:
+        import transformers
+
+        base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        auto = {
+            "image-classification": transformers.AutoModelForImageClassification,
+            "audio-classification": transformers.AutoModelForAudioClassification,
+        }[run.config.task]
+        config_file = Path(base_path) / "config.json"
+        if not config_file.is_file() or "architecture" in json.loads(config_file.read_text()):
+            return []  # a timm base (a name + a local weights file): PeftModel needs that base built by hand
+        AutoConfig.from_pretrained(base_path)  # fails loudly if the base is not a transformers folder
+        base = auto.from_pretrained(base_path, id2label=id2label, ignore_mismatched_sizes=True)
+        model = PeftModel.from_pretrained(base, str(folder))
+    model.eval()
+    # The standard model with our preprocessing (the adapter's eval transform and collate).
+    predictions = []
+    dataset = run.dataset(inputs).with_transform(lambda b: run.adapter.preprocess(b, train=False))
+    with torch.no_grad():
+        for start in range(0, len(dataset), 32):
+            batch = run.adapter.collate([dataset[i] for i in range(start, min(start + 32, len(dataset)))])
+            batch.pop("labels", None)
+            predictions += run.adapter.logits(model, batch).argmax(-1).tolist()
+    return [labels[i] for i in predictions]
+
+
+def main() -> None:
+    for run_dir in map(Path, sys.argv[1:]):
+        run = load_run(run_dir, device="cpu")
+        inputs = _validation_inputs(run)
+        ours = [p[0]["label"] for p in run.predict(inputs)]
+        checks = {}
+        if (run_dir / "adapter_config.json").is_file():
+            peft = _peft_top1(run_dir, run, inputs)
+            if peft:
+                checks["peft adapter folder"] = peft
+            if (run_dir / "merged").is_dir():
+                checks["pipeline on merged/"] = _pipeline_top1(run_dir / "merged", run, inputs)
+        else:
+            checks["pipeline on output_dir"] = _pipeline_top1(run_dir, run, inputs)
+        for name, theirs in checks.items():
+            agree = sum(a == b for a, b in zip(ours, theirs, strict=True))
+            print(f"{run_dir} [{run.config.task}, {run.config.strategy}] {name}: top-1 agrees on {agree}/{len(ours)}")
+
+
+if __name__ == "__main__":
+    main()
