@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from hf_transfer import RunConfig, configure_logging, load_config, train
+from hf_transfer.cli import add_run_arguments, summary
 
 COMMON = [
     "task=audio-classification",
@@ -45,14 +45,12 @@ TARGET = [
     "train.epochs=8",
     "train.lr=3.0e-3",
 ]
-SHOWN = ("accuracy", "f1_macro", "loss", "train_runtime")
 
 
 def _run(config: RunConfig, name: str) -> Path:
     result = train(config)
     if result.is_main_process:
-        summary = {k: round(result.metrics[k], 4) for k in SHOWN}
-        print(f"{name}: {result.output_dir}: {json.dumps(summary)}")
+        print(f"{name}: {summary(result)}")
     return result.output_dir
 
 
@@ -62,8 +60,7 @@ def _in_subfolder(config: RunConfig, name: str) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "-c", action="append", help="YAML config(s); without one, the embedded default.")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
+    add_run_arguments(parser)  # without --config: the embedded two-run default
     args = parser.parse_args(argv)
     configure_logging()
 

@@ -11,9 +11,9 @@ download beyond `pip install`. KEY=VALUE overrides apply on top of either.
 from __future__ import annotations
 
 import argparse
-import json
 
 from hf_transfer import configure_logging, load_config, train
+from hf_transfer.cli import add_run_arguments, summary
 
 # The embedded default: real pretrained weights and real data, both available offline.
 DEFAULT = [
@@ -35,16 +35,14 @@ DEFAULT = [
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", "-c", action="append", help="YAML config(s); without one, the embedded default.")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
+    add_run_arguments(parser)  # without --config: the embedded default
     args = parser.parse_args(argv)
     configure_logging()
 
     overrides = args.overrides if args.config else DEFAULT + args.overrides
     result = train(load_config(args.config, overrides))
     if result.is_main_process:
-        summary = {k: round(result.metrics[k], 4) for k in ("accuracy", "f1_macro", "loss", "train_runtime")}
-        print(f"{result.output_dir}: {json.dumps(summary)}")
+        print(summary(result))
 
 
 if __name__ == "__main__":

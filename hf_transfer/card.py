@@ -9,7 +9,6 @@ ever read here.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .adapters import ADAPTERS
-from .artifacts import MERGED
+from .artifacts import MERGED, write_text_atomic
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves, tracker_scalars
 from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
@@ -149,9 +148,7 @@ def write_model_card(
     body = _body(output_dir, config, labels, metrics, validation, library, base_id, train_loss, pictures)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     path = output_dir / CARD
-    tmp = output_dir / f".{CARD}.tmp"
-    card.save(tmp)
-    os.replace(tmp, path)
+    write_text_atomic(path, str(card))
     return path
 
 

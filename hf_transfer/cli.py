@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import describe_fields, load_config
 from .errors import HFTransferError
 from .log import configure_logging
+
+if TYPE_CHECKING:
+    from .train import RunResult
 
 EPILOG_TRAIN = """\
 Settings (override any of them as KEY=VALUE after the options; values are read as YAML):
@@ -36,7 +41,8 @@ def _settings_table() -> str:
     return "\n".join(f"  {key:<{width}}  {help} [default: {default}]" for key, default, help in rows)
 
 
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config (repeatable) and KEY=VALUE overrides: shared by `train`, `config` and the examples."""
     parser.add_argument(
         "--config",
         "-c",
@@ -48,8 +54,6 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
-
     from accelerate import PartialState
 
     from .train import train
@@ -58,10 +62,14 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config)
     PartialState().destroy_process_group()  # the end of this process: release the process group
     if result.is_main_process:
-        keys = ("accuracy", "f1_macro", "loss", "train_runtime")
-        summary = {k: round(result.metrics[k], 4) for k in keys}
-        print(f"Finished: {json.dumps(summary)} -> {result.output_dir}")
+        print(f"Finished: {summary(result)}")
     return 0
+
+
+def summary(result: RunResult) -> str:
+    """One line: the run's validation metrics and runtime, and where it was written."""
+    keys = ("accuracy", "f1_macro", "loss", "train_runtime")
+    return f"{json.dumps({k: round(result.metrics[k], 4) for k in keys})} -> {result.output_dir}"
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -71,8 +79,8 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overrides.", _train_arguments, _train)
-add_command("config", "Print the fully resolved config (YAML) without training.", _train_arguments, _show_config)
+add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overrides.", add_run_arguments, _train)
+add_command("config", "Print the fully resolved config (YAML) without training.", add_run_arguments, _show_config)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ from transformers import get_scheduler
 from .adapters.base import TaskAdapter
 from .config import TrainConfig
 from .errors import ConfigError
-from .evaluation import gather_logits, summary_metrics
+from .evaluation import Predictions, gather_logits, summary_metrics
 from .rng import AugmentationRng, RngState
 from .strategies import set_train_mode
 
@@ -68,6 +68,8 @@ class FitResult:
     global_step: int
     train_runtime: float
     train_samples_per_second: float
+    # Validation logits of the best epoch; None when that epoch ran before a resume.
+    best_predictions: Predictions | None = None
 
 
 class Engine:
@@ -144,6 +146,7 @@ class Engine:
             disable=not (acc.is_local_main_process and s.progress_bar),
         )
         start, samples = time.perf_counter(), 0
+        best_predictions: Predictions | None = None  # kept only for evaluations made in this process run
         stop = state.global_step >= total_steps
         while state.epoch < epochs and not stop:
             train_dl.set_epoch(state.epoch)
@@ -176,8 +179,11 @@ class Engine:
                     state.augment_rng = augment_rng.checkpoint(state.batches_in_epoch < len(train_dl))
                     self._save_checkpoint(state)
 
-            metrics = self.evaluate(model, adapter, eval_dl, len(labels))
+            predictions = gather_logits(model, adapter, eval_dl, acc)
+            metrics = summary_metrics(predictions, len(labels))
             improved = self._record(state, metrics, model)
+            if improved:
+                best_predictions = predictions
             acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             logger.info(f"epoch {state.epoch}: {shown}" + (" (best)" if improved else ""))
@@ -194,18 +200,13 @@ class Engine:
         self._load_best(model)
         return FitResult(
             best_metrics=state.best_metrics,
+            best_predictions=best_predictions,
             best_epoch=state.best_epoch,
             history=state.history,
             global_step=state.global_step,
             train_runtime=runtime,
             train_samples_per_second=samples / runtime if runtime > 0 else 0.0,
         )
-
-    def evaluate(
-        self, model: nn.Module, adapter: TaskAdapter, eval_dl: DataLoader, num_labels: int
-    ) -> dict[str, float]:
-        """Validation metrics over the whole set (gather_for_metrics drops the samples sharding duplicated)."""
-        return summary_metrics(gather_logits(model, adapter, eval_dl, self.accelerator), num_labels)
 
     def close(self) -> None:
         """Flush the trackers. The process group stays up, so one process can run several trainings

@@ -1,8 +1,8 @@
 """Predictions over a dataset and the full classification report (per-class scores, confusion matrix).
 
-One code path serves the end of training (the card's confusion matrix), `hf-transfer evaluate` and
-`load_run(...).predict`: the adapter's eval preprocessing, its collate and its `logits`, exactly as
-the engine evaluates, so every number agrees with metrics.json.
+One loop (`gather_logits`) serves the engine's evaluation every epoch, `hf-transfer evaluate` and
+`load_run(...).predict`: the adapter's eval preprocessing, its collate and its `logits`, so every
+number agrees with metrics.json.
 """
 
 from __future__ import annotations

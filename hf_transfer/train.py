@@ -105,10 +105,14 @@ def train(config: RunConfig) -> RunResult:
             model, adapter, labels, output_dir, base_model=resolve_model(config.model), merge=config.export.merge
         )
         save_run_files(config, labels, metrics, output_dir)
-    # The best model's validation predictions, for the card's per-class table and confusion matrix
-    # (every process predicts its shard; gather_for_metrics reassembles the set).
-    batch_size = config.train.eval_batch_size or config.train.batch_size
-    validation = classification_report(predict_dataset(model, adapter, eval_set, batch_size, acc), labels)
+    # The best model's validation predictions, for the card's per-class table and confusion matrix:
+    # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
+    # process its shard, gather_for_metrics reassembling the set.
+    predictions = fit.best_predictions
+    if predictions is None:
+        batch_size = config.train.eval_batch_size or config.train.batch_size
+        predictions = predict_dataset(model, adapter, eval_set, batch_size, acc)
+    validation = classification_report(predictions, labels)
     acc.wait_for_everyone()
     engine.close()  # flushes the tensorboard events that the card's curves read
     if acc.is_main_process:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tiny_image_overrides, write_color_images
+from conftest import tiny_image_overrides, write_color_images, write_tiny_vit
 
 from hf_transfer import load_config, train
 
@@ -27,20 +27,8 @@ def image_data(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tiny_vit_folder(factory: pytest.TempPathFactory) -> Path:
     """A tiny transformers ViT saved as a pretrained folder, so a LoRA base is loadable by path."""
     if "vit" not in _DATA:
-        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
         folder = factory.mktemp("tiny-vit")
-        config = ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=37,
-            num_labels=2,
-        )
-        ViTForImageClassification(config).save_pretrained(folder)
-        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+        write_tiny_vit(folder)
         _DATA["vit"] = folder
     return _DATA["vit"]
 

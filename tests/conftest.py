@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,4 +70,48 @@ def tiny_image_overrides(train: Path, validation: Path, output_dir: Path, **extr
         "output_dir": str(output_dir),
     }
     values.update(extra)
+    return as_overrides(values)
+
+
+def as_overrides(values: dict[str, object]) -> list[str]:
+    """{"train.epochs": 3, "pretrained": False} -> ["train.epochs=3", "pretrained=false"]."""
     return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
+
+
+def initial_model(config, labels):
+    """The model train() starts from: same seed, same build, same strategy."""
+    from accelerate.utils import set_seed
+
+    from hf_transfer import ADAPTERS, STRATEGIES
+
+    set_seed(config.train.seed)
+    adapter = ADAPTERS.get(config.task)(config)
+    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
+
+
+def changed_tensors(config, result, parameters_only: bool = False) -> set[str]:
+    """Names of the tensors that training changed, against the run's rebuilt starting point."""
+    start, end = initial_model(config, result.labels), result.model
+    before = dict(start.named_parameters()) if parameters_only else start.state_dict()
+    after = dict(end.named_parameters()) if parameters_only else end.state_dict()
+    assert before.keys() == after.keys()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def write_tiny_vit(folder: Path):
+    """A tiny transformers ViT (32 px, 2 layers) and its processor saved as a pretrained folder."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        num_labels=2,
+    )
+    model = ViTForImageClassification(config)
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return model

@@ -14,10 +14,11 @@ import pytest
 import soundfile
 import torch
 from accelerate.utils import set_seed
+from conftest import as_overrides, changed_tensors
 from peft import PeftModel
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from hf_transfer import ADAPTERS, STRATEGIES, load_config, train
+from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.audio import load_audio
 from hf_transfer.errors import DataError, ModelError
 from hf_transfer.samples import NEW_NOTE_CLASSES, TONE_CLASSES, write_note_folders, write_tiny_wav2vec2
@@ -44,7 +45,7 @@ def audio_overrides(train_dir: Path, val_dir: Path, output_dir: Path, model: Pat
         "output_dir": output_dir,
     }
     values.update(extra)
-    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
+    return as_overrides(values)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,6 @@ def toy(tmp_path_factory) -> tuple[Path, Path]:
         write_note_folders(root / "train", TOY_CLASSES, per_class=16, seed=0),
         write_note_folders(root / "validation", TOY_CLASSES, per_class=6, seed=1),
     )
-
-
-def _initial_model(config, labels):
-    """The model train() starts from: same seed, same build, same strategy."""
-    set_seed(config.train.seed)
-    adapter = ADAPTERS.get(config.task)(config)
-    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
 
 
 def _batch(result, folder: Path, n: int = 6) -> dict[str, torch.Tensor]:
@@ -98,12 +92,9 @@ def test_strategy_learns(runs, strategy):
 @pytest.mark.parametrize("strategy", ["full", "linear_probe", "lora"])
 def test_strategy_changes_exactly_its_parameters(runs, strategy):
     config, result = runs[strategy]
-    before = dict(_initial_model(config, result.labels).named_parameters())
-    after = dict(result.model.named_parameters())
-    assert before.keys() == after.keys()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = changed_tensors(config, result, parameters_only=True)
     if strategy == "full":  # everything but the frozen convolutional feature encoder
-        assert changed == {k for k in before if not k.startswith(ENCODER)}
+        assert changed == {k for k, _ in result.model.named_parameters() if not k.startswith(ENCODER)}
     elif strategy == "linear_probe":
         assert changed == {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"}
     else:

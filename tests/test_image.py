@@ -12,18 +12,11 @@ import pytest
 import timm
 import torch
 from accelerate.utils import set_seed
-from conftest import tiny_image_overrides
+from conftest import changed_tensors, tiny_image_overrides, write_tiny_vit
 from peft import PeftModel
 
-from hf_transfer import ADAPTERS, STRATEGIES, load_config, train
+from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.errors import ConfigError, DataError, ModelError
-
-
-def _initial_model(config, labels):
-    """The model train() starts from: same seed, same build, same strategy."""
-    set_seed(config.train.seed)
-    adapter = ADAPTERS.get(config.task)(config)
-    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
 
 
 def _batch(result, n: int = 6) -> dict[str, torch.Tensor]:
@@ -67,10 +60,7 @@ def test_strategy_learns(runs, strategy):
 @pytest.mark.parametrize("strategy", ["full", "linear_probe", "lora"])
 def test_strategy_changes_exactly_its_parameters(runs, strategy):
     config, result = runs[strategy]
-    before = _initial_model(config, result.labels).state_dict()
-    after = result.model.state_dict()
-    assert before.keys() == after.keys()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = changed_tensors(config, result)
     if strategy == "full":
         trainable = {n for n, p in result.model.named_parameters()}
         assert trainable <= changed
@@ -143,6 +133,12 @@ def test_resume_mid_epoch_equals_uninterrupted(color_data, tmp_path):
     ]
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    # The validation report comes from the engine's best-epoch predictions, or is predicted again when
+    # that epoch ran before the resume: either way the same numbers.
+    report = "eval/best_model_validation.json"
+    ours, theirs = (json.loads((root / report).read_text()) for root in (tmp_path / "a", crashed))
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"]
+    assert ours["metrics"]["accuracy"] == full.metrics["accuracy"]
 
 
 def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
@@ -159,22 +155,8 @@ def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
 def test_transformers_image_model(tmp_path, color_data):
     """A transformers image classifier (tiny ViT from a config) through the same engine, with LoRA
     on the attention projections and the processor's own eval preprocessing."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
     folder = tmp_path / "tiny-vit"
-    vit = ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=37,
-            num_labels=2,
-        )
-    )
-    vit.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    vit = write_tiny_vit(folder)
     train_dir, val_dir = color_data
     overrides = tiny_image_overrides(
         train_dir, val_dir, tmp_path / "out", model=folder, strategy="lora", **{"train.lr": 0.02}

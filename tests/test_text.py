@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.utils import set_seed
+from conftest import as_overrides, changed_tensors
 from peft import PeftModel
 from transformers import (
     AutoModelForSequenceClassification,
@@ -29,7 +29,7 @@ from transformers import (
     DistilBertTokenizerFast,
 )
 
-from hf_transfer import ADAPTERS, STRATEGIES, TextClassificationAdapter, load_config, train
+from hf_transfer import TextClassificationAdapter, load_config, train
 from hf_transfer.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def overrides(model: Path, train_csv: Path, val_csv: Path, output_dir: Path, **e
         "output_dir": output_dir,
     }
     values.update(extra)
-    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
+    return as_overrides(values)
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +143,6 @@ def runs(toy):
         )
         results[strategy] = (config, train(config))
     return results
-
-
-def _initial_model(config, labels):
-    """The model train() starts from: same seed, same build, same strategy."""
-    set_seed(config.train.seed)
-    adapter = ADAPTERS.get(config.task)(config)
-    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
 
 
 def _texts(toy) -> list[str]:
@@ -180,10 +173,7 @@ def test_strategy_learns(runs, strategy):
 @pytest.mark.parametrize("strategy", STRATEGY_LR)
 def test_strategy_changes_exactly_its_parameters(runs, strategy):
     config, result = runs[strategy]
-    before = _initial_model(config, result.labels).state_dict()
-    after = result.model.state_dict()
-    assert before.keys() == after.keys()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = changed_tensors(config, result)
     if strategy == "full":
         assert changed == {n for n, _ in result.model.named_parameters()}
     elif strategy == "linear_probe":
