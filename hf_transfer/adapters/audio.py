@@ -85,7 +85,7 @@ class AudioClassificationAdapter(TaskAdapter):
 
     # ---- model ---------------------------------------------------------------------------------
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         if weights is not None:
             raise ModelError("`weights` applies to timm image models only; for audio, give a folder as `model`.")
@@ -94,26 +94,15 @@ class AudioClassificationAdapter(TaskAdapter):
             raise ModelError(
                 f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
             )
-        # num_labels follows from id2label (passing both warns when a checkpoint had other labels).
-        label_kwargs = {
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-        remote = self.config.trust_remote_code
-        try:
-            if pretrained:
-                model = AutoModelForAudioClassification.from_pretrained(
-                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
-                )
-            else:
-                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
-                model = AutoModelForAudioClassification.from_config(config, trust_remote_code=remote)
-            self.feature_extractor = AutoFeatureExtractor.from_pretrained(spec, trust_remote_code=remote)
-        except (OSError, ValueError) as err:
-            raise ModelError(
-                f"Cannot load audio model {spec!r}: it is not a local transformers folder, a previous run's "
-                f"output_dir, or a reachable Hub id of an audio classifier ({err})"
-            ) from None
+        model, self.feature_extractor = self.load_transformers(
+            AutoModelForAudioClassification,
+            AutoFeatureExtractor,
+            spec,
+            labels,
+            pretrained,
+            hint="a local transformers folder, a previous run's output_dir, "
+            "or a reachable Hub id of an audio classifier",
+        )
         if self.config.freeze_feature_encoder:
             freeze = getattr(model, "freeze_feature_encoder", None)
             if callable(freeze):

@@ -87,6 +87,31 @@ class TaskAdapter(ABC):
         attention = sorted({n.rsplit(".", 1)[-1] for n in candidates} & set(_ATTENTION_PROJECTIONS))
         return attention or candidates
 
+    def load_transformers(
+        self, auto_model: Any, auto_preprocessor: Any, spec: str, labels: list[str], pretrained: bool, hint: str
+    ) -> tuple[nn.Module, Any]:
+        """A transformers classifier (`auto_model`, e.g. AutoModelForSequenceClassification) sized for
+        `labels`, and its preprocessor (`auto_preprocessor`: tokenizer, image processor, feature
+        extractor). `pretrained` loads the weights (a head of another size is replaced); otherwise the
+        architecture is built from its config. `hint` says what `spec` may be, for the error."""
+        from transformers import AutoConfig
+
+        # num_labels follows from id2label (passing both warns when the checkpoint had other labels).
+        label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+        remote = self.config.trust_remote_code
+        try:
+            if pretrained:
+                model = auto_model.from_pretrained(
+                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
+                )
+            else:
+                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
+                model = auto_model.from_config(config, trust_remote_code=remote)
+            preprocessor = auto_preprocessor.from_pretrained(spec, trust_remote_code=remote)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"Cannot load {self.task} model {spec!r}: it is not {hint} ({err})") from None
+        return model, preprocessor
+
     # ---- data ----------------------------------------------------------------------------------
     @property
     def input_column(self) -> str:

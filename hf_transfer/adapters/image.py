@@ -113,29 +113,18 @@ class ImageClassificationAdapter(TaskAdapter):
         return model
 
     def _load_transformers(self, spec: str, labels: list[str], pretrained: bool) -> nn.Module:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         self.family = "transformers"
-        label_kwargs = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-        remote = self.config.trust_remote_code
-        try:
-            if pretrained:
-                model = AutoModelForImageClassification.from_pretrained(
-                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
-                )
-            else:
-                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
-                model = AutoModelForImageClassification.from_config(config, trust_remote_code=remote)
-            self.processor = AutoImageProcessor.from_pretrained(spec, trust_remote_code=remote)
-        except (OSError, ValueError) as err:
-            raise ModelError(
-                f"Cannot load image model {spec!r}: it is not a timm model name, a local timm/transformers "
-                f"folder, a previous run's output_dir, or a reachable Hub id ({err})"
-            ) from None
+        model, self.processor = self.load_transformers(
+            AutoModelForImageClassification,
+            AutoImageProcessor,
+            spec,
+            labels,
+            pretrained,
+            hint="a timm model name, a local timm/transformers folder, a previous run's output_dir, "
+            "or a reachable Hub id",
+        )
         self._set_transformers_transforms()
         return model
 

@@ -35,29 +35,21 @@ class TextClassificationAdapter(TaskAdapter):
 
     # ---- model ---------------------------------------------------------------------------------
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
         if weights is not None:
             raise ModelError(
                 "`weights` applies to timm image models only; for text, give a folder or Hub id as `model`."
             )
-        # num_labels follows from id2label; the checkpoint's own head (if any) is replaced when sizes differ.
-        label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
-        remote = self.config.trust_remote_code
-        try:
-            if pretrained:
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
-                )
-            else:
-                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
-                model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
-            self.tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=remote)
-        except (OSError, ValueError) as err:
-            raise ModelError(
-                f"Cannot load text model {spec!r}: it is not a local transformers folder (model + tokenizer), "
-                f"a previous run's output_dir, or a reachable Hub id of a sequence classifier ({err})"
-            ) from None
+        model, self.tokenizer = self.load_transformers(
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            spec,
+            labels,
+            pretrained,
+            hint="a local transformers folder (model + tokenizer), a previous run's output_dir, "
+            "or a reachable Hub id of a sequence classifier",
+        )
         if self.tokenizer.pad_token is None:
             # Decoder-style tokenizers (GPT-2, ...) have no pad token; the model must know which id is padding.
             if self.tokenizer.eos_token is None:
