@@ -77,10 +77,10 @@ def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
     model.eval()
     # The standard model with our preprocessing (the adapter's eval transform and collate).
     predictions = []
-    dataset = run.dataset(inputs).with_transform(lambda b: run.adapter.preprocess(b, train=False))
+    dataset = run.dataset(inputs)
     with torch.no_grad():
         for start in range(0, len(dataset), 32):
-            batch = run.adapter.collate([dataset[i] for i in range(start, min(start + 32, len(dataset)))])
+            batch = run.adapter.model_inputs(dataset[start : start + 32])
             batch.pop("labels", None)
             predictions += run.adapter.logits(model, batch).argmax(-1).tolist()
     return [labels[i] for i in predictions]

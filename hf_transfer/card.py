@@ -9,6 +9,7 @@ ever read here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,21 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .adapters import ADAPTERS
 from .artifacts import MERGED, write_text_atomic
 from .config import RunConfig, to_dict
-from .plots import plot_confusion_matrix, plot_curves, tracker_scalars
+from .plots import plot_confusion_matrix, plot_curves
 from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
 
 CARD = "README.md"
 CURVES = "training_curves.png"
 CONFUSION = "confusion_matrix.png"
 _FOLDER_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class CardFacts:
+    """What the run knows and the card reports, handed over rather than read back from files."""
+
+    augmentation: str = "none"
+    train_loss: list[list[float]] = field(default_factory=list)  # [step, mean training loss]
 
 
 def artifact_library(directory: Path) -> str:
@@ -100,8 +109,10 @@ def write_model_card(
     labels: list[str],
     metrics: dict[str, Any],
     validation: dict[str, Any] | None,
+    facts: CardFacts | None = None,
 ) -> Path:
     """Write README.md and its two pictures into output_dir; returns the card's path."""
+    facts = facts or CardFacts()
     adapter_cls = ADAPTERS.get(config.task)
     pipeline_tag = adapter_cls.pipeline_tag
     library = artifact_library(output_dir)
@@ -138,14 +149,14 @@ def write_model_card(
     )
 
     history = metrics.get("history", [])
-    train_loss = tracker_scalars(output_dir / "logs").get("train/loss", [])
+    train_loss = [(int(step), float(loss)) for step, loss in facts.train_loss]
     plot_curves(history, train_loss, output_dir / CURVES)
     pictures = [f"![Training and validation curves]({CURVES})"]
     if validation is not None:
         plot_confusion_matrix(validation["confusion_matrix"], labels, output_dir / CONFUSION)
         pictures.append(f"![Confusion matrix on the validation set]({CONFUSION})")
 
-    body = _body(output_dir, config, labels, metrics, validation, library, base_id, train_loss, pictures)
+    body = _body(output_dir, config, labels, metrics, validation, library, base_id, facts, pictures)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     path = output_dir / CARD
     write_text_atomic(path, str(card))
@@ -160,7 +171,7 @@ def _body(
     validation: dict[str, Any] | None,
     library: str,
     base_id: str | None,
-    train_loss: list[tuple[int, float]],
+    facts: CardFacts,
     pictures: list[str],
 ) -> str:
     base = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{public(config.model)}`"
@@ -184,6 +195,9 @@ def _body(
         "(https://pypi.org/project/hf-transfer-learning/).",
         "",
         f"- **Strategy:** {strategy}; {params}.",
+        f"- **Optimisation:** AdamW, peak learning rate {config.train.lr:g}, {config.train.scheduler} schedule with "
+        f"{config.train.warmup_ratio:g} warm-up, batch {config.train.batch_size} per process.",
+        f"- **Training augmentation:** {facts.augmentation}.",
         f"- **Labels ({len(labels)}):** {', '.join(f'`{label}`' for label in labels)}",
         f"- **Best epoch:** {metrics.get('best_epoch')} (selected by validation `{config.train.metric_for_best_model}`)"
         f", {metrics.get('global_step')} optimizer steps, {metrics.get('train_runtime', 0):.1f} s.",
@@ -208,8 +222,6 @@ def _body(
         lines += ["### Per epoch", "", "| epoch | step | " + " | ".join(keys) + " |", "|---" * (2 + len(keys)) + "|"]
         lines += [f"| {h['epoch']} | {h['step']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |" for h in history]
         lines.append("")
-    if not train_loss:
-        lines += ["(The run had no tensorboard tracker, so the curves show validation metrics only.)", ""]
     lines += [*pictures, "", "## How to use", "", _usage(config, labels, library, base_id), ""]
     if (output_dir / MERGED).is_dir():
         lines += [

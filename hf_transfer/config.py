@@ -42,21 +42,41 @@ class DataConfig:
     text_pair_column: str | None = _f(None, "Optional second text column for sentence pairs.")
     audio_column: str = _f("audio", "Column holding the audio file or array (audio tasks).")
     image_size: int | None = _f(None, "Image side in pixels; default: the checkpoint's own input size.")
+    augment: bool | None = _f(
+        None,
+        "Random training augmentation (image crops and flips, audio windows). Default: on when the backbone "
+        "trains (full, lora), off for linear_probe, which then trains on the evaluation view and caches features.",
+    )
     crop_scale: list[float] = _f(
-        [0.08, 1.0], "Images, training: area range of the random resized crop (use [1, 1] to keep whole images)."
+        [0.7, 1.0],
+        "Images, training: area range of the random resized crop. Mild by default (transfer keeps what the "
+        "backbone learned to see); [0.08, 1] is the ImageNet-from-scratch recipe.",
     )
     hflip: float = _f(0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).")
     max_length: int = _f(128, "Text: truncate to this many tokens.")
     max_duration_s: float = _f(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
     max_train_samples: int | None = _f(None, "Use at most this many training examples (debugging).")
     max_eval_samples: int | None = _f(None, "Use at most this many validation examples (debugging).")
-    num_workers: int = _f(0, "DataLoader worker processes per training process.")
+    num_workers: int | None = _f(
+        None,
+        "DataLoader worker processes per training process. Default: 0 on a CPU-only machine (the model "
+        "uses every core), else the cores spare per process (up to 8).",
+    )
+    decode_cache: bool = _f(
+        True, "Decode/resize images, resample audio and tokenize text once, kept in the cache (see cache_dir)."
+    )
+    cache_dir: str | None = _f(
+        None,
+        "Where decoded inputs and backbone features are cached; default $HF_TRANSFER_CACHE or $HF_HOME/hf_transfer.",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_split < 1.0:
             raise ConfigError(f"data.validation_split must be in (0, 1), got {self.validation_split}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0 (or null for automatic), got {self.num_workers}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
 
@@ -76,15 +96,26 @@ class LoraConfigSpec:
 
 
 @dataclass
+class LinearProbeConfig:
+    cache_features: bool = _f(
+        True,
+        "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
+        "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
+    )
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _f(3, "Number of passes over the training data.")
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
     batch_size: int = _f(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
     eval_batch_size: int | None = _f(None, "Evaluation batch size per process; default: batch_size.")
-    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
+    lr: float | None = _f(
+        None, "Peak learning rate (AdamW). Default: the strategy's (full 1e-4, lora 1e-3, linear_probe 1e-2)."
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
     scheduler: str = _f("cosine", "Learning-rate schedule: linear | cosine | constant.")
-    warmup_ratio: float = _f(0.0, "Fraction of optimizer steps spent warming up linearly.")
+    warmup_ratio: float = _f(0.1, "Fraction of optimizer steps spent warming up linearly.")
     gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
     max_grad_norm: float | None = _f(1.0, "Clip gradients to this norm; null disables clipping.")
     label_smoothing: float = _f(0.0, "Label smoothing for the cross-entropy loss.")
@@ -96,11 +127,21 @@ class TrainConfig:
         "accuracy", "Validation metric that selects the best model (accuracy | f1_macro | loss)."
     )
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement.")
+    logging_steps: int = _f(
+        10, "Log the mean training loss every N optimizer steps (the loss stays on the device in between)."
+    )
+    eval_every_steps: int | None = _f(
+        None, "Evaluate (and checkpoint) every N optimizer steps instead of at the end of each epoch."
+    )
     checkpoint_every_steps: int | None = _f(None, "Also save a resumable checkpoint every N optimizer steps.")
     save_total_limit: int = _f(2, "Keep at most this many resumable checkpoints (the newest).")
     resume_from_checkpoint: str | None = _f(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
     log_with: list[str] = _f(["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none.")
     progress_bar: bool = _f(True, "Show a tqdm progress bar on the main process.")
+    compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo backend, inductor).")
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in the backward pass to save memory (timm and transformers backbones)."
+    )
 
     def __post_init__(self) -> None:
         if self.scheduler not in ("linear", "cosine", "constant"):
@@ -111,11 +152,15 @@ class TrainConfig:
             )
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_total_limit"):
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_total_limit", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 (or null), got {value}")
 
 
 @dataclass
@@ -145,6 +190,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Dataset settings."})
     strategy: str = _f("full", "full | linear_probe | lora.")
     lora: LoraConfigSpec = field(default_factory=LoraConfigSpec, metadata={"help": "LoRA settings."})
+    linear_probe: LinearProbeConfig = field(
+        default_factory=LinearProbeConfig, metadata={"help": "Linear-probe settings."}
+    )
     freeze_feature_encoder: bool = _f(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )

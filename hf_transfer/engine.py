@@ -1,8 +1,10 @@
-"""The fine-tuning loop, shared by every adapter: Accelerate end to end.
+"""The fine-tuning loop, shared by every adapter and strategy: Accelerate end to end.
 
-The engine knows the adapter contract and nn.Module, nothing else. It prepares the model and data,
-trains with accumulation / clipping / mixed precision, evaluates each epoch through
-gather_for_metrics, keeps the best weights, checkpoints with save_state and resumes mid-epoch.
+The engine owns its Accelerator and knows only nn.Module and `FitData` (two datasets, a collate
+function and a logits function), nothing of modalities. `fit` reads top to bottom: prepare, resume,
+then epoch after epoch `_train_epoch` (optimizer steps; the loss stays on the device and is read
+every `logging_steps`), `_evaluate` and `_checkpoint` on their cadence; finally the best weights
+come back. As timm's train.py splits train_one_epoch / validate / CheckpointSaver.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,14 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .adapters.base import TaskAdapter
 from .config import TrainConfig
-from .errors import ConfigError
+from .datapipe import LoaderSettings, loader_settings
+from .errors import ConfigError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
-from .rng import AugmentationRng, RngState
 from .strategies import set_train_mode
 
 logger = get_logger(__name__)
@@ -42,6 +46,18 @@ logger = get_logger(__name__)
 CHECKPOINTS = "checkpoints"
 BEST_WEIGHTS = "best/model.safetensors"
 STATE_FILE = "trainer_state.json"
+
+Logits = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class FitData:
+    """What the engine trains on: map-style datasets of examples, how to batch them, how to call the model."""
+
+    train: TorchDataset
+    eval: TorchDataset
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+    logits: Logits
 
 
 @dataclass
@@ -56,8 +72,9 @@ class TrainState:
     best_epoch: int | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     evals_without_improvement: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    augment_rng: RngState | None = None  # see rng.py
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    train_loss: list[list[float]] = field(default_factory=list)  # [step, mean loss since the previous entry]
+    scheduler: dict[str, Any] | None = None  # the learning-rate schedule's state (plain numbers)
 
 
 @dataclass
@@ -65,6 +82,7 @@ class FitResult:
     best_metrics: dict[str, float]
     best_epoch: int | None
     history: list[dict[str, Any]]
+    train_loss: list[list[float]]
     global_step: int
     train_runtime: float
     train_samples_per_second: float
@@ -72,10 +90,39 @@ class FitResult:
     best_predictions: Predictions | None = None
 
 
+@dataclass
+class _Plan:
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+@dataclass
+class _Run:
+    """Everything one `fit` call moves between its steps."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_dl: DataLoader
+    eval_dl: DataLoader
+    data: FitData
+    state: TrainState
+    plan: _Plan
+    settings: TrainConfig
+    progress: tqdm
+    losses: list[torch.Tensor] = field(default_factory=list)  # this logging window's losses, on the device
+    loss_steps: list[int] = field(default_factory=list)  # the optimizer step each of them belongs to
+    samples: int = 0
+    best_predictions: Predictions | None = None
+    last_eval_step: int = -1
+
+
 class Engine:
-    def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int = 0) -> None:
+    """Fits models with one Accelerator, built from the run's training settings."""
+
+    def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int | None = None) -> None:
         self.settings = settings
-        self.num_workers = num_workers
         self.output_dir = Path(output_dir)
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
@@ -92,121 +139,82 @@ class Engine:
             ),
             # Seeded, epoch-dependent shuffling: a resumed run sees the same order as an uninterrupted one.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
+            dynamo_backend="inductor" if settings.compile else None,
+            # The schedule is stepped here once per optimizer step, whatever the number of processes.
+            step_scheduler_with_optimizer=False,
+        )
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
+        # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
+        self.accelerator.dataloader_config.non_blocking = self.loader_settings.pin_memory
+
+    # ---------------------------------------------------------------------------- for the caller
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @contextmanager
+    def main_process_first(self) -> Iterator[None]:
+        """The main process runs the block first (e.g. builds a cache), the others after it (and read it)."""
+        with self.accelerator.main_process_first():
+            yield
+
+    def wait_for_everyone(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def make_loader(self, dataset: TorchDataset, collate: Callable, batch_size: int, train: bool = False) -> DataLoader:
+        """A DataLoader with this machine's worker settings (not yet prepared)."""
+        settings = self.loader_settings
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            collate_fn=collate,
+            num_workers=settings.num_workers,
+            pin_memory=settings.pin_memory,
+            persistent_workers=settings.persistent_workers,
+            prefetch_factor=settings.prefetch_factor,
+            # As timm's train.py: a ragged last training batch (possibly of 1) would break BatchNorm.
+            drop_last=train,
+            # A private generator: starting an epoch's iterator draws nothing from the global RNG (dropout's).
+            generator=torch.Generator().manual_seed(self.settings.seed),
         )
 
-    # ------------------------------------------------------------------------------------ public
-    def fit(
+    def gather(
         self,
-        model: nn.Module,
-        adapter: TaskAdapter,
-        train_data: Any,
-        eval_data: Any,
-        labels: list[str],
-        tracker_config: dict[str, Any] | None = None,
-    ) -> FitResult:
-        s, acc = self.settings, self.accelerator
-        augment_rng = AugmentationRng(s.seed + acc.process_index)  # ranks augment differently
-        train_data = train_data.with_transform(augment_rng.wrap(lambda batch: adapter.preprocess(batch, train=True)))
-        eval_data = eval_data.with_transform(lambda batch: adapter.preprocess(batch, train=False))
-        train_dl = self._loader(train_data, adapter, s.batch_size, shuffle=True)
-        eval_dl = self._loader(eval_data, adapter, s.eval_batch_size or s.batch_size, shuffle=False)
-        optimizer = torch.optim.AdamW(self._param_groups(model), lr=s.lr)
-        model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-        if len(train_dl) == 0:
-            raise ConfigError(
-                f"{len(train_data)} training examples do not fill one batch of {s.batch_size} on each of "
-                f"{acc.num_processes} process(es): lower train.batch_size or add data."
-            )
+        fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        dataset: TorchDataset,
+        collate: Callable,
+        batch_size: int,
+    ) -> torch.Tensor:
+        """`fn` over every batch of `dataset` (no gradients, under autocast), each process its shard,
+        reassembled in dataset order on every process, on the CPU."""
+        loader = self.accelerator.prepare_data_loader(self.make_loader(dataset, collate, batch_size))
+        chunks = []
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v for k, v in batch.items() if k != "labels"}
+                with self.accelerator.autocast():
+                    out = fn(batch).float()
+                chunks.append(self.accelerator.gather_for_metrics(out).cpu())
+        return torch.cat(chunks)
 
-        # The schedule counts this process's optimizer steps, so it is right for any number of processes.
-        # acc.gradient_accumulation_steps: the config's value, or `accelerate config`'s when left at 1.
-        steps_per_epoch = math.ceil(len(train_dl) / acc.gradient_accumulation_steps)
-        total_steps = s.max_steps or steps_per_epoch * s.epochs
-        epochs = math.ceil(total_steps / steps_per_epoch)
-        scheduler = get_scheduler(
-            s.scheduler, optimizer, num_warmup_steps=int(s.warmup_ratio * total_steps), num_training_steps=total_steps
-        )
-        acc.register_for_checkpointing(scheduler)
-
-        state = TrainState(labels=list(labels))
-        if s.resume_from_checkpoint:
-            state = self._resume(s.resume_from_checkpoint, labels)
-            if state.augment_rng is not None:
-                augment_rng.resume(state.augment_rng)
-        acc.init_trackers("hf_transfer", config=tracker_config)
-
-        logger.info(
-            f"Training {epochs} epochs, {total_steps} optimizer steps; {acc.num_processes} process(es) x "
-            f"batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}"
-        )
-        progress = tqdm(
-            total=total_steps,
-            initial=state.global_step,
-            desc="train",
-            disable=not (acc.is_local_main_process and s.progress_bar),
-        )
-        start, samples = time.perf_counter(), 0
-        best_predictions: Predictions | None = None  # kept only for evaluations made in this process run
-        stop = state.global_step >= total_steps
-        while state.epoch < epochs and not stop:
-            train_dl.set_epoch(state.epoch)
-            batches = acc.skip_first_batches(train_dl, state.batches_in_epoch) if state.batches_in_epoch else train_dl
-            set_train_mode(model)
-            for batch in batches:
-                with acc.accumulate(model):
-                    targets = batch.pop("labels")
-                    logits = adapter.logits(model, batch)
-                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=s.label_smoothing)
-                    acc.backward(loss)
-                    if acc.sync_gradients and s.max_grad_norm is not None:
-                        acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                state.batches_in_epoch += 1
-                samples += targets.shape[0] * acc.num_processes
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                state.global_step += 1
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.4f}", epoch=state.epoch)
-                acc.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=state.global_step)
-                if state.global_step >= total_steps:
-                    stop = True
-                    break
-                if s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
-                    # The loader has fetched (and augmented) the next batch already unless the epoch is done.
-                    state.augment_rng = augment_rng.checkpoint(state.batches_in_epoch < len(train_dl))
-                    self._save_checkpoint(state)
-
-            predictions = gather_logits(model, adapter, eval_dl, acc)
-            metrics = summary_metrics(predictions, len(labels))
-            improved = self._record(state, metrics, model)
-            if improved:
-                best_predictions = predictions
-            acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
-            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            logger.info(f"epoch {state.epoch}: {shown}" + (" (best)" if improved else ""))
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-            patience = s.early_stopping_patience
-            if patience is not None and state.evals_without_improvement >= patience:
-                logger.info(f"Early stopping: {patience} evaluations without improvement")
-                stop = True
-            state.augment_rng = augment_rng.checkpoint(batch_prefetched=False)
-            self._save_checkpoint(state)
-        progress.close()
-        runtime = time.perf_counter() - start
-
-        self._load_best(model)
-        return FitResult(
-            best_metrics=state.best_metrics,
-            best_predictions=best_predictions,
-            best_epoch=state.best_epoch,
-            history=state.history,
-            global_step=state.global_step,
-            train_runtime=runtime,
-            train_samples_per_second=samples / runtime if runtime > 0 else 0.0,
-        )
+    def predict(self, model: nn.Module, logits: Logits, dataset: TorchDataset, collate: Callable) -> Predictions:
+        """Logits (and references) for `dataset`, sharded across processes and gathered in order."""
+        batch_size = self.settings.eval_batch_size or self.settings.batch_size
+        loader = self.accelerator.prepare_data_loader(self.make_loader(dataset, collate, batch_size))
+        return gather_logits(model, logits, loader, self.accelerator)
 
     def close(self) -> None:
         """Flush the trackers. The process group stays up, so one process can run several trainings
@@ -216,42 +224,173 @@ class Engine:
             tracker.finish()
         AcceleratorState._reset_state()
 
-    def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
+    # ------------------------------------------------------------------------------------- fit
+    def fit(
+        self,
+        model: nn.Module,
+        data: FitData,
+        labels: list[str],
+        tracker_config: dict[str, Any] | None = None,
+    ) -> FitResult:
+        s, acc = self.settings, self.accelerator
+        if s.lr is None:
+            raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
+        train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
+        eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
+        optimizer = torch.optim.AdamW(self._param_groups(model), lr=s.lr)
+        model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
+        if len(train_dl) == 0:
+            raise ConfigError(
+                f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
+                f"{acc.num_processes} process(es): lower train.batch_size or add data."
+            )
+        plan = self._plan(len(train_dl))
+        scheduler = get_scheduler(
+            s.scheduler,
+            optimizer,
+            num_warmup_steps=int(s.warmup_ratio * plan.total_steps),
+            num_training_steps=plan.total_steps,
+        )
+        state = self._resume(labels, scheduler) if s.resume_from_checkpoint else TrainState(labels=list(labels))
+        acc.init_trackers("hf_transfer", config=tracker_config)
+        logger.info(
+            f"Training {plan.epochs} epochs, {plan.total_steps} optimizer steps; {acc.num_processes} process(es) "
+            f"x batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}; lr {s.lr:g} "
+            f"({s.scheduler}, {s.warmup_ratio:g} warm-up); "
+            f"{self.loader_settings.num_workers} data worker(s) per process"
+        )
+        progress = tqdm(
+            total=plan.total_steps,
+            initial=state.global_step,
+            desc="train",
+            disable=not (acc.is_local_main_process and s.progress_bar),
+        )
+        run = _Run(model, optimizer, scheduler, train_dl, eval_dl, data, state, plan, s, progress)
+        start = time.perf_counter()
+        stop = state.global_step >= plan.total_steps
+        while state.epoch < plan.epochs and not stop:
+            stop = self._train_epoch(run)
+            self._log_losses(run)
+            if run.last_eval_step != state.global_step and (not s.eval_every_steps or stop or self._last_epoch(run)):
+                stop = self._evaluate(run) or stop
+            if state.epoch == 0:
+                _warn_if_collapsed(state, len(labels), s.lr)
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+            self._checkpoint(run)
+        progress.close()
+        runtime = time.perf_counter() - start
 
-    # ----------------------------------------------------------------------------------- helpers
-    def _loader(self, data: Any, adapter: TaskAdapter, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            data,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=adapter.collate,
-            num_workers=self.num_workers,
-            # As timm's train.py: a ragged last training batch (possibly of 1) would break BatchNorm.
-            drop_last=shuffle,
-            # A private generator: starting an epoch's iterator then draws nothing from the global RNG
-            # (dropout's), which a resumed run would otherwise see shifted.
-            generator=torch.Generator().manual_seed(self.settings.seed),
+        self._load_best(model)
+        return FitResult(
+            best_metrics=state.best_metrics,
+            best_predictions=run.best_predictions,
+            best_epoch=state.best_epoch,
+            history=state.history,
+            train_loss=state.train_loss,
+            global_step=state.global_step,
+            train_runtime=runtime,
+            train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
         )
 
-    def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Frozen parameters never reach the optimizer; biases and norm weights (1-d) get no decay."""
-        decay, no_decay = [], []
-        for param in model.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        if not decay and not no_decay:
-            raise ConfigError("No parameter is trainable: check the strategy and the model's head.")
-        return [
-            {"params": decay, "weight_decay": self.settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+    # -------------------------------------------------------------------------- one epoch, steps
+    def _train_epoch(self, run: _Run) -> bool:
+        """Train until the epoch ends; True when the run must stop (last step, early stopping)."""
+        acc, s, state = self.accelerator, run.settings, run.state
+        run.train_dl.set_epoch(state.epoch)
+        skip = state.batches_in_epoch
+        batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
+        set_train_mode(run.model)
+        for batch in batches:
+            with acc.accumulate(run.model):
+                targets = batch.pop("labels")
+                logits = run.data.logits(run.model, batch)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=s.label_smoothing)
+                acc.backward(loss)
+                if acc.sync_gradients and s.max_grad_norm is not None:
+                    acc.clip_grad_norm_(run.model.parameters(), s.max_grad_norm)
+                run.optimizer.step()
+                run.optimizer.zero_grad()
+            state.batches_in_epoch += 1
+            run.samples += targets.shape[0] * acc.num_processes
+            run.losses.append(loss.detach())  # no .item(): the host never waits for the device here
+            run.loss_steps.append(state.global_step + 1)
+            if not acc.sync_gradients:
+                continue
+            run.scheduler.step()
+            state.global_step += 1
+            run.progress.update(1)
+            if state.global_step % s.logging_steps == 0:
+                self._log_losses(run)
+            if state.global_step >= run.plan.total_steps:
+                return True
+            if s.eval_every_steps and state.global_step % s.eval_every_steps == 0:
+                self._log_losses(run)
+                if self._evaluate(run):
+                    return True
+                self._checkpoint(run)
+                set_train_mode(run.model)
+            elif s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
+                self._log_losses(run)
+                self._checkpoint(run)
+        return False
+
+    def _log_losses(self, run: _Run) -> None:
+        """Read the window's losses from the device (one sync, every process's), log their mean, and
+        stop the run at a non-finite loss, naming the first step it happened at."""
+        if not run.losses:
+            return
+        values = self.accelerator.gather(torch.stack(run.losses).float()).cpu().tolist()
+        steps = run.loss_steps * (len(values) // len(run.loss_steps))
+        run.losses, run.loss_steps = [], []
+        state = run.state
+        bad = [step for step, value in zip(steps, values, strict=True) if not math.isfinite(value)]
+        if bad:
+            raise TrainingDiverged(self._divergence_message(min(bad), state, run.settings))
+        mean = sum(values) / len(values)
+        state.train_loss.append([state.global_step, mean])
+        lr = run.scheduler.get_last_lr()[0]
+        self.accelerator.log({"train/loss": mean, "train/lr": lr}, step=state.global_step)
+        run.progress.set_postfix(loss=f"{mean:.4f}", epoch=state.epoch)
+
+    def _divergence_message(self, step: int, state: TrainState, s: TrainConfig) -> str:
+        last = latest_checkpoint(self.output_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        return (
+            f"The training loss became NaN/inf at optimizer step {step} (epoch {state.epoch}); the run stopped, "
+            f"{kept}. Lower train.lr (now {s.lr:g}), keep train.max_grad_norm set, or use "
+            "train.mixed_precision=bf16 instead of fp16."
+        )
+
+    def _last_epoch(self, run: _Run) -> bool:
+        return run.state.epoch + 1 >= run.plan.epochs
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _evaluate(self, run: _Run) -> bool:
+        """Validation metrics now; keeps the best weights. True when early stopping says stop."""
+        acc, state = self.accelerator, run.state
+        predictions = gather_logits(run.model, run.data.logits, run.eval_dl, acc)
+        metrics = summary_metrics(predictions, len(state.labels))
+        improved = self._record(state, metrics, run.model)
+        run.last_eval_step = state.global_step
+        if improved:
+            run.best_predictions = predictions
+        acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        logger.info(f"epoch {state.epoch} step {state.global_step}: {shown}" + (" (best)" if improved else ""))
+        patience = run.settings.early_stopping_patience
+        if patience is not None and state.evals_without_improvement >= patience:
+            logger.info(f"Early stopping: {patience} evaluations without improvement")
+            return True
+        return False
 
     def _record(self, state: TrainState, metrics: dict[str, float], model: nn.Module) -> bool:
         key = self.settings.metric_for_best_model
         value = metrics[key]
         state.history.append({"epoch": state.epoch, "step": state.global_step, **metrics})
-        better = state.best_value is None or (value < state.best_value if key == "loss" else value > state.best_value)
+        # A non-finite metric is never the best, whatever came before it.
+        better = math.isfinite(value) and (
+            state.best_value is None or (value < state.best_value if key == "loss" else value > state.best_value)
+        )
         if better:
             state.best_value, state.best_epoch, state.best_metrics = value, state.epoch, dict(metrics)
             state.evals_without_improvement = 0
@@ -260,6 +399,7 @@ class Engine:
             state.evals_without_improvement += 1
         return better
 
+    # ----------------------------------------------------------------------------- checkpoints
     def _save_best(self, model: nn.Module) -> None:
         weights = self.accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
         if self.accelerator.is_main_process:
@@ -276,8 +416,9 @@ class Engine:
         if path.is_file():
             self.unwrap(model).load_state_dict(load_file(str(path)))
 
-    def _save_checkpoint(self, state: TrainState) -> None:
-        acc = self.accelerator
+    def _checkpoint(self, run: _Run) -> None:
+        acc, state = self.accelerator, run.state
+        state.scheduler = _plain(run.scheduler.state_dict())
         root = self.output_dir / CHECKPOINTS
         final = root / f"step_{state.global_step:07d}"
         tmp = root / f"{final.name}.tmp"
@@ -291,7 +432,8 @@ class Engine:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
 
-    def _resume(self, where: str, labels: list[str]) -> TrainState:
+    def _resume(self, labels: list[str], scheduler: Any) -> TrainState:
+        where = self.settings.resume_from_checkpoint
         path = latest_checkpoint(self.output_dir) if where == "latest" else Path(where)
         if path is None or not (path / STATE_FILE).is_file():
             raise ConfigError(
@@ -305,13 +447,60 @@ class Engine:
                 "Resume with the same data, or start a new run (e.g. with this run's output_dir as `model:`)."
             )
         self.accelerator.load_state(str(path))
+        if state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state
+
+    # --------------------------------------------------------------------------------- helpers
+    def _plan(self, batches_per_epoch: int) -> _Plan:
+        # The schedule counts this process's optimizer steps, so it is right for any number of processes.
+        # accelerator.gradient_accumulation_steps: the config's value, or `accelerate config`'s when left at 1.
+        steps_per_epoch = math.ceil(batches_per_epoch / self.accelerator.gradient_accumulation_steps)
+        total_steps = self.settings.max_steps or steps_per_epoch * self.settings.epochs
+        return _Plan(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
+
+    def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Frozen parameters never reach the optimizer; biases and norm weights (1-d) get no decay."""
+        decay, no_decay = [], []
+        for param in model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        if not decay and not no_decay:
+            raise ConfigError("No parameter is trainable: check the strategy and the model's head.")
+        return [
+            {"params": decay, "weight_decay": self.settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+
+def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:
+    """The first epoch ended with the training loss where it started: the model is not learning."""
+    if len(state.train_loss) < 2:
+        return
+    first, last = state.train_loss[0][1], state.train_loss[-1][1]
+    if last < first * 0.98:
+        return
+    chance = math.log(num_labels)
+    near_chance = f" (about ln {num_labels} = {chance:.2f}: chance level)" if abs(last - chance) < 0.1 * chance else ""
+    logging.getLogger(__name__).warning(
+        "The training loss has not moved in the first epoch (%.4f -> %.4f%s): the model is not learning. "
+        "Lower train.lr (now %g) by 10x, or raise train.warmup_ratio; with LoRA, check lora.target_modules.",
+        first,
+        last,
+        near_chance,
+        lr,
+    )
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     found = sorted((Path(output_dir) / CHECKPOINTS).glob("step_*[0-9]"))
     return found[-1] if found else None
+
+
+def _plain(state: dict[str, Any]) -> dict[str, Any]:
+    """A scheduler state with only plain values (LambdaLR keeps None for its functions): JSON, no pickle."""
+    return json.loads(json.dumps(state, default=lambda value: None))
 
 
 def _unshare(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

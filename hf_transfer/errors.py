@@ -19,3 +19,7 @@ class ModelError(HFTransferError, ValueError):
 
 class HubError(HFTransferError, RuntimeError):
     """Pushing to the Hugging Face Hub failed (no token, no network, no access)."""
+
+
+class TrainingDiverged(HFTransferError, RuntimeError):
+    """The training loss became NaN or infinite; the run stopped, earlier checkpoints are kept."""

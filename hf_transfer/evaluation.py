@@ -7,6 +7,7 @@ number agrees with metrics.json.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .datapipe import ExampleView
 from .metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -48,24 +50,28 @@ def predict_dataset(
     batch_size: int = 32,
     accelerator: Accelerator | None = None,
 ) -> Predictions:
-    """Logits for every row of a prepared dataset (`adapter.prepare_dataset` applied).
+    """Logits for every row of a prepared dataset (`adapter.prepare_dataset` applied), decoded and
+    transformed exactly as the engine's evaluation does it.
 
     With an accelerator, each process predicts its shard and gather_for_metrics reassembles the whole
     set in order (call it on every process); without one, everything runs here on the model's device.
     """
-    data = dataset.with_transform(lambda batch: adapter.preprocess(batch, train=False))
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=adapter.collate)
+    view = ExampleView(dataset, adapter, augment=False, decoded=False)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=adapter.collate)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
-    return gather_logits(model, adapter, loader, accelerator)
+    return gather_logits(model, adapter.logits, loader, accelerator)
 
 
 @torch.no_grad()
 def gather_logits(
-    model: nn.Module, adapter: TaskAdapter, loader: DataLoader, accelerator: Accelerator | None = None
+    model: nn.Module,
+    logits_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    loader: DataLoader,
+    accelerator: Accelerator | None = None,
 ) -> Predictions:
-    """The evaluation loop, shared by the engine and inference: eval mode, the adapter's `logits`,
-    and gather_for_metrics so samples duplicated by sharding are dropped."""
+    """The evaluation loop, shared by the engine and inference: eval mode, `logits_fn` (the adapter's
+    `logits`), and gather_for_metrics so samples duplicated by sharding are dropped."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     model.eval()
     all_logits, references = [], []
@@ -74,10 +80,10 @@ def gather_logits(
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         if accelerator is not None:
             with accelerator.autocast():
-                logits = adapter.logits(model, batch).float()
+                logits = logits_fn(model, batch).float()
             logits, labels = accelerator.gather_for_metrics((logits, labels))
         else:
-            logits = adapter.logits(model, batch).float()
+            logits = logits_fn(model, batch).float()
         all_logits.append(logits.cpu())
         if labels is not None:
             references.append(labels.cpu())

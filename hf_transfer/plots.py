@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
-
-
-def tracker_scalars(logs_dir: Path, tags: tuple[str, ...] = ("train/loss",)) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) series that the engine logged to tensorboard under `logs_dir` (empty when the run had
-    no tensorboard tracker). Several event files (a resumed run) are merged, later values winning."""
-    if not logs_dir.is_dir() or not any(logs_dir.rglob("events.out.tfevents.*")):
-        return {}
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:
-        logger.warning("tensorboard is not installed: the card's curves show validation metrics only")
-        return {}
-    series: dict[str, dict[int, float]] = {}
-    for folder in sorted({p.parent for p in logs_dir.rglob("events.out.tfevents.*")}):
-        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        events.Reload()
-        for tag in set(tags) & set(events.Tags().get("scalars", [])):
-            for event in events.Scalars(tag):
-                series.setdefault(tag, {})[event.step] = event.value
-    return {tag: sorted(points.items()) for tag, points in series.items()}
 
 
 def plot_curves(history: list[dict[str, Any]], train_loss: list[tuple[int, float]], path: Path) -> None:

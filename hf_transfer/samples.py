@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .cache import cache_root
 from .errors import ConfigError
 from .registry import Registry
 
@@ -20,10 +21,6 @@ SAMPLES: Registry[Callable[[Path], None]] = Registry("sample dataset")
 PACKAGED_WEIGHTS: Registry[Callable[[], Path]] = Registry("packaged model")
 # The Hub repositories that packaged weights are copies of: a model card's `base_model`.
 PACKAGED_HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HF_TRANSFER_CACHE", Path.home() / ".cache" / "hf_transfer"))
 
 
 def resolve_data(source: str) -> str:

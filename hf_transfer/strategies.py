@@ -1,12 +1,16 @@
-"""Fine-tuning strategies: plain functions that decide which parameters train.
+"""Fine-tuning strategies: which parameters train, and the defaults that go with that choice.
 
-A strategy takes the freshly built model, the adapter (for the head and LoRA targets) and the run
-config, and returns the model to train. It never reaches into the model by fixed attribute names.
+A strategy is registered once, with everything that depends on it: the function that takes the
+freshly built model, the adapter (for the head and LoRA targets) and the run config and returns the
+model to train; a one-line description (for --help, the log and the card); its default learning
+rate; and whether it trains the backbone (which decides the default augmentation: a frozen
+backbone trains on the deterministic evaluation view, so its features can be cached).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -15,19 +19,46 @@ from .config import RunConfig
 from .errors import ModelError
 from .registry import Registry
 
-Strategy = Callable[[nn.Module, TaskAdapter, RunConfig], nn.Module]
+Apply = Callable[[nn.Module, TaskAdapter, RunConfig], nn.Module]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    apply: Apply
+    description: str
+    default_lr: float  # AdamW peak learning rate when train.lr is unset
+    trains_backbone: bool
+
+    def __call__(self, model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+        return self.apply(model, adapter, config)
+
+
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
-_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+def register_strategy(
+    name: str, description: str, default_lr: float, trains_backbone: bool
+) -> Callable[[Apply], Apply]:
+    def decorator(apply: Apply) -> Apply:
+        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone))
+        return apply
+
+    return decorator
 
 
-@STRATEGIES.register("full")
+@register_strategy("full", "full fine-tuning: every parameter trains", default_lr=1e-4, trains_backbone=True)
 def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """Every parameter trains, except what the adapter froze on purpose (e.g. wav2vec2's feature encoder)."""
     return model
 
 
-@STRATEGIES.register("linear_probe")
+@register_strategy(
+    "linear_probe",
+    "linear probe: the backbone is frozen, only the new head trains (on cached features where possible)",
+    default_lr=1e-2,
+    trains_backbone=False,
+)
 def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (see set_train_mode)."""
     heads = adapter.head_modules(model)
@@ -37,19 +68,29 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
     return model
 
 
-@STRATEGIES.register("lora")
+@register_strategy(
+    "lora",
+    "LoRA (peft): low-rank updates on the adapter's targets for the architecture, the new head trains fully",
+    default_lr=1e-3,
+    trains_backbone=True,
+)
 def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """peft LoRA on the adapter's default (or the configured) targets; the head is always saved and trained."""
     from peft import LoraConfig, get_peft_model
 
     heads = adapter.head_modules(model)
-    targets: list[str] | str = config.lora.target_modules or adapter.lora_target_modules(model)
+    targets: list[str] = config.lora.target_modules or adapter.lora_target_modules(model)
     if targets == ["all-linear"]:
         # peft's all-linear can wrap a classifier it does not recognise; our default excludes the head.
         targets = adapter.lora_target_modules(model)
     wrapped_heads = [t for t in targets if any(t == h or t.startswith(h + ".") for h in heads)]
     if wrapped_heads:
         raise ModelError(f"LoRA target_modules {wrapped_heads} are inside the head {heads}, which trains fully.")
+    if not targets:
+        raise ModelError(
+            f"{type(model).__name__} has no layer LoRA adapts by default (linear or 1x1 conv outside the head): "
+            "set lora.target_modules."
+        )
     lora_config = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
@@ -70,15 +111,40 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
         ) from None
 
 
+def learning_rate(config: RunConfig) -> float:
+    """train.lr, or the strategy's default when it is unset."""
+    return config.train.lr if config.train.lr is not None else STRATEGIES.get(config.strategy).default_lr
+
+
+def augments(config: RunConfig) -> bool:
+    """data.augment, or by default: augment when the backbone trains, never for a frozen one."""
+    if config.data.augment is not None:
+        return config.data.augment
+    return STRATEGIES.get(config.strategy).trains_backbone
+
+
 def set_train_mode(model: nn.Module) -> None:
-    """model.train(), but normalisation layers whose parameters are all frozen stay in eval mode, so a
-    frozen backbone keeps its running statistics (BatchNorm would otherwise update them)."""
+    """model.train(), except that every part whose parameters are all frozen runs in eval mode: a frozen
+    backbone keeps its BatchNorm statistics and computes its features without dropout, exactly as the
+    cached-feature probe computes them once. (Parameterless layers, such as a head's dropout, follow
+    their parent.)"""
     model.train()
-    for module in model.modules():
-        if isinstance(module, _NORM_LAYERS):
-            params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
+    _freeze_modes(model)
+
+
+def _freeze_modes(module: nn.Module) -> bool:
+    """Put frozen subtrees in eval mode; returns whether `module`'s subtree has a trainable parameter."""
+    trainable = any(p.requires_grad for p in module.parameters(recurse=False))
+    frozen_children = []
+    for child in module.children():
+        if _freeze_modes(child):
+            trainable = True
+        elif any(True for _ in child.parameters()):
+            frozen_children.append(child)
+    if trainable:
+        for child in frozen_children:
+            child.eval()
+    return trainable
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:

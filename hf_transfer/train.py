@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,16 @@ from torch import nn
 from . import data as data_lib
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
-from .card import write_model_card
+from .card import CardFacts, write_model_card
 from .config import RunConfig, to_dict
-from .engine import Engine, FitResult
+from .datapipe import ExampleView, decode_once
+from .engine import Engine, FitData, FitResult
 from .errors import ConfigError
-from .evaluation import classification_report, predict_dataset
+from .evaluation import classification_report
+from .features import cached_probe
 from .hub import push_run, require_token
 from .samples import resolve_data, resolve_model
-from .strategies import STRATEGIES, trainable_parameters
+from .strategies import STRATEGIES, augments, learning_rate, trainable_parameters
 
 logger = get_logger(__name__)
 
@@ -72,22 +74,38 @@ def train(config: RunConfig) -> RunResult:
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     strategy = STRATEGIES.get(config.strategy)
-    adapter_cls = ADAPTERS.get(config.task)
+    adapter = ADAPTERS.get(config.task)(config)
     output_dir = Path(config.output_dir)
     set_seed(config.train.seed)
+    # What the defaults resolve to is recorded in config.yaml, so the run says exactly what it did.
+    config = resolved(config)
     engine = Engine(config.train, output_dir, num_workers=config.data.num_workers)
-    acc = engine.accelerator
+    config = replace(config, data=replace(config.data, num_workers=engine.loader_settings.num_workers))
 
-    adapter = adapter_cls(config)
-    with acc.main_process_first():  # one process builds the datasets cache, the others read it
+    with engine.main_process_first():  # one process builds the datasets cache, the others read it
         train_set, eval_set, labels = load_splits(config, adapter)
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
 
-    model = strategy(adapter.build_model(labels), adapter, config)
+    model = adapter.build_model(labels)
+    if config.train.gradient_checkpointing:
+        adapter.enable_gradient_checkpointing(model)
+    model = strategy(model, adapter, config)
     trainable, total = trainable_parameters(model)
-    logger.info(f"{config.strategy}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    logger.info(f"{strategy.description}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    logger.info(f"Augmentation: {adapter.augmentation(config.data.augment)}")
 
-    fit = engine.fit(model, adapter, train_set, eval_set, labels, tracker_config=_flat(to_dict(config)))
+    tracker_config = _flat(to_dict(config))
+    probe = None
+    if not strategy.trains_backbone and config.linear_probe.cache_features:
+        if config.data.augment:
+            logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
+        else:
+            batch_size = config.train.eval_batch_size or config.train.batch_size
+            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
+    if probe is not None:
+        fit = engine.fit(probe.head, probe.data, labels, tracker_config=tracker_config)
+    else:
+        fit = engine.fit(model, training_data(config, adapter, train_set, eval_set, engine), labels, tracker_config)
 
     model = engine.unwrap(model)
     metrics = {
@@ -95,12 +113,14 @@ def train(config: RunConfig) -> RunResult:
         "best_epoch": fit.best_epoch,
         "global_step": fit.global_step,
         "train_runtime": fit.train_runtime,
+        # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
+        "feature_runtime": probe.feature_seconds if probe is not None else None,
         "train_samples_per_second": fit.train_samples_per_second,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "history": fit.history,
     }
-    if acc.is_main_process:
+    if engine.is_main_process:
         save_model_artifact(
             model, adapter, labels, output_dir, base_model=resolve_model(config.model), merge=config.export.merge
         )
@@ -110,18 +130,42 @@ def train(config: RunConfig) -> RunResult:
     # process its shard, gather_for_metrics reassembling the set.
     predictions = fit.best_predictions
     if predictions is None:
-        batch_size = config.train.eval_batch_size or config.train.batch_size
-        predictions = predict_dataset(model, adapter, eval_set, batch_size, acc)
+        view = ExampleView(eval_set, adapter, augment=False, decoded=False)
+        predictions = engine.predict(model, adapter.logits, view, adapter.collate)
     validation = classification_report(predictions, labels)
-    acc.wait_for_everyone()
-    engine.close()  # flushes the tensorboard events that the card's curves read
-    if acc.is_main_process:
+    engine.wait_for_everyone()
+    if engine.is_main_process:
         write_json(output_dir / EVAL_DIR / "best_model_validation.json", validation)
-        write_model_card(output_dir, config, labels, metrics, validation)
+        facts = CardFacts(augmentation=adapter.augmentation(config.data.augment), train_loss=fit.train_loss)
+        write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
             push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
-    return RunResult(output_dir, labels, metrics, fit, model, adapter, acc.is_main_process)
+    is_main = engine.is_main_process
+    engine.close()
+    return RunResult(output_dir, labels, metrics, fit, model, adapter, is_main)
+
+
+def resolved(config: RunConfig) -> RunConfig:
+    """`config` with the strategy-dependent defaults filled in: the learning rate and augmentation."""
+    data = replace(config.data, augment=augments(config))
+    return replace(config, data=data, train=replace(config.train, lr=learning_rate(config)))
+
+
+def training_data(
+    config: RunConfig, adapter: TaskAdapter, train_set: Dataset, eval_set: Dataset, engine: Engine
+) -> FitData:
+    """Both splits decoded once (cached), as per-example views: augmented for training when asked."""
+    d = config.data
+    with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
+        train_rows, train_decoded = decode_once(train_set, adapter, d.augment, d.decode_cache, d.cache_dir)
+        eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir)
+    return FitData(
+        train=ExampleView(train_rows, adapter, d.augment, config.train.seed, decoded=train_decoded),
+        eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded),
+        collate=adapter.collate,
+        logits=adapter.logits,
+    )
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

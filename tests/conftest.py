@@ -115,3 +115,10 @@ def write_tiny_vit(folder: Path):
     model.save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return model
+
+
+def failure_lines(stderr: str, limit: int = 3000) -> str:
+    """What to show when a launched process failed: each rank's own error lines first (the launcher's
+    summary at the end of stderr only says that a rank died), then the tail."""
+    errors = [line for line in stderr.splitlines() if "Error" in line and not line.lstrip().startswith("File ")]
+    return "\n".join(errors)[-limit:] + "\n---\n" + stderr[-limit:]

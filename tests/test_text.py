@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import as_overrides, changed_tensors
+from conftest import as_overrides, changed_tensors, failure_lines
 from peft import PeftModel
 from transformers import (
     AutoModelForSequenceClassification,
@@ -189,20 +189,23 @@ def test_default_lora_targets_and_head(toy, tmp_path):
     adapter = TextClassificationAdapter(config)
     bert = adapter.build_model(["a", "b"])
     assert adapter.head_modules(bert) == ["classifier"]
-    assert adapter.lora_target_modules(bert) == ["query", "value"]
+    # Every linear inside attention: query, key, value and the output projection, in both layers.
+    targets = adapter.lora_target_modules(bert)
+    expected = ["self.query", "self.key", "self.value", "output.dense"] * 2
+    assert [t.split("attention.", 1)[1] for t in targets] == expected
     distil_folder = write_tokenizer_and_model(tmp_path / "tiny-distilbert", kind="distilbert")
     adapter = TextClassificationAdapter(load_config(None, [f"model={distil_folder}", "task=text-classification"]))
     distil = adapter.build_model(["a", "b"])
     assert adapter.head_modules(distil) == ["pre_classifier", "classifier"]
-    assert adapter.lora_target_modules(distil) == ["q_lin", "v_lin"]
+    names = [t.rsplit(".", 1)[1] for t in adapter.lora_target_modules(distil)]
+    assert names == ["q_lin", "k_lin", "v_lin", "out_lin"] * 2
 
 
 def test_collate_pads_each_batch_to_its_own_longest(toy):
     config = load_config(None, [f"model={toy['bert']}", "task=text-classification", "data.max_length=32"])
     adapter = TextClassificationAdapter(config)
     adapter.build_model(["a", "b"])
-    features = adapter.preprocess({"text": ["good", "the movie was very good"], "labels": [0, 1]}, train=True)
-    batch = adapter.collate([{k: v[i] for k, v in features.items()} for i in range(2)])
+    batch = adapter.model_inputs({"text": ["good", "the movie was very good"], "labels": [0, 1]})
     assert batch["input_ids"].shape == (2, 7)  # [CLS] 5 words [SEP], not max_length
     assert batch["attention_mask"].tolist()[0] == [1, 1, 1, 0, 0, 0, 0]
     assert batch["labels"].tolist() == [0, 1]
@@ -214,7 +217,7 @@ def test_truncation_to_max_length_within_the_position_table(toy, max_length, exp
     config = load_config(None, [f"model={toy['bert']}", "task=text-classification", f"data.max_length={max_length}"])
     adapter = TextClassificationAdapter(config)
     adapter.build_model(["a", "b"])
-    features = adapter.preprocess({"text": ["good " * 100]}, train=False)
+    features = adapter.decode({"text": ["good " * 100]}, augment=False)
     assert len(features["input_ids"][0]) == expected
 
 
@@ -290,19 +293,19 @@ def test_text_pairs(toy, tmp_path):
     extra = {"data.text_column": "premise", "data.text_pair_column": "hypothesis", "train.epochs": 5, "train.lr": 0.002}
     result = train(load_config(None, overrides(toy["bert"], train_csv, val_csv, tmp_path / "out", **extra)))
     assert result.metrics["accuracy"] > 0.6
-    features = result.adapter.preprocess({"premise": ["good"], "hypothesis": ["bad so"]}, train=False)
+    features = result.adapter.decode({"premise": ["good"], "hypothesis": ["bad so"]}, augment=False)
     assert features["token_type_ids"][0] == [0, 0, 0, 1, 1, 1]  # [CLS] good [SEP] bad so [SEP]
 
 
 def test_distilbert_lora(toy, tmp_path):
-    """DistilBERT: no token_type_ids, a two-module head, LoRA on q_lin/v_lin."""
+    """DistilBERT: no token_type_ids, a two-module head, LoRA on its attention projections."""
     folder = write_tokenizer_and_model(tmp_path / "tiny-distilbert", kind="distilbert")
-    extra = {"strategy": "lora", "train.lr": 0.02}
+    extra = {"strategy": "lora", "train.lr": 0.02, "train.epochs": 8}  # a tiny random DistilBERT learns slowly
     result = train(load_config(None, overrides(folder, toy["train"], toy["validation"], tmp_path / "out", **extra)))
     history = result.metrics["history"]
     assert history[-1]["loss"] < history[0]["loss"]
     saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
-    assert sorted(saved["target_modules"]) == ["q_lin", "v_lin"]
+    assert {t.rsplit(".", 1)[1] for t in saved["target_modules"]} == {"q_lin", "k_lin", "v_lin", "out_lin"}
     assert {"pre_classifier", "classifier"} <= set(saved["modules_to_save"])
 
 
@@ -353,7 +356,7 @@ def test_two_processes_match_one_with_the_same_global_batch(toy, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_transfer", "train"]
     out = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure_lines(out.stderr)
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["global_step"] == single.metrics["global_step"] == 24
     assert two["accuracy"] == single.metrics["accuracy"]
@@ -381,7 +384,7 @@ def test_text_example_runs_its_embedded_default(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "text_cls.py"), f"output_dir={tmp_path / 'run'}"]
     cmd += ["train.epochs=1", "data.max_train_samples=64", "data.max_eval_samples=64", "train.progress_bar=false"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure_lines(out.stderr)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and 0.0 <= metrics["accuracy"] <= 1.0
     saved = load_config(tmp_path / "run" / "config.yaml")  # portable aliases, not this machine's paths

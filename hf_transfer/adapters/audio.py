@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 from math import gcd
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +22,8 @@ from scipy.signal import resample_poly
 from torch import nn
 
 from ..errors import DataError, ModelError
-from .base import ADAPTERS, TaskAdapter, hf_head_modules
+from ..rng import seeded
+from .base import ADAPTERS, FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
     excess = len(samples) - max_samples
     if excess <= 0:
         return samples  # shorter clips are padded per batch by the feature extractor (collate)
-    # `random` is the augmentation stream while the engine runs the training transform (see rng.py).
-    start = random.randint(0, excess) if train else excess // 2
+    # torch's generator is seeded per example while the training transform runs (see rng.py).
+    start = int(torch.randint(0, excess + 1, ())) if train else excess // 2
     return samples[start : start + max_samples]
 
 
@@ -94,12 +94,14 @@ class AudioClassificationAdapter(TaskAdapter):
             raise ModelError(
                 f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
             )
-        model, self.feature_extractor = self.load_transformers(
+        model, self.feature_extractor = load_transformers(
             AutoModelForAudioClassification,
             AutoFeatureExtractor,
             spec,
             labels,
             pretrained,
+            trust_remote_code=self.config.trust_remote_code,
+            task=self.task,
             hint="a local transformers folder, a previous run's output_dir, "
             "or a reachable Hub id of an audio classifier",
         )
@@ -113,6 +115,25 @@ class AudioClassificationAdapter(TaskAdapter):
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)  # wav2vec2 family: projector + classifier
+
+    def feature_split(self, model: nn.Module) -> FeatureSplit | None:
+        """wav2vec2-family heads project every frame, mean-pool the frames, classify. Projection and
+        masked mean are both linear, so pooling first gives the same logits: the cached feature is one
+        pooled vector per clip (not one per frame), and the head is projector then classifier."""
+        if self.head_modules(model) != ["projector", "classifier"]:
+            return super().feature_split(model)
+        frames = hooked_split(model, "projector", self.logits, name="")
+
+        def features(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            hidden = frames.features(batch)  # [batch, frames, hidden]
+            mask = batch.get("attention_mask")
+            if mask is None:
+                return hidden.mean(dim=1)
+            valid = model._get_feature_vector_attention_mask(hidden.shape[1], mask).to(hidden.dtype)
+            return (hidden * valid.unsqueeze(-1)).sum(dim=1) / valid.sum(dim=1, keepdim=True)
+
+        head = nn.Sequential(model.get_submodule("projector"), model.get_submodule("classifier"))
+        return FeatureSplit(features=features, head=head, name=f"{type(model).__name__}:pooled-projector-input")
 
     def save_model(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -141,19 +162,43 @@ class AudioClassificationAdapter(TaskAdapter):
             dataset = dataset.cast_column(column, Value("string"))  # arrow casts only string to Audio's struct
         return dataset.cast_column(column, Audio(decode=False))
 
-    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
-        rate = self.sampling_rate
-        max_samples = max(1, int(round(self.config.data.max_duration_s * rate)))
-        extract = self.feature_extractor
-        values = []
-        for cell in examples[self.input_column]:
-            samples = crop(load_audio(cell, rate), max_samples, train)
-            # One clip at a time: normalisation statistics come from the clip alone, never from padding.
-            values.append(extract(samples, sampling_rate=rate)[self._input_name][0])
-        out: dict[str, list[Any]] = {self._input_name: values}
-        if "labels" in examples:
-            out["labels"] = examples["labels"]
+    def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
+        # Read and resampled once. The evaluation view is already the centre crop; the augmentation
+        # source keeps the whole clip for random windows.
+        rate, max_samples = self.sampling_rate, self._max_samples
+        clips = [load_audio(cell, rate) for cell in examples[self.input_column]]
+        if not augment:
+            clips = [crop(clip, max_samples, train=False) for clip in clips]
+        return {"samples": [clip.astype(np.float32).tobytes() for clip in clips]}
+
+    def decode_signature(self, augment: bool) -> dict[str, Any]:
+        return {
+            "view": "train_source" if augment else "eval",
+            "max_samples": None if augment else self._max_samples,
+            "decoder": "soundfile+resample_poly",
+            # Not used by decode itself, but by transform: the features a probe caches depend on it too.
+            "extractor": self.feature_extractor.to_dict(),
+        }
+
+    def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
+        samples = np.frombuffer(example["samples"], dtype=np.float32)
+        if augment:
+            with seeded(seed):
+                samples = crop(samples, self._max_samples, train=True)
+        # One clip at a time: normalisation statistics come from the clip alone, never from padding.
+        values = self.feature_extractor(samples, sampling_rate=self.sampling_rate)[self._input_name][0]
+        out: dict[str, Any] = {self._input_name: values}
+        if "labels" in example:
+            out["labels"] = example["labels"]
         return out
+
+    def augmentation(self, augment: bool) -> str:
+        seconds = f"{self.config.data.max_duration_s:g} s"
+        return f"random {seconds} windows" if augment else f"none (the centred {seconds} window)"
+
+    @property
+    def _max_samples(self) -> int:
+        return max(1, int(round(self.config.data.max_duration_s * self.sampling_rate)))
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         name = self._input_name

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,8 +28,18 @@ if TYPE_CHECKING:
 
 RUN_INFO = "run_info.json"
 
-# Attention projections that LoRA adapts by default when peft has no mapping for the architecture.
-_ATTENTION_PROJECTIONS = ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "qkv", "query_proj", "value_proj")
+
+@dataclass
+class FeatureSplit:
+    """A model cut where the frozen backbone ends, for cached-feature probing.
+
+    `features(batch)` is what the head receives (deterministic with the model in eval mode);
+    `head` is the trainable rest, a module whose forward maps those features to logits and whose
+    parameters are the model's own (training it trains the model's head in place)."""
+
+    features: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    head: nn.Module
+    name: str  # identifies the cut in cache keys
 
 
 class TaskAdapter(ABC):
@@ -76,55 +88,53 @@ class TaskAdapter(ABC):
         preprocessing beside them. Default: nothing (timm keeps its data config inside config.json)."""
         return None
 
-    def lora_target_modules(self, model: nn.Module) -> list[str] | str:
-        """Modules LoRA adapts by default: attention projections, else every linear/conv layer outside the head."""
+    def lora_target_modules(self, model: nn.Module) -> list[str]:
+        """LoRA's default targets, by the architecture family the model shows. A transformer (it has
+        attention blocks): the linear projections inside attention. A CNN: the pointwise (1x1)
+        convolutions and linear layers, which practitioners adapt because they are stable; never the
+        stem, depthwise or spatial convolutions. Never the head, which trains in full."""
         head = tuple(self.head_modules(model))
-        candidates = [
-            name
-            for name, module in model.named_modules()
-            if name and not _inside(name, head) and _is_lora_layer(module)
-        ]
-        attention = sorted({n.rsplit(".", 1)[-1] for n in candidates} & set(_ATTENTION_PROJECTIONS))
-        return attention or candidates
+        named = [(name, module) for name, module in model.named_modules() if name and not _inside(name, head)]
+        attention = tuple(name for name, module in named if _is_attention(module))
+        if attention:
+            return [name for name, module in named if isinstance(module, nn.Linear) and _inside(name, attention)]
+        return [name for name, module in named if isinstance(module, nn.Linear) or _is_pointwise_conv(module)]
 
-    def load_transformers(
-        self, auto_model: Any, auto_preprocessor: Any, spec: str, labels: list[str], pretrained: bool, hint: str
-    ) -> tuple[nn.Module, Any]:
-        """A transformers classifier (`auto_model`, e.g. AutoModelForSequenceClassification) sized for
-        `labels`, and its preprocessor (`auto_preprocessor`: tokenizer, image processor, feature
-        extractor). `pretrained` loads the weights (a head of another size is replaced); otherwise the
-        architecture is built from its config. `hint` says what `spec` may be, for the error."""
-        from transformers import AutoConfig
-
-        # num_labels follows from id2label (passing both warns when the checkpoint had other labels).
-        label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
-        remote = self.config.trust_remote_code
-        try:
-            if pretrained:
-                model = auto_model.from_pretrained(
-                    spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
-                )
-            else:
-                config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
-                model = auto_model.from_config(config, trust_remote_code=remote)
-            preprocessor = auto_preprocessor.from_pretrained(spec, trust_remote_code=remote)
-        except (OSError, ValueError) as err:
-            raise ModelError(f"Cannot load {self.task} model {spec!r}: it is not {hint} ({err})") from None
-        return model, preprocessor
-
-    # ---- data ----------------------------------------------------------------------------------
+    # ---- data: decode once, transform per example (see datapipe.py) -----------------------------
     @property
     def input_column(self) -> str:
         """The dataset column holding the model input (named by `data.<input_column_key>`)."""
         return getattr(self.config.data, self.input_column_key)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Every raw input column; `decode` replaces them with its own."""
+        return [self.input_column]
 
     def prepare_dataset(self, dataset: Dataset) -> Dataset:
         """Cast/validate columns before preprocessing (e.g. decode=False so errors can name files)."""
         return dataset
 
     @abstractmethod
-    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
-        """A batched, on-the-fly transform: raw columns -> model inputs (plus `labels`)."""
+    def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
+        """The deterministic, cacheable part of preprocessing, for a batch of prepared rows: open and
+        resize images, read and resample audio, tokenize text. Returns the columns that replace
+        `input_columns`. `augment`: decode as the source of random training augmentation (e.g. an
+        image larger than the crop) rather than as the final evaluation input."""
+
+    @abstractmethod
+    def decode_signature(self, augment: bool) -> dict[str, Any]:
+        """Everything `decode` depends on besides the rows (sizes, processor settings, tokenizer):
+        the decoded-input cache is keyed by it."""
+
+    @abstractmethod
+    def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
+        """One decoded example to model inputs (keeping `labels`). Must be cheap: it runs every step.
+        With `augment`, random augmentation runs under `rng.seeded(seed)`; without, it is deterministic."""
+
+    def augmentation(self, augment: bool) -> str:
+        """The training-time augmentation in words, for the log and the model card."""
+        return "random crops" if augment else "none"
 
     @abstractmethod
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -134,6 +144,26 @@ class TaskAdapter(ABC):
     @abstractmethod
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model on a batch (without `labels`) and return logits [batch, num_labels]."""
+
+    def feature_split(self, model: nn.Module) -> FeatureSplit | None:
+        """Where the frozen backbone ends and the head begins, for cached-feature probing; None where
+        the head is not one module fed one tensor (the probe then trains uncached).
+
+        Default (transformers classifiers): the input of the single head module, captured by a hook."""
+        heads = self.head_modules(model)
+        if len(heads) != 1:
+            return None
+        return hooked_split(model, heads[0], self.logits, name=f"{type(model).__name__}:{heads[0]}")
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        """Recompute activations in the backward pass instead of storing them (default: transformers models)."""
+        enable_hf_gradient_checkpointing(model)
+
+    def model_inputs(self, examples: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        """Raw rows straight to one evaluation batch (decode, transform, collate), for inference and tests."""
+        decoded = {k: v for k, v in examples.items() if k not in self.input_columns} | self.decode(examples, False)
+        count = len(next(iter(decoded.values())))
+        return self.collate([self.transform({k: v[i] for k, v in decoded.items()}, False, None) for i in range(count)])
 
     # ---- chained transfer ----------------------------------------------------------------------
     def _build_from_run(self, run_dir: Path, labels: list[str]) -> nn.Module:
@@ -167,15 +197,89 @@ class TaskAdapter(ABC):
         return model
 
 
+def load_transformers(
+    auto_model: Any,
+    auto_preprocessor: Any,
+    spec: str,
+    labels: list[str],
+    pretrained: bool,
+    trust_remote_code: bool,
+    task: str,
+    hint: str,
+) -> tuple[nn.Module, Any]:
+    """A transformers classifier (`auto_model`, e.g. AutoModelForSequenceClassification) sized for
+    `labels`, and its preprocessor (`auto_preprocessor`: tokenizer, image processor, feature
+    extractor). `pretrained` loads the weights (a head of another size is replaced); otherwise the
+    architecture is built from its config. `hint` says what `spec` may be, for the error."""
+    from transformers import AutoConfig
+
+    # num_labels follows from id2label (passing both warns when the checkpoint had other labels).
+    label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+    remote = trust_remote_code
+    try:
+        if pretrained:
+            model = auto_model.from_pretrained(
+                spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
+            )
+        else:
+            config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
+            model = auto_model.from_config(config, trust_remote_code=remote)
+        preprocessor = auto_preprocessor.from_pretrained(spec, trust_remote_code=remote)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"Cannot load {task} model {spec!r}: it is not {hint} ({err})") from None
+    return model, preprocessor
+
+
+def enable_hf_gradient_checkpointing(model: nn.Module) -> None:
+    """transformers' own switch; non-reentrant, so frozen inputs (LoRA, frozen embeddings) need no
+    enable_input_require_grads."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"{type(model).__name__} does not support gradient checkpointing; unset it.")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _inside(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _is_lora_layer(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    # Depthwise convolutions (groups > 1) are not worth a low-rank update and peft handles them poorly.
-    return isinstance(module, nn.Conv2d) and module.groups == 1
+def _is_attention(module: nn.Module) -> bool:
+    # transformers (BertAttention, ViTAttention, Wav2Vec2Attention, ...) and timm (Attention,
+    # WindowAttention, ...) name their attention blocks so; torch's own is nn.MultiheadAttention.
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
+def _is_pointwise_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == 1 and tuple(module.kernel_size) == (1, 1)
+
+
+class _HeadInput(Exception):
+    """Raised by the capture hook: the head's input is known, the rest of the forward is not needed."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+
+def hooked_split(
+    model: nn.Module, head_name: str, logits: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor], name: str
+) -> FeatureSplit:
+    """A FeatureSplit at the input of one head module: the model runs as usual until that module is
+    called, a forward pre-hook takes its input and stops the forward there."""
+    head = model.get_submodule(head_name)
+
+    def capture(module: nn.Module, args: tuple[Any, ...]) -> None:
+        raise _HeadInput(args[0])
+
+    def features(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        handle = head.register_forward_pre_hook(capture)
+        try:
+            logits(model, batch)
+        except _HeadInput as stop:
+            return stop.value
+        finally:
+            handle.remove()
+        raise ModelError(f"{type(model).__name__} never called its head {head_name!r}")
+
+    return FeatureSplit(features=features, head=head, name=name)
 
 
 def reset_modules(model: nn.Module, names: list[str]) -> None:

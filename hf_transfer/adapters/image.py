@@ -1,26 +1,41 @@
-"""Image classification: timm models (registry names, hf-hub: ids, local folders, local weights)
-and transformers image classifiers (ViT, ResNet, ConvNeXt, ... via AutoModelForImageClassification)."""
+"""Image classification: timm models (registry names, hf-hub: ids, local folders, local weights) and
+transformers image classifiers (ViT, ResNet, ConvNeXt, ... via AutoModelForImageClassification).
+
+The two model families differ in loading, preprocessing geometry, head, save format and call; each
+is one `ImageBackend` (image_timm.py, image_hf.py), chosen from the model spec. This module holds
+what images share: decoding files, the uint8 views that are cached, the augmentation.
+
+Pixels travel as uint8 from decoding to the device; normalisation (the backend's mean/std) runs
+there, inside `logits`, so the data path moves four times fewer bytes and does no float work.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
+from abc import ABC, abstractmethod
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import timm
-import timm.data
+import numpy as np
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchvision import transforms as T
+from torchvision.transforms import v2
 
-from ..errors import DataError, ModelError
-from ..weights import load_timm_weights
-from .base import ADAPTERS, TaskAdapter, hf_head_modules
+from ..errors import DataError
+from ..rng import seeded
+from .base import ADAPTERS, FeatureSplit, TaskAdapter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..config import DataConfig
+
+# RandomResizedCrop's aspect-ratio range, as torchvision and timm use it.
+_CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def open_image(value: Any) -> Image.Image:
@@ -43,18 +58,92 @@ def open_image(value: Any) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _size_dict(size: Any) -> dict[str, Any]:
-    """An image processor's size as a plain dict (transformers 5 uses a SizeDict dataclass)."""
-    if size is None:
-        return {}
-    if dataclasses.is_dataclass(size):
-        return {k: v for k, v in dataclasses.asdict(size).items() if v is not None}
-    return dict(size) if isinstance(size, dict) else {"height": size, "width": size}
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """A PIL RGB image as a [3, H, W] uint8 tensor (what ToTensor sees before it divides by 255)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def _is_timm_folder(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and "architecture" in json.loads(config.read_text())
+class ImageBackend(ABC):
+    """One image model family: loading, preprocessing geometry, head, saved format and call.
+
+    After `load`, a backend knows its input `size` and turns a decoded PIL image into the uint8
+    evaluation view (exactly the resize/crop its standard loader applies) or into the larger
+    augmentation source; `logits` normalises uint8 pixels on the device and calls the model."""
+
+    # The library that opens the saved model (the model card's `library_name`).
+    library: ClassVar[str]
+
+    def __init__(self, data: DataConfig, trust_remote_code: bool) -> None:
+        self.data = data
+        self.trust_remote_code = trust_remote_code
+        self.size = 0  # input side in pixels, set by load
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor, float]] = {}
+
+    @classmethod
+    @abstractmethod
+    def accepts(cls, spec: str) -> bool:
+        """Whether `spec` names a model of this family."""
+
+    @abstractmethod
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+        """The model sized for `labels`; also sets up this backend's preprocessing."""
+
+    @abstractmethod
+    def head_modules(self, model: nn.Module) -> list[str]: ...
+
+    @abstractmethod
+    def save(self, model: nn.Module, directory: Path, labels: list[str]) -> None: ...
+
+    def save_preprocessor(self, directory: Path) -> None:
+        return None
+
+    @abstractmethod
+    def eval_view(self, image: Image.Image) -> torch.Tensor:
+        """[3, size, size] uint8: the standard loader's resize and crop, before scaling and normalising."""
+
+    @abstractmethod
+    def train_source(self, image: Image.Image) -> torch.Tensor:
+        """[3, H, W] uint8 that random crops are cut from (shorter side about size / crop_pct)."""
+
+    @abstractmethod
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+        """(mean, std, scale): pixels are `(uint8 * scale - mean) / std`, as the standard loader computes."""
+
+    @abstractmethod
+    def signature(self) -> dict[str, Any]:
+        """What the views depend on (for the decoded-input cache key)."""
+
+    @abstractmethod
+    def call(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Logits for normalised float pixels."""
+
+    @abstractmethod
+    def feature_split(
+        self, model: nn.Module, logits: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+    ) -> FeatureSplit | None: ...
+
+    @abstractmethod
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None: ...
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] on any device -> the float input the model expects."""
+        if pixels.dtype != torch.uint8:
+            return pixels  # already normalised (a caller's own tensors)
+        if pixels.device not in self._stats:
+            mean, std, scale = self.normalisation()
+            as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)  # noqa: E731
+            self._stats[pixels.device] = (as_tensor(mean), as_tensor(std), scale)
+        mean, std, scale = self._stats[pixels.device]
+        # The same float operations as ToTensor + Normalize (timm) or rescale + normalize (processors).
+        scaled = pixels.float().div(255.0) if scale == 1 / 255 else pixels.float().mul(scale)
+        return scaled.sub(mean).div(std)
+
+
+def backend_for(spec: str) -> type[ImageBackend]:
+    from .image_hf import TransformersImageBackend
+    from .image_timm import TimmBackend
+
+    return TimmBackend if TimmBackend.accepts(spec) else TransformersImageBackend
 
 
 @ADAPTERS.register("image-classification")
@@ -65,134 +154,71 @@ class ImageClassificationAdapter(TaskAdapter):
     input_column_key: ClassVar[str] = "image_column"
     input_is_file: ClassVar[bool] = True
 
-    family: str  # "timm" or "transformers", set by load_model
-    processor: Any = None  # the transformers image processor (transformers family only)
+    backend: ImageBackend  # set by load_model, from the model spec
 
     # ---- model ---------------------------------------------------------------------------------
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        timm_name = self._timm_name(spec)
-        if timm_name is not None:
-            return self._load_timm(timm_name, weights, labels, pretrained)
-        if weights is not None:
-            raise ModelError(f"`weights` applies to timm architectures only; {spec!r} is not one.")
-        return self._load_transformers(spec, labels, pretrained)
-
-    @staticmethod
-    def _timm_name(spec: str) -> str | None:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            return f"local-dir:{path}" if _is_timm_folder(path) else None
-        if spec.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
-            return spec
-        if spec.startswith("timm/"):
-            return f"hf-hub:{spec}"
-        return spec if timm.is_model(spec) else None
-
-    def _load_timm(self, name: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        self.family = "timm"
-        load_hub_weights = pretrained and weights is None
-        try:
-            model = timm.create_model(name, pretrained=load_hub_weights, num_classes=len(labels))
-        except RuntimeError as err:
-            if "Unknown model" in str(err):
-                raise ModelError(f"Unknown timm model {name!r}. See timm.list_models() for names.") from None
-            raise
-        if weights is not None:
-            load_timm_weights(model, weights, head=self.head_modules(model))
-        size = self.config.data.image_size
-        if size is not None:
-            # The exported pretrained_cfg must describe the size we train at, so loaders preprocess alike.
-            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(labels), "num_classes": len(labels)}
-        data_config = timm.data.resolve_model_data_config(model)
-        d = self.config.data
-        self._train_transform = timm.data.create_transform(
-            **data_config, is_training=True, scale=tuple(d.crop_scale), hflip=d.hflip
-        )
-        self._eval_transform = timm.data.create_transform(**data_config, is_training=False)
-        return model
-
-    def _load_transformers(self, spec: str, labels: list[str], pretrained: bool) -> nn.Module:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        self.family = "transformers"
-        model, self.processor = self.load_transformers(
-            AutoModelForImageClassification,
-            AutoImageProcessor,
-            spec,
-            labels,
-            pretrained,
-            hint="a timm model name, a local timm/transformers folder, a previous run's output_dir, "
-            "or a reachable Hub id",
-        )
-        self._set_transformers_transforms()
-        return model
-
-    def _set_transformers_transforms(self) -> None:
-        p = self.processor
-        override = self.config.data.image_size
-        if override is not None:
-            for attr in ("size", "crop_size"):
-                size = _size_dict(getattr(p, attr, None))
-                if size:
-                    setattr(p, attr, {k: override for k in ("height", "width", "shortest_edge") if size.get(k)})
-        size = _size_dict(p.crop_size if getattr(p, "do_center_crop", False) else p.size)
-        side = size.get("height") or size.get("shortest_edge")
-        self._train_transform = T.Compose(
-            [
-                T.RandomResizedCrop(side, scale=tuple(self.config.data.crop_scale)),
-                T.RandomHorizontalFlip(self.config.data.hflip),
-                T.ToTensor(),
-                T.Normalize(mean=p.image_mean, std=p.image_std),
-            ]
-        )
-        self._eval_transform = None  # the processor itself, so pipeline() sees exactly what we evaluated
+        self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
+        self.__dict__.pop("_augment", None)  # built for the previous backend's size, if any
+        return self.backend.load(spec, weights, labels, pretrained)
 
     def head_modules(self, model: nn.Module) -> list[str]:
-        if self.family == "timm":
-            classifier = model.pretrained_cfg.get("classifier") or "classifier"
-            names = [classifier] if isinstance(classifier, str) else list(classifier)
-            for name in names:
-                model.get_submodule(name)  # raises if timm's metadata disagrees with the module tree
-            return names
-        return hf_head_modules(model)
+        return self.backend.head_modules(model)
 
     def save_model(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.family == "transformers":
-            model.save_pretrained(directory, safe_serialization=True)
-            self.processor.save_pretrained(directory)
-            return
-        from timm.models import save_for_hf
-
-        save_for_hf(model, str(directory), model_config={"label_names": list(labels)}, safe_serialization=True)
-        # transformers' TimmWrapper passes num_classes itself; a second copy in model_args breaks
-        # AutoModelForImageClassification.from_pretrained (seen with timm 1.0.31 + transformers 5.23).
-        config_path = directory / "config.json"
-        config = json.loads(config_path.read_text())
-        config.get("model_args", {}).pop("num_classes", None)
-        config_path.write_text(json.dumps(config, indent=2))
+        self.backend.save(model, directory, labels)
 
     def save_preprocessor(self, directory: Path) -> None:
-        if self.family == "transformers":
-            self.processor.save_pretrained(directory)
+        self.backend.save_preprocessor(directory)
+
+    def feature_split(self, model: nn.Module) -> FeatureSplit | None:
+        return self.backend.feature_split(model, self.logits)
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        self.backend.enable_gradient_checkpointing(model)
 
     # ---- data ----------------------------------------------------------------------------------
     def prepare_dataset(self, dataset: Dataset) -> Dataset:
         # Decode ourselves, so that an unreadable file is reported by its path.
         return dataset.cast_column(self.input_column, ImageFeature(decode=False))
 
-    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
-        images = [open_image(v) for v in examples[self.input_column]]
-        transform = self._train_transform if train else self._eval_transform
-        if transform is None:
-            pixel_values = list(self.processor(images, return_tensors="pt")["pixel_values"])
-        else:
-            pixel_values = [transform(image) for image in images]
-        out: dict[str, list[Any]] = {"pixel_values": pixel_values}
-        if "labels" in examples:
-            out["labels"] = examples["labels"]
+    def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
+        view = self.backend.train_source if augment else self.backend.eval_view
+        pixels = [view(open_image(cell)) for cell in examples[self.input_column]]
+        return {"pixels": [p.numpy().tobytes() for p in pixels], "pixels_shape": [list(p.shape) for p in pixels]}
+
+    def decode_signature(self, augment: bool) -> dict[str, Any]:
+        return {"view": "train_source" if augment else "eval", **self.backend.signature()}
+
+    def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
+        shape = example["pixels_shape"]
+        pixels = torch.frombuffer(bytearray(example["pixels"]), dtype=torch.uint8).view(*shape)
+        if augment:
+            with seeded(seed):
+                pixels = self._augment(pixels)
+        out: dict[str, Any] = {"pixel_values": pixels}
+        if "labels" in example:
+            out["labels"] = example["labels"]
         return out
+
+    @cached_property
+    def _augment(self) -> v2.Compose:
+        """Random resized crop and flip on uint8 tensors (bilinear, antialiased), as torchvision does them."""
+        d, size = self.config.data, self.backend.size
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=tuple(d.crop_scale), ratio=_CROP_RATIO, antialias=True),
+                v2.RandomHorizontalFlip(d.hflip),
+            ]
+        )
+
+    def augmentation(self, augment: bool) -> str:
+        if not augment:
+            return "none (training sees the evaluation view: resize and centre crop)"
+        d = self.config.data
+        scale = f"{d.crop_scale[0]:g}-{d.crop_scale[1]:g}"
+        flip = f", horizontal flip p={d.hflip:g}" if d.hflip else ", no flips"
+        return f"random resized crop to {self.backend.size} px (area {scale} of the image){flip}"
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features])}
@@ -200,7 +226,6 @@ class ImageClassificationAdapter(TaskAdapter):
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         return batch
 
+    # ---- calling the model ---------------------------------------------------------------------
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.family == "timm":
-            return model(batch["pixel_values"])
-        return model(pixel_values=batch["pixel_values"]).logits
+        return self.backend.call(model, self.backend.normalise(batch["pixel_values"]))

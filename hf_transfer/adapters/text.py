@@ -15,8 +15,9 @@ import torch
 from datasets import Dataset, Value
 from torch import nn
 
+from ..cache import fingerprint
 from ..errors import DataError, ModelError
-from .base import ADAPTERS, TaskAdapter, hf_head_modules
+from .base import ADAPTERS, TaskAdapter, hf_head_modules, load_transformers
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
 
@@ -41,12 +42,14 @@ class TextClassificationAdapter(TaskAdapter):
             raise ModelError(
                 "`weights` applies to timm image models only; for text, give a folder or Hub id as `model`."
             )
-        model, self.tokenizer = self.load_transformers(
+        model, self.tokenizer = load_transformers(
             AutoModelForSequenceClassification,
             AutoTokenizer,
             spec,
             labels,
             pretrained,
+            trust_remote_code=self.config.trust_remote_code,
+            task=self.task,
             hint="a local transformers folder (model + tokenizer), a previous run's output_dir, "
             "or a reachable Hub id of a sequence classifier",
         )
@@ -79,7 +82,7 @@ class TextClassificationAdapter(TaskAdapter):
 
     # ---- data ----------------------------------------------------------------------------------
     @property
-    def text_columns(self) -> list[str]:
+    def input_columns(self) -> list[str]:
         pair = self.config.data.text_pair_column
         return [self.input_column] + ([pair] if pair else [])
 
@@ -95,25 +98,42 @@ class TextClassificationAdapter(TaskAdapter):
                 f"Text pair column {pair!r} not found (columns: {', '.join(dataset.column_names)}). "
                 "Set data.text_pair_column=<column>, or unset it for single texts."
             )
-        for column in self.text_columns:
+        for column in self.input_columns:
             feature = dataset.features[column]
             if not isinstance(feature, Value):
                 raise DataError(f"Column {column!r} holds {feature}, not text: give a column of strings.")
             if feature.dtype not in ("string", "large_string"):
                 # e.g. a CSV column of numbers read as int64: the tokenizer needs strings
                 dataset = dataset.cast_column(column, Value("string"))
-        _check_no_empty_text(dataset, self.text_columns)
+        _check_no_empty_text(dataset, self.input_columns)
         return dataset
 
-    def preprocess(self, examples: dict[str, list[Any]], train: bool) -> dict[str, list[Any]]:
+    def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
+        # Tokenized once, unpadded: each batch is padded to its own longest text in `collate`.
         pairs = examples[self.config.data.text_pair_column] if self.config.data.text_pair_column else None
         encoded = self.tokenizer(
             examples[self.input_column], pairs, truncation=True, max_length=self.max_length, padding=False
         )
-        out: dict[str, list[Any]] = {name: encoded[name] for name in self._model_inputs}
-        if "labels" in examples:
-            out["labels"] = examples["labels"]
-        return out
+        return {name: encoded[name] for name in self._model_inputs}
+
+    def decode_signature(self, augment: bool) -> dict[str, Any]:
+        t = self.tokenizer
+        # A fast tokenizer serialises whole (normaliser, pre-tokenizer, vocabulary); else the vocabulary.
+        backend = getattr(t, "backend_tokenizer", None)
+        identity = fingerprint(backend.to_str() if backend is not None else sorted(t.get_vocab().items()))
+        return {
+            "tokenizer": [type(t).__name__, identity],
+            "max_length": self.max_length,
+            "inputs": self._model_inputs,
+            "pair": self.config.data.text_pair_column,
+        }
+
+    def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
+        # Token ids as they are (no text augmentation); other columns of the data stay behind.
+        return {key: example[key] for key in [*self._model_inputs, "labels"] if key in example}
+
+    def augmentation(self, augment: bool) -> str:
+        return "none"
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return dict(self._collator(features))  # pads to this batch's longest; `labels` become a tensor

@@ -1,0 +1,137 @@
+"""The timm image backend: registry names, `hf-hub:`/`timm/` ids, local timm folders, local weights files.
+
+Preprocessing comes from the model's own data config (timm's `resolve_model_data_config`): the
+evaluation view is exactly timm's eval transform (resize by crop_pct, centre crop) up to the
+uint8 tensor, so `timm`, `pipeline()` and hf_transfer see the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import timm
+import timm.data
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ..errors import ModelError
+from ..weights import load_timm_weights
+from .base import FeatureSplit
+from .image import ImageBackend, pil_to_uint8
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def is_timm_folder(path: Path) -> bool:
+    """A folder written by timm's save_for_hf: config.json names an `architecture`."""
+    config = path / "config.json"
+    return config.is_file() and "architecture" in json.loads(config.read_text())
+
+
+def timm_name(spec: str) -> str | None:
+    """The name timm.create_model takes for `spec`, or None when it is not a timm model."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return f"local-dir:{path}" if is_timm_folder(path) else None
+    if spec.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        return spec
+    if spec.startswith("timm/"):
+        return f"hf-hub:{spec}"
+    return spec if timm.is_model(spec) else None
+
+
+class TimmBackend(ImageBackend):
+    library: ClassVar[str] = "timm"
+
+    @classmethod
+    def accepts(cls, spec: str) -> bool:
+        return timm_name(spec) is not None
+
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+        name = timm_name(spec)
+        assert name is not None
+        load_hub_weights = pretrained and weights is None
+        try:
+            model = timm.create_model(name, pretrained=load_hub_weights, num_classes=len(labels))
+        except RuntimeError as err:
+            if "Unknown model" in str(err):
+                raise ModelError(f"Unknown timm model {name!r}. See timm.list_models() for names.") from None
+            raise
+        if weights is not None:
+            load_timm_weights(model, weights, head=self.head_modules(model))
+        if self.data.image_size is not None:
+            # The exported pretrained_cfg must describe the size we train at, so loaders preprocess alike.
+            side = self.data.image_size
+            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
+        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(labels), "num_classes": len(labels)}
+        self._config = timm.data.resolve_model_data_config(model)
+        self.size = int(self._config["input_size"][-1])
+        # timm's own eval transform without its last two steps (to-tensor, normalise): those run on the device.
+        steps = timm.data.create_transform(**self._config, is_training=False).transforms
+        if [type(t).__name__ for t in steps[-2:]] != ["MaybeToTensor", "Normalize"]:
+            raise ModelError(f"Unexpected timm eval transform {steps}: expected it to end in MaybeToTensor, Normalize.")
+        self._eval_geometry = steps[:-2]
+        return model
+
+    def head_modules(self, model: nn.Module) -> list[str]:
+        classifier = model.pretrained_cfg.get("classifier") or "classifier"
+        names = [classifier] if isinstance(classifier, str) else list(classifier)
+        for name in names:
+            model.get_submodule(name)  # raises if timm's metadata disagrees with the module tree
+        return names
+
+    def save(self, model: nn.Module, directory: Path, labels: list[str]) -> None:
+        from timm.models import save_for_hf
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_for_hf(model, str(directory), model_config={"label_names": list(labels)}, safe_serialization=True)
+        # transformers' TimmWrapper passes num_classes itself; a second copy in model_args breaks
+        # AutoModelForImageClassification.from_pretrained (seen with timm 1.0.31 + transformers 5.23).
+        config_path = directory / "config.json"
+        config = json.loads(config_path.read_text())
+        config.get("model_args", {}).pop("num_classes", None)
+        config_path.write_text(json.dumps(config, indent=2))
+
+    # ---- preprocessing ---------------------------------------------------------------------------
+    def eval_view(self, image: Image.Image) -> torch.Tensor:
+        for step in self._eval_geometry:
+            image = step(image)
+        return pil_to_uint8(image)
+
+    def train_source(self, image: Image.Image) -> torch.Tensor:
+        side = math.floor(self.size / self._config["crop_pct"])
+        return pil_to_uint8(TF.resize(image, side, interpolation=InterpolationMode.BILINEAR, antialias=True))
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+        return tuple(self._config["mean"]), tuple(self._config["std"]), 1 / 255
+
+    def signature(self) -> dict[str, Any]:
+        return {"backend": "timm", **{k: v for k, v in self._config.items()}}
+
+    # ---- calling the model -----------------------------------------------------------------------
+    def call(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values)
+
+    def feature_split(
+        self, model: nn.Module, logits: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+    ) -> FeatureSplit | None:
+        """timm's own cut: forward_features + forward_head(pre_logits=True), then the classifier."""
+        heads = self.head_modules(model)
+        if len(heads) != 1 or model.get_submodule(heads[0]) is not model.get_classifier():
+            return None
+
+        def features(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            pixels = self.normalise(batch["pixel_values"])
+            return model.forward_head(model.forward_features(pixels), pre_logits=True)
+
+        return FeatureSplit(features=features, head=model.get_classifier(), name=f"timm:{type(model).__name__}")
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        model.set_grad_checkpointing(True)

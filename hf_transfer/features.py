@@ -1,0 +1,158 @@
+"""Cached-feature probing: a frozen backbone's output for an input never changes, so compute it once.
+
+With the backbone frozen and the training view deterministic (no augmentation), every epoch of a
+linear probe would push the same images through the same backbone again. Here the backbone runs
+once over the training and validation sets (sharded across processes, gathered in order); its
+features are kept on disk under a key made of everything they depend on (the frozen weights, the
+cut, the preprocessing, the data), and the head trains on them: many epochs in seconds. The head's
+parameters are the model's own, so the model saved afterwards is the same kind of artifact as an
+uncached run's: backbone plus trained head, opening in timm / pipeline() as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+from .cache import cache_dir, fingerprint, tensors_fingerprint
+from .datapipe import ExampleView, decode_once
+from .engine import FitData
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .adapters.base import FeatureSplit, TaskAdapter
+    from .engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureView(TorchDataset):
+    """Cached features and their labels as a map-style dataset (a batch is one tensor index)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"features": self.features[index], "labels": self.labels[index]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return {"features": self.features[index], "labels": self.labels[index]}
+
+
+def collate_features(batch: Any) -> dict[str, torch.Tensor]:
+    if isinstance(batch, dict):  # already gathered by FeatureView.__getitems__
+        return batch
+    return {key: torch.stack([example[key] for example in batch]) for key in batch[0]}
+
+
+def head_logits(head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return head(batch["features"])
+
+
+@dataclass
+class CachedProbe:
+    """The head to train, what it trains on, and the seconds spent getting the features (0 when cached)."""
+
+    head: nn.Module
+    data: FitData
+    feature_seconds: float
+
+
+def cached_probe(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    train_set: Dataset,
+    eval_set: Dataset,
+    engine: Engine,
+    batch_size: int,
+    cache_root: str | None = None,
+) -> CachedProbe | None:
+    """Features of both splits (from the cache, or computed now) and the head to train on them;
+    None when the adapter cannot cut this model (the probe then trains uncached)."""
+    split = adapter.feature_split(model)
+    if split is None:
+        logger.info(
+            "%s: the head is not one module fed one tensor, so features are not cached; the probe trains uncached",
+            type(model).__name__,
+        )
+        return None
+    model.to(engine.device).eval()
+    if not _one_vector_per_example(split, adapter, eval_set, engine):
+        logger.info(
+            "%s: the head's input depends on the input length, so features are not cached; the probe trains uncached",
+            type(model).__name__,
+        )
+        return None
+    start = time.perf_counter()
+    weights = backbone_fingerprint(model, adapter.head_modules(model))
+    train = _features(split, weights, model, adapter, train_set, engine, batch_size, cache_root, "training")
+    evaluation = _features(split, weights, model, adapter, eval_set, engine, batch_size, cache_root, "validation")
+    data = FitData(
+        train=FeatureView(train, torch.tensor(train_set["labels"])),
+        eval=FeatureView(evaluation, torch.tensor(eval_set["labels"])),
+        collate=collate_features,
+        logits=head_logits,
+    )
+    logger.info("The head trains on cached backbone features (%s per example)", tuple(train.shape[1:]))
+    return CachedProbe(head=split.head, data=data, feature_seconds=time.perf_counter() - start)
+
+
+def _one_vector_per_example(split: FeatureSplit, adapter: TaskAdapter, dataset: Dataset, engine: Engine) -> bool:
+    """Whether the head is fed one fixed-size vector per example (BERT's pooled output, timm's pre-logits)
+    rather than, say, a padded sequence (RoBERTa's head picks the first token itself): tried on two rows."""
+    batch = adapter.model_inputs(dataset[:2])
+    batch = {k: v.to(engine.device) for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        out = split.features(batch)
+    return out.dim() == 2 or all(size == 1 for size in out.shape[2:])
+
+
+def backbone_fingerprint(model: nn.Module, heads: list[str]) -> str:
+    """A hash of every tensor outside the head: the weights the features depend on."""
+    inside = lambda key: any(key == h or key.startswith(h + ".") for h in heads)  # noqa: E731
+    return tensors_fingerprint({k: v for k, v in model.state_dict().items() if not inside(k)})
+
+
+def _features(
+    split: FeatureSplit,
+    weights: str,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    dataset: Dataset,
+    engine: Engine,
+    batch_size: int,
+    cache_root: str | None,
+    what: str,
+) -> torch.Tensor:
+    key = fingerprint("features-v1", split.name, weights, adapter.decode_signature(False), dataset._fingerprint)
+    path = cache_dir("features", cache_root) / f"{key}.safetensors"
+    if path.is_file():
+        features = load_file(str(path))["features"]
+        if len(features) == len(dataset):
+            logger.info("Cached %s features: %s", what, path)
+            return features
+    with engine.main_process_first():  # one process decodes into the input cache, the others read it
+        decoded, is_decoded = decode_once(dataset, adapter, augment=False, cache_root=cache_root)
+    view = ExampleView(decoded, adapter, augment=False, decoded=is_decoded)
+    logger.info("Computing %s features once (%d examples) -> %s", what, len(view), path)
+    features = engine.gather(split.features, view, adapter.collate, batch_size)
+    if engine.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"features": features.contiguous()}, str(tmp))
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    engine.wait_for_everyone()
+    return features

@@ -1,0 +1,227 @@
+"""The data path and the fast paths: decode once, augmentation seeded per (seed, epoch, index) so that
+workers and resumes change nothing, cached-feature probing, evaluation cadence, the defaults' guards."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_image_overrides
+
+from hf_transfer import ADAPTERS, load_config, train
+from hf_transfer.datapipe import ExampleView, decode_once, loader_settings
+
+AUGMENTED = {"data.crop_scale": "[0.5, 1.0]", "data.hflip": 0.5, "data.augment": True}
+
+
+def _cache(tmp_path: Path, kind: str) -> list[Path]:
+    return sorted((Path(tmp_path) / "cache" / kind).glob("*"))
+
+
+def _run(train_dir, val_dir, out, cache: Path, **extra):
+    overrides = tiny_image_overrides(train_dir, val_dir, out, **{"data.cache_dir": str(cache), **extra})
+    return train(load_config(None, overrides))
+
+
+def _losses(result) -> list[float]:
+    return [h["loss"] for h in result.metrics["history"]]
+
+
+def _same_weights(a, b, atol: float = 0.0) -> bool:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=atol) for k in sa)
+
+
+# ------------------------------------------------------------------------- augmentation streams
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **AUGMENTED))
+    adapter = ADAPTERS.get(config.task)(config)
+    adapter.build_model(["blue", "green", "red"])
+    from hf_transfer.data import load_source
+
+    rows = adapter.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
+    decoded, _ = decode_once(rows, adapter, augment=True, cache_root=str(tmp_path / "cache"))
+    view = ExampleView(decoded, adapter, augment=True, seed=0)
+    first = [view[i]["pixel_values"] for i in range(4)]
+    torch.manual_seed(123)  # the global stream (dropout's) is neither used nor moved
+    state = torch.get_rng_state()
+    again = view.__getitems__([3, 1, 0, 2])  # another order, another batch: the same examples
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(first[i], again[j]["pixel_values"]) for j, i in enumerate([3, 1, 0, 2]))
+    view.set_epoch(1)
+    assert not all(torch.equal(first[i], view[i]["pixel_values"]) for i in range(4))  # a new epoch, new crops
+    other_seed = ExampleView(decoded, adapter, augment=True, seed=1)
+    assert not all(torch.equal(first[i], other_seed[i]["pixel_values"]) for i in range(4))
+
+
+def test_worker_count_changes_nothing_and_resume_with_workers_is_exact(color_data, tmp_path):
+    """Augmentation on: 0 and 2 DataLoader workers give the same run; killed and resumed with workers,
+    the run ends exactly where the uninterrupted one ends."""
+    train_dir, val_dir = color_data
+    common = {
+        "strategy": "full",
+        "train.epochs": 2,
+        "train.checkpoint_every_steps": 2,
+        "train.save_total_limit": 20,
+        **AUGMENTED,
+    }
+    cache = tmp_path / "cache"
+    inline = _run(train_dir, val_dir, tmp_path / "w0", cache, **common, **{"data.num_workers": 0})
+    workers = _run(train_dir, val_dir, tmp_path / "w2", cache, **common, **{"data.num_workers": 2})
+    assert _losses(inline) == _losses(workers)
+    assert _same_weights(inline, workers)
+
+    crashed = tmp_path / "crashed"  # keep only the checkpoints up to step 8 (epoch 0 has 6 steps)
+    shutil.copytree(tmp_path / "w2" / "checkpoints", crashed / "checkpoints")
+    for checkpoint in (crashed / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.split("_")[1]) > 8:
+            shutil.rmtree(checkpoint)
+    extra = {"data.num_workers": 2, "train.resume_from_checkpoint": "latest"}
+    resumed = _run(train_dir, val_dir, crashed, cache, **common, **extra)
+    assert resumed.fit.global_step == workers.fit.global_step
+    assert _losses(resumed) == _losses(workers)
+    assert _same_weights(resumed, workers)
+
+
+def test_loader_workers_follow_the_spare_cores():
+    assert loader_settings(None, torch.device("cpu"), 1).num_workers == 0  # the model uses every core
+    accelerated = loader_settings(None, torch.device("cuda"), 1)
+    assert accelerated.pin_memory and accelerated.persistent_workers == (accelerated.num_workers > 0)
+    assert loader_settings(3, torch.device("cpu"), 1).num_workers == 3  # a setting always wins
+
+
+# ------------------------------------------------------------------------------- decode once
+
+
+def test_inputs_are_decoded_once_and_reused_by_the_next_run(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    cache = tmp_path / "cache"
+    first = _run(train_dir, val_dir, tmp_path / "a", cache, **{"train.epochs": 1})
+    files = _cache(tmp_path, "inputs")
+    assert len(files) == 2  # the training view (augmentation source) and the evaluation view
+    second = _run(train_dir, val_dir, tmp_path / "b", cache, **{"train.epochs": 1})
+    assert _cache(tmp_path, "inputs") == files and all(f.stat().st_mtime > 0 for f in files)
+    assert _losses(first) == _losses(second)
+    _run(train_dir, val_dir, tmp_path / "c", cache, **{"train.epochs": 1, "data.image_size": 40})
+    assert len(_cache(tmp_path, "inputs")) == 4  # another size is another preprocessing: new entries
+
+
+def test_decode_cache_off_gives_the_same_run(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    common = {"train.epochs": 1, **AUGMENTED}
+    cached = _run(train_dir, val_dir, tmp_path / "a", tmp_path / "c1", **common)
+    lazy = _run(train_dir, val_dir, tmp_path / "b", tmp_path / "c2", **common, **{"data.decode_cache": False})
+    assert not _cache(tmp_path / "c2", "inputs") or not (tmp_path / "c2" / "inputs").exists()
+    assert _losses(cached) == _losses(lazy) and _same_weights(cached, lazy)
+
+
+# ---------------------------------------------------------------------------- cached probing
+
+
+def test_cached_probe_equals_the_uncached_probe(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    common = {"strategy": "linear_probe", "train.epochs": 4, "train.lr": 0.05}
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        cached = _run(train_dir, val_dir, tmp_path / "cached", tmp_path / "cache", **common)
+    assert "cached backbone features" in caplog.text
+    assert len(_cache(tmp_path, "features")) == 2  # training and validation features
+    uncached = _run(
+        train_dir, val_dir, tmp_path / "plain", tmp_path / "cache", **common, **{"linear_probe.cache_features": False}
+    )
+    assert cached.metrics["accuracy"] == uncached.metrics["accuracy"]
+    assert _losses(cached) == pytest.approx(_losses(uncached), rel=1e-4)
+    assert _same_weights(cached, uncached, atol=1e-5)  # backbone untouched, same head
+
+
+def test_feature_cache_is_reused_and_keyed_by_weights_preprocessing_and_data(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    cache = tmp_path / "cache"
+    probe = {"strategy": "linear_probe", "train.epochs": 2}
+    _run(train_dir, val_dir, tmp_path / "a", cache, **probe)
+    files = _cache(tmp_path, "features")
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        _run(train_dir, val_dir, tmp_path / "b", cache, **{**probe, "train.epochs": 5, "train.lr": 0.1})
+    assert _cache(tmp_path, "features") == files and "Cached training features" in caplog.text
+    _run(train_dir, val_dir, tmp_path / "c", cache, **probe, **{"data.image_size": 40})  # preprocessing
+    assert len(_cache(tmp_path, "features")) == 4
+    _run(train_dir, val_dir, tmp_path / "d", cache, **probe, **{"train.seed": 1})  # other random weights
+    assert len(_cache(tmp_path, "features")) == 6
+    _run(train_dir, val_dir, tmp_path / "e", cache, **probe, **{"data.max_train_samples": 30})  # other data
+    assert len(_cache(tmp_path, "features")) == 7  # a new training set; the validation features are reused
+
+
+def test_augmentation_asked_for_turns_the_feature_cache_off(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", strategy="linear_probe", **AUGMENTED)
+    assert "not cached: data.augment is on" in caplog.text
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+# ------------------------------------------------------------------------ cadence and guards
+
+
+def test_evaluation_cadence_and_loss_logging(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    extra = {"train.epochs": 2, "train.eval_every_steps": 4, "train.logging_steps": 3}
+    result = _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **extra)
+    steps = [h["step"] for h in result.metrics["history"]]
+    assert steps == [4, 8, 12]  # 6 steps per epoch: every 4 steps, and the last one
+    logged = [step for step, _ in result.fit.train_loss]
+    # Every 3 steps, and before each evaluation (the loss is checked before weights may become the best).
+    assert logged == [3, 4, 6, 8, 9, 12] and all(isinstance(loss, float) for _, loss in result.fit.train_loss)
+
+
+def test_a_loss_that_does_not_move_warns_with_the_knob_to_turn(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.WARNING):
+        _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **{"train.lr": 1e-9, "train.logging_steps": 2})
+    assert "has not moved in the first epoch" in caplog.text and "Lower train.lr" in caplog.text
+
+
+def test_a_learning_run_does_not_warn(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.WARNING):
+        _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **{"train.logging_steps": 2})
+    assert "has not moved" not in caplog.text
+
+
+def test_gradient_checkpointing_changes_memory_not_results(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    common = {"model": "test_vit", "train.epochs": 1}
+    plain = _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **common)
+    checkpointed = _run(
+        train_dir, val_dir, tmp_path / "b", tmp_path / "cache", **common, **{"train.gradient_checkpointing": True}
+    )
+    assert _losses(plain) == pytest.approx(_losses(checkpointed), rel=1e-5)
+    assert _same_weights(plain, checkpointed, atol=1e-5)
+
+
+def test_lora_default_targets_of_a_cnn_are_its_pointwise_layers():
+    config = load_config(None, ["model=test_efficientnet", "pretrained=false"])
+    adapter = ADAPTERS.get(config.task)(config)
+    model = adapter.build_model(["a", "b"])
+    targets = adapter.lora_target_modules(model)
+    assert targets
+    for name in targets:
+        module = model.get_submodule(name)
+        assert isinstance(module, torch.nn.Linear) or (module.kernel_size == (1, 1) and module.groups == 1), name
+    assert "conv_stem" not in targets and not any(t.startswith("classifier") for t in targets)
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager(color_data, tmp_path):
+    """torch.compile (inductor, minutes of compilation on CPU) trains the same model; fused kernels round
+    differently, and a few steps at a high learning rate carry that, so closeness, not equality."""
+    train_dir, val_dir = color_data
+    common = {"train.epochs": 2, "train.lr": 0.003}
+    plain = _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **common)
+    compiled = _run(train_dir, val_dir, tmp_path / "b", tmp_path / "cache", **common, **{"train.compile": True})
+    assert _losses(compiled) == pytest.approx(_losses(plain), rel=0.05)
+    assert _losses(compiled)[-1] < _losses(compiled)[0]
