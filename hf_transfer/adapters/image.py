@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,14 +19,35 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision import transforms as T
 
-from ..errors import DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError, raise_if_offline_cache_miss
 from ..weights import load_timm_weights
 from .base import ADAPTERS, TaskAdapter, hf_head_modules
+
+MAX_IMAGE_PIXELS_ENV = "HF_TRANSFER_MAX_IMAGE_PIXELS"
+
+
+def _apply_pixel_limit() -> None:
+    """Pillow's decompression-bomb limit (it refuses images over twice MAX_IMAGE_PIXELS) from the
+    environment: an environment variable reaches every process that decodes (DataLoader workers,
+    `accelerate launch`, predict/evaluate on a finished run), where a run setting would not."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if raw is None:
+        return
+    if raw.strip().lower() == "none":
+        Image.MAX_IMAGE_PIXELS = None
+        return
+    try:
+        Image.MAX_IMAGE_PIXELS = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{MAX_IMAGE_PIXELS_ENV}={raw!r} is not a number of pixels: set it to an integer, or 'none' for no limit."
+        ) from None
 
 
 def open_image(value: Any) -> Image.Image:
     """Decode one image cell (path, {'path','bytes'} or PIL) to RGB, naming the file on failure."""
     where = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
+    _apply_pixel_limit()
     try:
         if isinstance(value, Image.Image):
             image = value
@@ -38,6 +60,12 @@ def open_image(value: Any) -> Image.Image:
         image.load()
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DataError(f"Cannot decode image {where or '<bytes>'}: {err}. Replace or remove the file.") from None
+    except Image.DecompressionBombError as err:
+        size = str(err).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise DataError(
+            f"Cannot decode image {where or '<bytes>'}: {size} (Pillow's decompression-bomb check); if you trust "
+            f"the file, allow larger images with {MAX_IMAGE_PIXELS_ENV}=<pixels> (or 'none'), or downscale it."
+        ) from None
     if image.mode == "P":  # palette images may carry transparency; go through RGBA to keep colours right
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -96,6 +124,9 @@ class ImageClassificationAdapter(TaskAdapter):
         except RuntimeError as err:
             if "Unknown model" in str(err):
                 raise ModelError(f"Unknown timm model {name!r}. See timm.list_models() for names.") from None
+            raise
+        except OSError as err:
+            raise_if_offline_cache_miss(name, err)
             raise
         if weights is not None:
             load_timm_weights(model, weights, head=self.head_modules(model))
