@@ -8,7 +8,9 @@ ever read here.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from .artifacts import MERGED, write_text_atomic
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves
 from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
+from .strategies import learning_rate
 
 CARD = "README.md"
 CURVES = "training_curves.png"
@@ -70,6 +73,13 @@ def hub_model_id(config: RunConfig) -> str | None:
     if timm.is_model(spec):  # a bare timm name: its default pretrained tag's Hub repository
         return timm.models.get_pretrained_cfg(spec).hf_hub_id or None
     return spec
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a label: any string) as literal Markdown: no HTML, no pipe that splits a table cell,
+    no emphasis, code or link syntax, one line."""
+    text = html.escape(" ".join(text.split()), quote=False)
+    return re.sub(r"([\\`*_\[\]|])", r"\\\1", text)
 
 
 def hub_dataset_id(source: str | None) -> str | None:
@@ -195,10 +205,10 @@ def _body(
         "(https://pypi.org/project/hf-transfer-learning/).",
         "",
         f"- **Strategy:** {strategy}; {params}.",
-        f"- **Optimisation:** AdamW, peak learning rate {config.train.lr:g}, {config.train.scheduler} schedule with "
-        f"{config.train.warmup_ratio:g} warm-up, batch {config.train.batch_size} per process.",
+        f"- **Optimisation:** AdamW, peak learning rate {learning_rate(config):g}, {config.train.scheduler} "
+        f"schedule with {config.train.warmup_ratio:g} warm-up, batch {config.train.batch_size} per process.",
         f"- **Training augmentation:** {facts.augmentation}.",
-        f"- **Labels ({len(labels)}):** {', '.join(f'`{label}`' for label in labels)}",
+        f"- **Labels ({len(labels)}):** {', '.join(markdown_text(label) for label in labels)}",
         f"- **Best epoch:** {metrics.get('best_epoch')} (selected by validation `{config.train.metric_for_best_model}`)"
         f", {metrics.get('global_step')} optimizer steps, {metrics.get('train_runtime', 0):.1f} s.",
         "",
@@ -212,7 +222,7 @@ def _body(
     if validation is not None:
         lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         lines += [
-            f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            f"| {markdown_text(name)} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
             for name, r in validation["per_class"].items()
         ]
         lines.append("")

@@ -95,6 +95,16 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print one JSON list of {input, predictions} instead.")
     parser.add_argument("--batch-size", type=int, default=32, help="Inputs per forward pass (default: 32).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+    _trust_remote_code_argument(parser)
+
+
+def _trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Allow the model folder's own modeling code to run (off by default; the run's config.yaml "
+        "never turns it on).",
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -102,7 +112,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from .inference import load_run, read_inputs
 
-    run = load_run(args.output_dir, device=args.device)
+    run = load_run(args.output_dir, device=args.device, trust_remote_code=args.trust_remote_code)
     inputs, shown = read_inputs(run, args.inputs)
     results = run.predict(inputs, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
@@ -128,6 +138,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="Examples per forward pass (default: 32).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
+    _trust_remote_code_argument(parser)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -136,7 +147,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
     from .inference import load_run
 
-    run = load_run(args.output_dir, device=args.device)
+    run = load_run(args.output_dir, device=args.device, trust_remote_code=args.trust_remote_code)
     report, path = evaluate_run(
         run,
         args.data,
@@ -192,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `hf-transfer COMMAND --help` for a command's options.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="Log debug messages.")
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of any error.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help, add_arguments, _) in COMMANDS.items():
         epilog = EPILOG_TRAIN.format(table=_settings_table()) if name in ("train", "config") else None
@@ -211,6 +223,35 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return COMMANDS[args.command][2](args)
-    except HFTransferError as err:
-        print(f"hf-transfer: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if args.debug:
+            raise
+        message, code = _one_line(err, args.command)
+        print(f"hf-transfer: error: {message}", file=sys.stderr)
+        return code
+
+
+def _one_line(err: Exception, command: str) -> tuple[str, int]:
+    """The message and exit code for an error: 2 for what the user can fix (their input, the device's
+    memory), 1 for anything unexpected, whose traceback --debug shows."""
+    if isinstance(err, HFTransferError):
+        return str(err), 2
+    if _is_out_of_memory(err):
+        return _out_of_memory_advice(command), 2
+    return f"{type(err).__name__}: {' '.join(str(err).split())} (run with --debug for the traceback)", 1
+
+
+def _is_out_of_memory(err: Exception) -> bool:
+    torch = sys.modules.get("torch")  # no torch imported: the error cannot have come from it
+    if torch is not None and isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _out_of_memory_advice(command: str) -> str:
+    if command != "train":
+        return "Out of memory on the device: lower --batch-size (or use --device cpu)."
+    return (
+        "Out of memory on the device: lower train.batch_size (raising train.gradient_accumulation_steps keeps "
+        "the effective batch), or set train.mixed_precision=bf16 or train.gradient_checkpointing=true."
+    )

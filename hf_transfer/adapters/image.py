@@ -12,6 +12,7 @@ there, inside `logits`, so the data path moves four times fewer bytes and does n
 from __future__ import annotations
 
 import io
+import os
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision.transforms import v2
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..rng import seeded
 from .base import ADAPTERS, FeatureSplit, TaskAdapter
 
@@ -37,10 +38,31 @@ if TYPE_CHECKING:
 # RandomResizedCrop's aspect-ratio range, as torchvision and timm use it.
 _CROP_RATIO = (3 / 4, 4 / 3)
 
+MAX_IMAGE_PIXELS_ENV = "HF_TRANSFER_MAX_IMAGE_PIXELS"
+
+
+def _apply_pixel_limit() -> None:
+    """Pillow's decompression-bomb limit (it refuses images over twice MAX_IMAGE_PIXELS) from the
+    environment: an environment variable reaches every process that decodes (DataLoader workers,
+    `accelerate launch`, predict/evaluate on a finished run), where a run setting would not."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if raw is None:
+        return
+    if raw.strip().lower() == "none":
+        Image.MAX_IMAGE_PIXELS = None
+        return
+    try:
+        Image.MAX_IMAGE_PIXELS = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{MAX_IMAGE_PIXELS_ENV}={raw!r} is not a number of pixels: set it to an integer, or 'none' for no limit."
+        ) from None
+
 
 def open_image(value: Any) -> Image.Image:
     """Decode one image cell (path, {'path','bytes'} or PIL) to RGB, naming the file on failure."""
     where = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
+    _apply_pixel_limit()
     try:
         if isinstance(value, Image.Image):
             image = value
@@ -53,6 +75,12 @@ def open_image(value: Any) -> Image.Image:
         image.load()
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DataError(f"Cannot decode image {where or '<bytes>'}: {err}. Replace or remove the file.") from None
+    except Image.DecompressionBombError as err:
+        size = str(err).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise DataError(
+            f"Cannot decode image {where or '<bytes>'}: {size} (Pillow's decompression-bomb check); if you trust "
+            f"the file, allow larger images with {MAX_IMAGE_PIXELS_ENV}=<pixels> (or 'none'), or downscale it."
+        ) from None
     if image.mode == "P":  # palette images may carry transparency; go through RGBA to keep colours right
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")

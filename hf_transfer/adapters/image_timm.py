@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..errors import ModelError
+from ..errors import ModelError, raise_if_offline_cache_miss
 from ..weights import load_timm_weights
 from .base import FeatureSplit
 from .image import ImageBackend, pil_to_uint8
@@ -63,6 +63,9 @@ class TimmBackend(ImageBackend):
         except RuntimeError as err:
             if "Unknown model" in str(err):
                 raise ModelError(f"Unknown timm model {name!r}. See timm.list_models() for names.") from None
+            raise
+        except OSError as err:
+            raise_if_offline_cache_miss(name, err)
             raise
         if weights is not None:
             load_timm_weights(model, weights, head=self.head_modules(model))

