@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -30,8 +31,19 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN/infinite float as null: JSON has no NaN, and strict parsers reject it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def save_model_artifact(
@@ -41,7 +53,7 @@ def save_model_artifact(
     output_dir: Path,
     base_model: str | None = None,
     merge: bool = False,
-) -> None:
+) -> list[str]:
     """The trained model in the format its standard loader opens: a LoRA run's output_dir is the
     peft adapter folder (adapter weights + saved head + the preprocessing files, adapter_config.json
     naming `base_model`), plus with `merge` a merged plain model in output_dir/merged/; otherwise the
@@ -60,11 +72,13 @@ def save_model_artifact(
                 adapter.save_model(merged_copy(model), staging / MERGED, labels)
         else:
             adapter.save_model(model, staging, labels)
+        written = sorted(item.name for item in staging.iterdir())
         for item in staging.iterdir():
             target = output_dir / item.name
             if target.is_dir() and item.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
+    return written
 
 
 def merged_copy(model: nn.Module) -> nn.Module:
@@ -87,10 +101,12 @@ def _set_base_model(adapter_dir: Path, base_model: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def save_run_files(config: RunConfig, labels: list[str], metrics: dict[str, Any], output_dir: Path) -> None:
+def save_run_files(
+    config: RunConfig, labels: list[str], metrics: dict[str, Any], output_dir: Path, artifacts: list[str]
+) -> None:
+    """metrics.json, config.yaml, and last run_info.json, which marks the folder as a finished run and
+    lists the model files (`artifacts`) that belong to it."""
     write_json(output_dir / "metrics.json", metrics)
     write_text_atomic(output_dir / "config.yaml", dump_config(config))
-    write_json(
-        output_dir / RUN_INFO,
-        {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model},
-    )
+    info = {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model}
+    write_json(output_dir / RUN_INFO, {**info, "artifacts": artifacts})

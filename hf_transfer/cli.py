@@ -58,7 +58,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from .train import train
 
-    config = load_config(args.config, args.overrides)
+    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)
     result = train(config)
     PartialState().destroy_process_group()  # the end of this process: release the process group
     if result.is_main_process:
@@ -79,7 +80,16 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overrides.", add_run_arguments, _train)
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the run already in output_dir (its files are removed first); same as overwrite=true.",
+    )
+
+
+add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overrides.", _train_arguments, _train)
 add_command("config", "Print the fully resolved config (YAML) without training.", add_run_arguments, _show_config)
 
 
@@ -116,7 +126,10 @@ def _predict(args: argparse.Namespace) -> int:
     inputs, shown = read_inputs(run, args.inputs)
     results = run.predict(inputs, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
-        print(json.dumps([{"input": s, "predictions": r} for s, r in zip(shown, results, strict=True)], indent=2))
+        from .artifacts import json_safe
+
+        rows = [{"input": s, "predictions": r} for s, r in zip(shown, results, strict=True)]
+        print(json.dumps(json_safe(rows), indent=2, allow_nan=False))
         return 0
     for source, predictions in zip(shown, results, strict=True):
         ranked = "  ".join(f"{p['label']} {p['score']:.4f}" for p in predictions)

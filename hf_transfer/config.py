@@ -149,6 +149,11 @@ class TrainConfig:
     checkpoint_every_steps: int | None = _f(None, "Also save a resumable checkpoint every N optimizer steps.")
     save_total_limit: int = _f(2, "Keep at most this many resumable checkpoints (the newest).")
     resume_from_checkpoint: str | None = _f(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
+    max_nonfinite_losses: int = _f(
+        0,
+        "Steps with a NaN/inf loss to skip before the run stops; 0 stops at the first (checked every "
+        "logging_steps, no cost per step; > 0 checks every step).",
+    )
     log_with: list[str] = _f(["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none.")
     progress_bar: bool = _f(True, "Show a tqdm progress bar on the main process.")
     compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo backend, inductor).")
@@ -170,6 +175,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_nonfinite_losses < 0:
+            raise ConfigError(f"train.max_nonfinite_losses must be >= 0, got {self.max_nonfinite_losses}")
         for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -217,6 +224,9 @@ class RunConfig:
     )
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
     output_dir: str = _f("runs/run", "Where metrics, config, checkpoints and the model are written.")
+    overwrite: bool = _f(
+        False, "Replace the run already in output_dir (its files are removed first); otherwise that is an error."
+    )
     trust_remote_code: bool = _f(False, "Allow code from the model repository to run (off by default).")
     export: ExportConfig = field(default_factory=ExportConfig, metadata={"help": "Export settings."})
     push_to_hub: bool = _f(False, "Push output_dir to hub.repo_id when training ends (main process).")

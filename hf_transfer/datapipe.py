@@ -60,6 +60,12 @@ def decode_once(
     return decoded, True
 
 
+def check_decodable(dataset: Dataset, adapter: TaskAdapter) -> None:
+    """Decode every row once and drop the result: an unreadable file raises now, by name."""
+    for start in range(0, len(dataset), _DECODE_BATCH):
+        adapter.decode(dataset[start : start + _DECODE_BATCH], augment=False)
+
+
 class ExampleView(TorchDataset):
     """Decoded rows as model inputs, one example at a time, for a torch DataLoader.
 

@@ -35,17 +35,15 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .checkpoints import BEST_FILE, STATE_FILE, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
+from .rundir import RunDir
 from .strategies import set_train_mode
 
 logger = get_logger(__name__)
-
-CHECKPOINTS = "checkpoints"
-BEST_WEIGHTS = "best/model.safetensors"
-STATE_FILE = "trainer_state.json"
 
 Logits = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -75,6 +73,8 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
     train_loss: list[list[float]] = field(default_factory=list)  # [step, mean loss since the previous entry]
     scheduler: dict[str, Any] | None = None  # the learning-rate schedule's state (plain numbers)
+    identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
+    nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
 
 
 @dataclass
@@ -124,6 +124,7 @@ class Engine:
     def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int | None = None) -> None:
         self.settings = settings
         self.output_dir = Path(output_dir)
+        self.run_dir = RunDir(output_dir)
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
         if missing:  # Accelerate drops them silently; say so once
@@ -134,9 +135,7 @@ class Engine:
             mixed_precision=settings.mixed_precision,  # None: from `accelerate config` / launch flags
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             log_with=settings.log_with or None,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
-            ),
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.run_dir.logs)),
             # Seeded, epoch-dependent shuffling: a resumed run sees the same order as an uninterrupted one.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
             dynamo_backend="inductor" if settings.compile else None,
@@ -169,6 +168,14 @@ class Engine:
 
     def wait_for_everyone(self) -> None:
         self.accelerator.wait_for_everyone()
+
+    def broadcast(self, value: Any) -> Any:
+        """The main process's `value`, on every process (so that all of them take the same decision)."""
+        from accelerate.utils import broadcast_object_list
+
+        if self.accelerator.num_processes == 1:
+            return value
+        return broadcast_object_list([value])[0]
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)
@@ -231,7 +238,10 @@ class Engine:
         data: FitData,
         labels: list[str],
         tracker_config: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> FitResult:
+        """Train `model` on `data`. `identity` names the run (recorded in every checkpoint; a resume must
+        match it)."""
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
@@ -251,7 +261,11 @@ class Engine:
             num_warmup_steps=int(s.warmup_ratio * plan.total_steps),
             num_training_steps=plan.total_steps,
         )
-        state = self._resume(labels, scheduler) if s.resume_from_checkpoint else TrainState(labels=list(labels))
+        identity = {**(identity or {}), "labels": list(labels)}
+        if s.resume_from_checkpoint:
+            state = self._resume(identity, scheduler)
+        else:
+            state = TrainState(labels=list(labels), identity=identity)
         acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
             f"Training {plan.epochs} epochs, {plan.total_steps} optimizer steps; {acc.num_processes} process(es) "
@@ -305,10 +319,13 @@ class Engine:
                 targets = batch.pop("labels")
                 logits = run.data.logits(run.model, batch)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=s.label_smoothing)
-                acc.backward(loss)
-                if acc.sync_gradients and s.max_grad_norm is not None:
-                    acc.clip_grad_norm_(run.model.parameters(), s.max_grad_norm)
-                run.optimizer.step()
+                if s.max_nonfinite_losses and self._skip_nonfinite(loss, run):
+                    loss = loss.new_zeros(())  # this batch teaches nothing; the window's mean stays finite
+                else:
+                    acc.backward(loss)
+                    if acc.sync_gradients and s.max_grad_norm is not None:
+                        acc.clip_grad_norm_(run.model.parameters(), s.max_grad_norm)
+                    run.optimizer.step()
                 run.optimizer.zero_grad()
             state.batches_in_epoch += 1
             run.samples += targets.shape[0] * acc.num_processes
@@ -352,9 +369,29 @@ class Engine:
         self.accelerator.log({"train/loss": mean, "train/lr": lr}, step=state.global_step)
         run.progress.set_postfix(loss=f"{mean:.4f}", epoch=state.epoch)
 
+    def _skip_nonfinite(self, loss: torch.Tensor, run: _Run) -> bool:
+        """With train.max_nonfinite_losses > 0: whether to skip this batch's update (its loss is NaN/inf on
+        some process). Costs a host sync per step, so only then. Past the limit, the run stops."""
+        finite = bool(self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all())
+        if finite:
+            return False
+        run.state.nonfinite_losses += 1
+        if run.state.nonfinite_losses > run.settings.max_nonfinite_losses:
+            raise TrainingDiverged(self._divergence_message(run.state.global_step + 1, run.state, run.settings))
+        logging.getLogger(__name__).warning(
+            "Non-finite loss at step %d: update skipped (%d of train.max_nonfinite_losses=%d)",
+            run.state.global_step + 1,
+            run.state.nonfinite_losses,
+            run.settings.max_nonfinite_losses,
+        )
+        return True
+
     def _divergence_message(self, step: int, state: TrainState, s: TrainConfig) -> str:
-        last = latest_checkpoint(self.output_dir)
+        last = self.run_dir.latest_checkpoint()
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        best = self.run_dir.best_weights
+        if best.is_file():
+            kept += f" and the best weights so far are in {best}"
         return (
             f"The training loss became NaN/inf at optimizer step {step} (epoch {state.epoch}); the run stopped, "
             f"{kept}. Lower train.lr (now {s.lr:g}), keep train.max_grad_norm set, or use "
@@ -403,7 +440,7 @@ class Engine:
     def _save_best(self, model: nn.Module) -> None:
         weights = self.accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
         if self.accelerator.is_main_process:
-            path = self.output_dir / CHECKPOINTS / BEST_WEIGHTS
+            path = self.run_dir.best_weights
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file(_unshare(weights), str(tmp))
@@ -411,7 +448,7 @@ class Engine:
         self.accelerator.wait_for_everyone()
 
     def _load_best(self, model: nn.Module) -> None:
-        path = self.output_dir / CHECKPOINTS / BEST_WEIGHTS
+        path = self.run_dir.best_weights
         self.accelerator.wait_for_everyone()
         if path.is_file():
             self.unwrap(model).load_state_dict(load_file(str(path)))
@@ -419,36 +456,71 @@ class Engine:
     def _checkpoint(self, run: _Run) -> None:
         acc, state = self.accelerator, run.state
         state.scheduler = _plain(run.scheduler.state_dict())
-        root = self.output_dir / CHECKPOINTS
-        final = root / f"step_{state.global_step:07d}"
-        tmp = root / f"{final.name}.tmp"
+        final = self.run_dir.checkpoints / f"step_{state.global_step:07d}"
+        tmp = final.with_name(f"{final.name}.tmp")
         acc.save_state(str(tmp))
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+            if self.run_dir.best_weights.is_file():  # the best weights travel with the checkpoint
+                _link_or_copy(self.run_dir.best_weights, tmp / BEST_FILE)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)  # a checkpoint folder exists only once complete
-            for old in sorted(root.glob("step_*[0-9]"))[: -self.settings.save_total_limit]:
-                shutil.rmtree(old)
+            self._prune(state.identity)
         acc.wait_for_everyone()
 
-    def _resume(self, labels: list[str], scheduler: Any) -> TrainState:
+    def _prune(self, identity: dict[str, Any] | None) -> None:
+        """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
+        ours = [p for p in self.run_dir.checkpoint_dirs() if _identity_of(p) == identity]
+        for old in ours[: -self.settings.save_total_limit]:
+            shutil.rmtree(old)
+
+    def _resume(self, identity: dict[str, Any], scheduler: Any) -> TrainState:
         where = self.settings.resume_from_checkpoint
-        path = latest_checkpoint(self.output_dir) if where == "latest" else Path(where)
+        path = self.run_dir.latest_checkpoint() if where == "latest" else Path(where)
         if path is None or not (path / STATE_FILE).is_file():
             raise ConfigError(
                 f"No checkpoint to resume from at {where!r}"
-                + (f" (looked in {self.output_dir / CHECKPOINTS})" if where == "latest" else "")
+                + (f" (looked in {self.run_dir.checkpoints})" if where == "latest" else "")
             )
         state = TrainState(**json.loads((path / STATE_FILE).read_text()))
-        if state.labels != list(labels):
+        if state.labels != identity["labels"]:
             raise ConfigError(
-                f"Checkpoint {path} was trained on labels {state.labels}, but this run's data has {list(labels)}. "
-                "Resume with the same data, or start a new run (e.g. with this run's output_dir as `model:`)."
+                f"Checkpoint {path} was trained on labels {state.labels}, but this run's data has "
+                f"{identity['labels']}. Resume with the same data, or start a new run (e.g. with this run's "
+                "output_dir as `model:`)."
             )
-        self.accelerator.load_state(str(path))
+        mismatch = identity_mismatch(state.identity, identity)
+        if mismatch:
+            raise RunDirError(
+                f"Checkpoint {path} belongs to another run ({mismatch}). Resume it with that run's settings, or "
+                "start this run in a new output_dir."
+            )
+        if state.best_epoch is not None and not (path / BEST_FILE).is_file():
+            raise RunDirError(
+                f"Checkpoint {path} records a best epoch ({state.best_epoch}) but not its weights ({BEST_FILE}): "
+                "the model this run would save could not be the one its metrics describe. Resume from a complete "
+                "checkpoint, or start a new run."
+            )
+        verify_checkpoint(path)
+        try:
+            self.accelerator.load_state(str(path))
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise RunDirError(
+                f"Checkpoint {path} does not fit this run's model and optimizer ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). Resume with the settings that wrote it, or start a new run."
+            ) from None
         if state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
+        best = self.run_dir.best_weights
+        if self.accelerator.is_main_process and (path / BEST_FILE).is_file():
+            # The best weights as of the checkpoint, whichever folder it came from: what the resumed run's
+            # metrics will describe (a later best of a crashed run is not).
+            best.parent.mkdir(parents=True, exist_ok=True)
+            if not (best.is_file() and os.path.samefile(path / BEST_FILE, best)):
+                shutil.copyfile(path / BEST_FILE, best.with_suffix(".tmp"))
+                os.replace(best.with_suffix(".tmp"), best)
+        self.accelerator.wait_for_everyone()
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state
 
@@ -493,9 +565,19 @@ def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:
     )
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted((Path(output_dir) / CHECKPOINTS).glob("step_*[0-9]"))
-    return found[-1] if found else None
+def _identity_of(checkpoint: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((checkpoint / STATE_FILE).read_text()).get("identity")
+    except (OSError, ValueError):
+        return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (free, and the best file is replaced, never rewritten, so the link keeps its content)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _plain(state: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,10 @@ class HubError(HFTransferError, RuntimeError):
     """Pushing to the Hugging Face Hub failed (no token, no network, no access)."""
 
 
+class RunDirError(HFTransferError, RuntimeError):
+    """output_dir belongs to another run, or a checkpoint belongs to another run or cannot be trusted."""
+
+
 class TrainingDiverged(HFTransferError, RuntimeError):
     """The training loss became NaN or infinite; the run stopped, earlier checkpoints are kept."""
 

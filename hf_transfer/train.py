@@ -16,12 +16,13 @@ from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
 from .card import CardFacts, write_model_card
 from .config import RunConfig, to_dict
-from .datapipe import ExampleView, decode_once
+from .datapipe import ExampleView, check_decodable, decode_once
 from .engine import Engine, FitData, FitResult
-from .errors import ConfigError
+from .errors import ConfigError, RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
 from .hub import push_run, require_token
+from .rundir import RunDir
 from .samples import resolve_data, resolve_model
 from .strategies import STRATEGIES, augments, learning_rate, trainable_parameters
 
@@ -73,15 +74,31 @@ def train(config: RunConfig) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
-    strategy = STRATEGIES.get(config.strategy)
-    adapter = ADAPTERS.get(config.task)(config)
-    output_dir = Path(config.output_dir)
     set_seed(config.train.seed)
     # What the defaults resolve to is recorded in config.yaml, so the run says exactly what it did.
     config = resolved(config)
-    engine = Engine(config.train, output_dir, num_workers=config.data.num_workers)
+    engine = Engine(config.train, config.output_dir, num_workers=config.data.num_workers)
     config = replace(config, data=replace(config.data, num_workers=engine.loader_settings.num_workers))
+    run_dir = RunDir(config.output_dir)
+    # Only the main process checks and locks the folder; every process then stops or goes on together.
+    problem = (
+        run_dir.claim(bool(config.train.resume_from_checkpoint), config.overwrite) if engine.is_main_process else None
+    )
+    problem = engine.broadcast(problem)
+    if problem:
+        engine.close()
+        raise RunDirError(problem)
+    try:
+        return _run(config, engine)
+    finally:
+        run_dir.release()
+        engine.close()
 
+
+def _run(config: RunConfig, engine: Engine) -> RunResult:
+    strategy = STRATEGIES.get(config.strategy)
+    adapter = ADAPTERS.get(config.task)(config)
+    output_dir = Path(config.output_dir)
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
         train_set, eval_set, labels = load_splits(config, adapter)
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
@@ -102,10 +119,12 @@ def train(config: RunConfig) -> RunResult:
         else:
             batch_size = config.train.eval_batch_size or config.train.batch_size
             probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
+    identity = run_identity(config, cached=probe is not None)
     if probe is not None:
-        fit = engine.fit(probe.head, probe.data, labels, tracker_config=tracker_config)
+        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity)
     else:
-        fit = engine.fit(model, training_data(config, adapter, train_set, eval_set, engine), labels, tracker_config)
+        data = training_data(config, adapter, train_set, eval_set, engine)
+        fit = engine.fit(model, data, labels, tracker_config, identity)
 
     model = engine.unwrap(model)
     metrics = {
@@ -121,10 +140,9 @@ def train(config: RunConfig) -> RunResult:
         "history": fit.history,
     }
     if engine.is_main_process:
-        save_model_artifact(
-            model, adapter, labels, output_dir, base_model=resolve_model(config.model), merge=config.export.merge
-        )
-        save_run_files(config, labels, metrics, output_dir)
+        base_model = resolve_model(config.model)
+        artifacts = save_model_artifact(model, adapter, labels, output_dir, base_model, merge=config.export.merge)
+        save_run_files(config, labels, metrics, output_dir, artifacts)
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -141,9 +159,26 @@ def train(config: RunConfig) -> RunResult:
         if config.push_to_hub:
             h = config.hub
             push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
-    is_main = engine.is_main_process
-    engine.close()
-    return RunResult(output_dir, labels, metrics, fit, model, adapter, is_main)
+    return RunResult(output_dir, labels, metrics, fit, model, adapter, engine.is_main_process)
+
+
+def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:
+    """What makes a run this run, for its checkpoints: a resume must match it (the engine adds the labels).
+    Optimisation settings (epochs, lr, ...) are not in it: a resume may change them."""
+    lora = config.lora
+    return {
+        "task": config.task,
+        "model": config.model,
+        "weights": config.weights,
+        "pretrained": config.pretrained,
+        "strategy": config.strategy,
+        "cached_features": cached,
+        "lora": [lora.r, lora.alpha, lora.target_modules] if config.strategy == "lora" else None,
+        "data.train": config.data.train,
+        "data.validation": config.data.validation,
+        "data.image_size": config.data.image_size,
+        "seed": config.train.seed,
+    }
 
 
 def resolved(config: RunConfig) -> RunConfig:
@@ -160,6 +195,8 @@ def training_data(
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
         train_rows, train_decoded = decode_once(train_set, adapter, d.augment, d.decode_cache, d.cache_dir)
         eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir)
+    if not eval_decoded:
+        check_decodable(eval_set, adapter)  # a broken validation file, found now rather than after an epoch
     return FitData(
         train=ExampleView(train_rows, adapter, d.augment, config.train.seed, decoded=train_decoded),
         eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded),
