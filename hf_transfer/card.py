@@ -19,10 +19,11 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .adapters import ADAPTERS
-from .artifacts import MERGED, write_text_atomic
+from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves
-from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
+from .rundir import RunDir
+from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX
 from .strategies import learning_rate
 
 CARD = "README.md"
@@ -233,10 +234,11 @@ def _body(
         lines += [f"| {h['epoch']} | {h['step']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |" for h in history]
         lines.append("")
     lines += [*pictures, "", "## How to use", "", _usage(config, labels, library, base_id), ""]
-    if (output_dir / MERGED).is_dir():
+    merged = RunDir(output_dir).merged
+    if merged.is_dir():
         lines += [
-            f"`{MERGED}/` holds the same model with the LoRA weights merged into the base, in the "
-            f"{artifact_library(output_dir / MERGED)} format (no peft needed).",
+            f"`{merged.name}/` holds the same model with the LoRA weights merged into the base, in the "
+            f"{artifact_library(merged)} format (no peft needed).",
             "",
         ]
     lines += [

@@ -79,6 +79,20 @@ class TrainState:
 
 @dataclass
 class FitResult:
+    """What `Engine.fit` returns.
+
+    Attributes:
+        best_metrics (`dict[str, float]`): validation metrics of the best evaluation (`train.metric_for_best_model`).
+        best_epoch (`int | None`): the epoch of that evaluation.
+        history (`list[dict]`): one entry per evaluation: epoch, step and the metrics.
+        train_loss (`list[[step, loss]]`): the mean training loss of each logging window.
+        global_step (`int`): optimizer steps taken.
+        train_runtime (`float`): seconds in the training loop (evaluations and checkpoints included).
+        train_samples_per_second (`float`): training examples (all processes) per second of that time.
+        best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
+            this process (not before a resume).
+    """
+
     best_metrics: dict[str, float]
     best_epoch: int | None
     history: list[dict[str, Any]]
@@ -119,7 +133,22 @@ class _Run:
 
 
 class Engine:
-    """Fits models with one Accelerator, built from the run's training settings."""
+    """The training loop of every run: one Accelerator, built from the run's training settings.
+
+    Args:
+        settings (`TrainConfig`): optimisation, evaluation and checkpoint settings; `settings.lr` must be set
+            (train() resolves the strategy's default).
+        output_dir (`str | Path`): the run folder: checkpoints, best weights and tracker logs go there.
+        num_workers (`int | None`, defaults to `None`): DataLoader workers per process; None chooses from the
+            spare cores (see `datapipe.loader_settings`).
+
+    Example (what `train` does, by hand):
+
+        engine = Engine(replace(config.train, lr=1e-3), "runs/x")
+        data = FitData(train=ExampleView(...), eval=ExampleView(...), collate=adapter.collate, logits=adapter.logits)
+        result = engine.fit(model, data, labels)
+        engine.close()
+    """
 
     def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int | None = None) -> None:
         self.settings = settings
@@ -240,8 +269,20 @@ class Engine:
         tracker_config: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> FitResult:
-        """Train `model` on `data`. `identity` names the run (recorded in every checkpoint; a resume must
-        match it)."""
+        """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
+        weights back into it.
+
+        Args:
+            model (`nn.Module`): what trains (frozen parameters never reach the optimizer).
+            data (`FitData`): the training and validation examples, their collate and logits functions.
+            labels (`list[str]`): class names (metrics, and the label check when resuming).
+            tracker_config (`dict`, *optional*): hyperparameters for the trackers (scalars only).
+            identity (`dict`, *optional*): what makes this run this run (task, model, strategy, data): recorded
+                in every checkpoint; resuming a checkpoint with another identity is refused.
+
+        Returns:
+            `FitResult`.
+        """
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")

@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class RunDir:
@@ -58,6 +61,10 @@ class RunDir:
         return self.root / self.METRICS
 
     @property
+    def merged(self) -> Path:
+        return self.root / self.MERGED
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / self.CHECKPOINTS
 
@@ -86,6 +93,11 @@ class RunDir:
 
     def read_run_info(self) -> dict[str, Any]:
         return json.loads(self.run_info.read_text())
+
+    def read_config(self) -> RunConfig:
+        from .config import load_config
+
+        return load_config(self.config)
 
     def holds_run(self) -> bool:
         """Whether another run's files are here: a finished run, or checkpoints of an unfinished one."""

@@ -13,17 +13,17 @@ from torch import nn
 
 from . import data as data_lib
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
+from .artifacts import save_model_artifact, save_run_files, write_json
 from .card import CardFacts, write_model_card
 from .config import RunConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .engine import Engine, FitData, FitResult
-from .errors import ConfigError, RunDirError
+from .errors import RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
 from .hub import push_run, require_token
 from .rundir import RunDir
-from .samples import resolve_data, resolve_model
+from .specs import resolve_model
 from .strategies import STRATEGIES, augments, learning_rate, trainable_parameters
 
 logger = get_logger(__name__)
@@ -31,6 +31,19 @@ logger = get_logger(__name__)
 
 @dataclass
 class RunResult:
+    """What `train` returns (on every process; only the main one wrote the files).
+
+    Attributes:
+        output_dir (`Path`): the run folder (see `RunDir` for its layout).
+        labels (`list[str]`): class names, in the order of the model's outputs.
+        metrics (`dict`): what metrics.json holds: the best validation `accuracy`, `f1_macro`, `loss`,
+            `best_epoch`, runtimes, parameter counts and the per-evaluation `history`.
+        fit (`FitResult`): the engine's account of the training.
+        model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA).
+        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.model_inputs(...)`.
+        is_main_process (`bool`): whether this process is the one that wrote the files.
+    """
+
     output_dir: Path
     labels: list[str]
     metrics: dict[str, Any]
@@ -40,38 +53,23 @@ class RunResult:
     is_main_process: bool
 
 
-def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
-    """Train and validation sets with an integer `labels` column, and the class names."""
-    d = config.data
-    if not d.train:
-        raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
-    path_column = adapter.input_column if adapter.input_is_file else None
-    columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
-
-    def load(source: str) -> Dataset:
-        dataset = data_lib.load_source(resolve_data(source), adapter.folder_builder, path_column)
-        data_lib.require_columns(dataset, columns, source)
-        # Before any split or subset, so that a bad row is reported by its position in the source.
-        return adapter.prepare_dataset(dataset)
-
-    train = load(d.train)
-    labels = data_lib.resolve_labels(train, d.label_column)
-    if len(labels) < 2:
-        raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
-    train = data_lib.encode_labels(train, d.label_column, labels, d.train)
-    if d.validation:
-        validation = data_lib.encode_labels(load(d.validation), d.label_column, labels, d.validation)
-    else:
-        train, validation = data_lib.split_train(train, d.validation_split, config.train.seed)
-    if d.max_train_samples:
-        train = train.select(range(min(d.max_train_samples, len(train))))
-    if d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return train, validation, labels
-
-
 def train(config: RunConfig) -> RunResult:
-    """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
+    """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
+
+    Works the same in one process and under `accelerate launch` (each process calls it). The folder
+    must not hold another run unless `config.overwrite` (or resuming with `train.resume_from_checkpoint`).
+
+    Args:
+        config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
+
+    Returns:
+        `RunResult`: metrics, labels, the trained model and its adapter.
+
+    Raises:
+        `HFTransferError` subclasses, each with one sentence naming the problem and the fix: `ConfigError`
+        (settings), `DataError` (data), `ModelError` (model spec), `RunDirError` (output_dir or checkpoint
+        belongs to another run), `TrainingDiverged` (NaN/inf loss), `HubError` (push).
+    """
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     set_seed(config.train.seed)
@@ -100,7 +98,7 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     adapter = ADAPTERS.get(config.task)(config)
     output_dir = Path(config.output_dir)
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        train_set, eval_set, labels = load_splits(config, adapter)
+        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
 
     model = adapter.build_model(labels)
@@ -153,7 +151,7 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     validation = classification_report(predictions, labels)
     engine.wait_for_everyone()
     if engine.is_main_process:
-        write_json(output_dir / EVAL_DIR / "best_model_validation.json", validation)
+        write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         facts = CardFacts(augmentation=adapter.augmentation(config.data.augment), train_loss=fit.train_loss)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:

@@ -176,6 +176,8 @@ def backend_for(spec: str) -> type[ImageBackend]:
 
 @ADAPTERS.register("image-classification")
 class ImageClassificationAdapter(TaskAdapter):
+    """Image classification with timm or transformers backbones (the backend follows the model spec)."""
+
     task: ClassVar[str] = "image-classification"
     folder_builder: ClassVar[str | None] = "imagefolder"
     pipeline_tag: ClassVar[str] = "image-classification"
