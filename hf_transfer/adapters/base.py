@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, raise_if_offline_cache_miss
+from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from ..registry import Registry
 from ..rundir import RunDir
 from ..specs import resolve_model
@@ -153,6 +154,11 @@ class TaskAdapter(ABC):
         if len(heads) != 1:
             return None
         return hooked_split(model, heads[0], self.logits, name=f"{type(model).__name__}:{heads[0]}")
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        """Each parameter's layer, stem 0 to head top, for layer-wise learning-rate decay (a PeftModel too).
+        Default: the numbered blocks of the module tree (see layer_decay.numbered_layer_ids)."""
+        return numbered_layer_ids(model, self.head_modules(unwrapped(model)))
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         """Recompute activations in the backward pass instead of storing them (default: transformers models)."""

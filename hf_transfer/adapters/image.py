@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..errors import ConfigError, DataError
+from ..layer_decay import LayerIds
 from ..rng import seeded
 from .base import ADAPTERS, FeatureSplit, TaskAdapter
 
@@ -153,6 +154,9 @@ class ImageBackend(ABC):
     @abstractmethod
     def enable_gradient_checkpointing(self, model: nn.Module) -> None: ...
 
+    @abstractmethod
+    def layer_ids(self, model: nn.Module) -> LayerIds: ...
+
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] on any device -> the float input the model expects."""
         if pixels.dtype != torch.uint8:
@@ -206,6 +210,9 @@ class ImageClassificationAdapter(TaskAdapter):
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         self.backend.enable_gradient_checkpointing(model)
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        return self.backend.layer_ids(model)
 
     # ---- data ----------------------------------------------------------------------------------
     def prepare_dataset(self, dataset: Dataset) -> Dataset:
