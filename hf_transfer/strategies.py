@@ -1,25 +1,36 @@
-"""Fine-tuning strategies: which parameters train, and the defaults that go with that choice.
+"""Fine-tuning strategies: which parameters train, and the settings and defaults that go with that choice.
 
 A strategy is registered once, with everything that depends on it: the function that takes the
 freshly built model, the adapter (for the head and LoRA targets) and the run config and returns the
 model to train; a one-line description (for --help, the log and the card); its default learning
-rate; and whether it trains the backbone (which decides the default augmentation: a frozen
-backbone trains on the deterministic evaluation view, so its features can be cached).
+rate; whether it trains the backbone (which decides the default augmentation: a frozen backbone
+trains on the deterministic evaluation view, so its features can be cached); and, if it has any, its
+settings: a dataclass that becomes the run config's section named after the strategy (`lora:` in
+YAML, `lora.r=16` as an override, `config.lora` in code, its keys in `--help`).
+
+A new strategy is one block in this file: its settings dataclass (fields declared with `setting`,
+checked in `__post_init__`), its function, and `@register_strategy(name, ..., settings=ItsSettings)`.
+config.py builds RunConfig's strategy sections from this registry, so nothing else changes. (lp_ft,
+for instance: `LpFtSettings` with its stage lengths, registered as "lp_ft", read as `config.lp_ft`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from .adapters.base import TaskAdapter
-from .config import RunConfig
-from .errors import ModelError
+from .errors import ConfigError, ModelError
+from .fields import check_number, setting
 from .registry import Registry
 
-Apply = Callable[[nn.Module, TaskAdapter, RunConfig], nn.Module]
+if TYPE_CHECKING:
+    from .config import RunConfig  # config.py imports this module to build RunConfig's sections
+
+Apply = Callable[[nn.Module, TaskAdapter, "RunConfig"], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Strategy:
     description: str
     default_lr: float  # AdamW peak learning rate when train.lr is unset
     trains_backbone: bool
+    settings: type | None = None  # dataclass of this strategy's settings: RunConfig's section `name`
 
     def __call__(self, model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
         return self.apply(model, adapter, config)
@@ -38,10 +50,10 @@ STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
 def register_strategy(
-    name: str, description: str, default_lr: float, trains_backbone: bool
+    name: str, description: str, default_lr: float, trains_backbone: bool, settings: type | None = None
 ) -> Callable[[Apply], Apply]:
     def decorator(apply: Apply) -> Apply:
-        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone))
+        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone, settings))
         return apply
 
     return decorator
@@ -53,11 +65,21 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
     return model
 
 
+@dataclass
+class LinearProbeConfig:
+    cache_features: bool = setting(
+        True,
+        "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
+        "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
+    )
+
+
 @register_strategy(
     "linear_probe",
     "linear probe: the backbone is frozen, only the new head trains (on cached features where possible)",
     default_lr=1e-2,
     trains_backbone=False,
+    settings=LinearProbeConfig,
 )
 def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (see set_train_mode)."""
@@ -68,11 +90,28 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
     return model
 
 
+@dataclass
+class LoraConfigSpec:
+    r: int = setting(8, "LoRA rank.")
+    alpha: int = setting(16, "LoRA alpha (scaling = alpha / r).")
+    dropout: float = setting(0.0, "Dropout on the LoRA path.")
+    target_modules: list[str] | None = setting(
+        None, "Module names to adapt; default: the adapter's choice for the architecture."
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+        check_number("lora.alpha", self.alpha, "> 0", lambda v: v > 0)
+        check_number("lora.dropout", self.dropout, "in [0, 1)", lambda v: 0 <= v < 1)
+
+
 @register_strategy(
     "lora",
     "LoRA (peft): low-rank updates on the adapter's targets for the architecture, the new head trains fully",
     default_lr=1e-3,
     trains_backbone=True,
+    settings=LoraConfigSpec,
 )
 def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """peft LoRA on the adapter's default (or the configured) targets; the head is always saved and trained."""
