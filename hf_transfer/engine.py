@@ -74,6 +74,7 @@ class TrainState:
     train_loss: list[list[float]] = field(default_factory=list)  # [step, mean loss since the previous entry]
     scheduler: dict[str, Any] | None = None  # the learning-rate schedule's state (plain numbers)
     identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
+    step_offset: int = 0  # optimizer steps of the run's earlier stages: checkpoints are named run-wide
     nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
 
 
@@ -86,9 +87,10 @@ class FitResult:
         best_epoch (`int | None`): the epoch of that evaluation.
         history (`list[dict]`): one entry per evaluation: epoch, step and the metrics.
         train_loss (`list[[step, loss]]`): the mean training loss of each logging window.
-        global_step (`int`): optimizer steps taken.
+        global_step (`int`): optimizer steps taken (in this fit).
         train_runtime (`float`): seconds in the training loop (evaluations and checkpoints included).
         train_samples_per_second (`float`): training examples (all processes) per second of that time.
+        step_offset (`int`): optimizer steps of the run's earlier stages (0 for one-stage runs).
         best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
             this process (not before a resume).
     """
@@ -100,6 +102,7 @@ class FitResult:
     global_step: int
     train_runtime: float
     train_samples_per_second: float
+    step_offset: int = 0
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
 
@@ -271,6 +274,7 @@ class Engine:
         identity: dict[str, Any] | None = None,
         settings: TrainConfig | None = None,
         param_groups: list[dict[str, Any]] | None = None,
+        step_offset: int = 0,
     ) -> FitResult:
         """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
         weights back into it.
@@ -286,6 +290,8 @@ class Engine:
                 engine's. A second fit gets a new optimizer and schedule: nothing carries over.
             param_groups (`list[dict]`, *optional*): the optimizer's parameter groups (e.g. layer-wise learning
                 rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
+            step_offset (`int`, defaults to 0): optimizer steps the run's earlier stages took: checkpoint folders
+                are numbered across the whole run, so a later stage's never replace an earlier one's.
 
         Returns:
             `FitResult`.
@@ -317,7 +323,7 @@ class Engine:
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler)
         else:
-            state = TrainState(labels=list(labels), identity=identity)
+            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset)
         if self._fits == 1:
             acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
@@ -357,6 +363,7 @@ class Engine:
             global_step=state.global_step,
             train_runtime=runtime,
             train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
+            step_offset=state.step_offset,
         )
 
     # -------------------------------------------------------------------------- one epoch, steps
@@ -509,7 +516,7 @@ class Engine:
     def _checkpoint(self, run: _Run) -> None:
         acc, state = self.accelerator, run.state
         state.scheduler = _plain(run.scheduler.state_dict())
-        final = self.run_dir.checkpoints / f"step_{state.global_step:07d}"
+        final = self.run_dir.checkpoints / f"step_{state.step_offset + state.global_step:07d}"
         tmp = final.with_name(f"{final.name}.tmp")
         acc.save_state(str(tmp))
         acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename

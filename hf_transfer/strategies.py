@@ -1,25 +1,36 @@
-"""Fine-tuning strategies: which parameters train, and the defaults that go with that choice.
+"""Fine-tuning strategies: which parameters train, and the settings and defaults that go with that choice.
 
 A strategy is registered once, with everything that depends on it: the function that takes the
 freshly built model, the adapter (for the head and LoRA targets) and the run config and returns the
 model to train; a one-line description (for --help, the log and the card); its default learning
-rate; and whether it trains the backbone (which decides the default augmentation: a frozen
-backbone trains on the deterministic evaluation view, so its features can be cached).
+rate; whether it trains the backbone (which decides the default augmentation: a frozen backbone
+trains on the deterministic evaluation view, so its features can be cached); and, if it has any, its
+settings: a dataclass that becomes the run config's section named after the strategy (`lora:` in
+YAML, `lora.r=16` as an override, `config.lora` in code, its keys in `--help`).
+
+A new strategy is one block in this file: its settings dataclass (fields declared with `setting`,
+checked in `__post_init__`), its function, and `@register_strategy(name, ..., settings=ItsSettings)`.
+config.py builds RunConfig's strategy sections from this registry, so nothing else changes. (lp_ft,
+for instance: `LpFtSettings` with its stage lengths, registered as "lp_ft", read as `config.lp_ft`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from .adapters.base import TaskAdapter
-from .config import RunConfig, TrainConfig
-from .errors import ModelError
+from .errors import ConfigError, ModelError
+from .fields import check_number, setting
 from .registry import Registry
 
-Apply = Callable[[nn.Module, TaskAdapter, RunConfig], nn.Module]
+if TYPE_CHECKING:
+    from .config import RunConfig, TrainConfig  # config.py imports this module to build RunConfig's sections
+
+Apply = Callable[[nn.Module, TaskAdapter, "RunConfig"], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Strategy:
     description: str
     default_lr: float  # AdamW peak learning rate when train.lr is unset
     trains_backbone: bool
+    settings: type | None = None  # dataclass of this strategy's settings: RunConfig's section `name`
     # A strategy made of stages of others (LP-FT); None: one stage, this strategy itself.
     plan: Callable[[RunConfig], list[Stage]] | None = None
 
@@ -56,10 +68,12 @@ def register_strategy(
     description: str,
     default_lr: float,
     trains_backbone: bool,
+    settings: type | None = None,
     plan: Callable[[RunConfig], list[Stage]] | None = None,
 ) -> Callable[[Apply], Apply]:
     def decorator(apply: Apply) -> Apply:
-        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone, plan))
+        strategy = Strategy(name, apply, description, default_lr, trains_backbone, settings, plan)
+        STRATEGIES.register(name)(strategy)
         return apply
 
     return decorator
@@ -79,11 +93,21 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
     return model
 
 
+@dataclass
+class LinearProbeConfig:
+    cache_features: bool = setting(
+        True,
+        "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
+        "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
+    )
+
+
 @register_strategy(
     "linear_probe",
     "linear probe: the backbone is frozen, only the new head trains (on cached features where possible)",
     default_lr=1e-2,
     trains_backbone=False,
+    settings=LinearProbeConfig,
 )
 def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (see set_train_mode)."""
@@ -94,11 +118,28 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
     return model
 
 
+@dataclass
+class LoraConfigSpec:
+    r: int = setting(8, "LoRA rank.")
+    alpha: int = setting(16, "LoRA alpha (scaling = alpha / r).")
+    dropout: float = setting(0.0, "Dropout on the LoRA path.")
+    target_modules: list[str] | None = setting(
+        None, "Module names to adapt; default: the adapter's choice for the architecture."
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+        check_number("lora.alpha", self.alpha, "> 0", lambda v: v > 0)
+        check_number("lora.dropout", self.dropout, "in [0, 1)", lambda v: 0 <= v < 1)
+
+
 @register_strategy(
     "lora",
     "LoRA (peft): low-rank updates on the adapter's targets for the architecture, the new head trains fully",
     default_lr=1e-3,
     trains_backbone=True,
+    settings=LoraConfigSpec,
 )
 def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """peft LoRA on the adapter's default (or the configured) targets; the head is always saved and trained."""
@@ -137,6 +178,21 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
         ) from None
 
 
+@dataclass
+class LpFtSettings:
+    then: str = setting("full", "LP-FT's second stage, from the probed head: full | lora.")
+    probe_epochs: int = setting(10, "Epochs of the first stage, the linear probe (cached features: seconds).")
+    probe_lr: float | None = setting(None, "Learning rate of the probe stage; default: linear_probe's.")
+
+    def __post_init__(self) -> None:
+        if self.then not in ("full", "lora"):
+            raise ConfigError(f"lp_ft.then must be full or lora, got {self.then!r}")
+        if self.probe_epochs < 1:
+            raise ConfigError(f"lp_ft.probe_epochs must be >= 1, got {self.probe_epochs}")
+        if self.probe_lr is not None:
+            check_number("lp_ft.probe_lr", self.probe_lr, "> 0", lambda v: v > 0)
+
+
 def _lp_ft_plan(config: RunConfig) -> list[Stage]:
     """Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"
     (ICLR 2022): fit the head on the frozen backbone first, so that fine-tuning starts from a good head
@@ -158,6 +214,7 @@ register_strategy(
     "LP-FT: a linear probe first (cached features), then fine-tuning (lp_ft.then: full or lora) from that head",
     default_lr=1e-4,  # the fine-tuning stage's; the probe stage has lp_ft.probe_lr
     trains_backbone=True,
+    settings=LpFtSettings,
     plan=_lp_ft_plan,
 )(_lp_ft)
 

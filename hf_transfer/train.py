@@ -128,8 +128,11 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
             continue  # its result is in the checkpoint the next stage resumes from
         resume = config.train.resume_from_checkpoint if index == first else None
         settings = replace(stage.train, resume_from_checkpoint=resume)
+        offset = done[-1].fit.step_offset + done[-1].fit.global_step if done else 0  # the previous stage's end
         done.append(
-            _fit_stage(config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config)
+            _fit_stage(
+                config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config, offset
+            )
         )
     model = engine.unwrap(model)
     fit = done[-1].fit
@@ -137,7 +140,7 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     metrics = {
         **fit.best_metrics,
         "best_epoch": fit.best_epoch,
-        "global_step": sum(d.fit.global_step for d in done),
+        "global_step": fit.step_offset + fit.global_step,  # across the run's stages
         "train_runtime": sum(d.fit.train_runtime for d in done),
         # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
         "feature_runtime": next((d.feature_seconds for d in done if d.feature_seconds is not None), None),
@@ -183,6 +186,7 @@ def _fit_stage(
     labels: list[str],
     engine: Engine,
     tracker_config: dict[str, Any],
+    step_offset: int,
 ) -> StageFit:
     """Train one stage: on cached features when the backbone is frozen and the views deterministic,
     else on the decoded examples (with layer-wise learning rates when asked)."""
@@ -200,14 +204,14 @@ def _fit_stage(
             probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
     if probe is not None:
-        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings)
+        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, step_offset=step_offset)
         return StageFit(stage, fit, probe.feature_seconds)
     data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
         layers = adapter.layer_ids(model)
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
-    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups)
+    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset)
     return StageFit(stage, fit, None)
 
 
@@ -234,12 +238,8 @@ def _stage_summary(done: StageFit) -> dict[str, Any]:
 
 
 def _train_loss(done: list[StageFit]) -> list[list[float]]:
-    """The training loss of every stage, on one step axis (each stage counts its steps from 0)."""
-    out, offset = [], 0
-    for d in done:
-        out += [[offset + step, loss] for step, loss in d.fit.train_loss]
-        offset += d.fit.global_step
-    return out
+    """The training loss of every stage, on the run's step axis (each stage counts its steps from 0)."""
+    return [[d.fit.step_offset + step, loss] for d in done for step, loss in d.fit.train_loss]
 
 
 def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import failure_lines, tiny_image_overrides
 
-from hf_transfer import load_config, train
+from hf_transfer import load_config, strategies, train
 from hf_transfer.cli import main
-from hf_transfer.config import describe_fields
+from hf_transfer.config import RunConfig, TrainConfig, describe_fields, with_strategy_sections
 from hf_transfer.errors import ConfigError, ModelError
+from hf_transfer.fields import setting
 from hf_transfer.registry import Registry
+from hf_transfer.strategies import STRATEGIES, LinearProbeConfig, LoraConfigSpec, LpFtSettings, Strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +60,84 @@ def test_invalid_values_are_rejected():
         load_config(None, ["train.scheduler=exp"])
     with pytest.raises(ConfigError, match="hub.repo_id"):
         load_config(None, ["push_to_hub=true"])
+
+
+def test_yaml_files_and_overrides_merge_key_by_key_lists_whole(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {lr: 1.0e-3, log_with: [tensorboard, wandb]}\nlora: {r: 4, target_modules: [query, key]}\n")
+    b.write_text("train: {lr: 1e-2}\nlora: {alpha: 8}\ndata: {crop_scale: [0.5, 1]}\n")
+    config = load_config([a, b], ["lora.target_modules=[value]", "train.log_with=[]", "lora.r=16", "pretrained=false"])
+    assert config.train.lr == pytest.approx(1e-2)  # the later file wins; YAML 1.1's bare 1e-2 is still a number
+    lora = config.lora
+    assert (lora.r, lora.alpha, lora.target_modules) == (16, 8, ["value"])  # a list is replaced, not appended to
+    assert config.train.log_with == [] and config.data.crop_scale == [0.5, 1.0] and config.pretrained is False
+    with pytest.raises(ConfigError, match=r"data.crop_scale\[1\] must be a number, got 'big'"):
+        load_config([a, b], ["data.crop_scale=[0.5, big]"])
+    with pytest.raises(ConfigError, match="train must be a mapping of settings, got 3"):
+        load_config([a, b], ["train=3"])
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("train.scheduler", "linear, cosine, constant"),
+        ("train.metric_for_best_model", "accuracy, f1_macro, loss"),
+        ("train.mixed_precision", "no, fp16, bf16"),
+    ],
+)
+def test_a_wrong_choice_lists_the_valid_ones(key, valid):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be one of {valid}( \(or null\))?, got 'exp'$"):
+        load_config(None, [f"{key}=exp"])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be one of"):  # built in Python, not loaded
+        TrainConfig(**{key.removeprefix("train."): "exp"})
+    help = {k: h for k, _, h in describe_fields()}[key]
+    assert valid.replace(", ", " | ") in help  # the help text lists the same choices
+
+
+def test_a_bare_no_is_false_in_yaml_and_the_error_says_to_quote_it():
+    with pytest.raises(ConfigError, match="got False.*quote it"):
+        load_config(None, ["train.mixed_precision=no"])
+    assert load_config(None, ["train.mixed_precision='no'"]).train.mixed_precision == "no"
+
+
+def test_a_strategy_registers_its_own_settings_section(tmp_path, monkeypatch):
+    @dataclass
+    class TwoStageSettings:
+        probe_epochs: int = setting(1, "Epochs of the frozen-backbone stage before everything trains.")
+
+        def __post_init__(self) -> None:
+            if self.probe_epochs < 0:
+                raise ConfigError(f"two_stage.probe_epochs must be >= 0, got {self.probe_epochs}")
+
+    registry: Registry[Strategy] = Registry("strategy")
+    monkeypatch.setattr(strategies, "STRATEGIES", registry)  # register_strategy fills this test's registry
+
+    @strategies.register_strategy("two_stage", "probe, then fine-tune", 1e-3, True, settings=TwoStageSettings)
+    def two_stage(model, adapter, config):
+        return model
+
+    schema = with_strategy_sections(RunConfig, [registry.get("two_stage")], name="TwoStageRunConfig")
+    path = tmp_path / "c.yaml"
+    path.write_text("two_stage: {probe_epochs: 2}\nlora: {r: 4}\n")
+    config = load_config(path, ["two_stage.probe_epochs=3"], schema=schema)
+    assert isinstance(config, RunConfig) and config.two_stage == TwoStageSettings(3) and config.lora.r == 4
+    with pytest.raises(
+        ConfigError, match="Valid keys under two_stage: probe_epochs. Did you mean 'two_stage.probe_epochs'"
+    ):
+        load_config(path, ["two_stage.probe_epoch=1"], schema=schema)
+    with pytest.raises(ConfigError, match="two_stage.probe_epochs must be >= 0"):
+        load_config(path, ["two_stage.probe_epochs=-1"], schema=schema)
+    rows = {key: (default, help) for key, default, help in describe_fields(schema)}
+    assert rows["two_stage.probe_epochs"] == ("1", "Epochs of the frozen-backbone stage before everything trains.")
+
+
+def test_builtin_strategies_own_their_sections():
+    sections = {name: STRATEGIES.get(name).settings for name in STRATEGIES if STRATEGIES.get(name).settings}
+    assert sections == {"linear_probe": LinearProbeConfig, "lora": LoraConfigSpec, "lp_ft": LpFtSettings}
+    fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    assert all(fields[name] is cls for name, cls in sections.items())
+    keys = [key for key, _, _ in describe_fields()]
+    assert {"lora.target_modules", "linear_probe.cache_features", "lp_ft.then"} <= set(keys)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "tasks").glob("*.yaml")))

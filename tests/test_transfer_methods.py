@@ -1,0 +1,151 @@
+"""LP-FT (a probe, then fine-tuning from its head) and layer-wise learning-rate decay."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import tiny_image_overrides
+
+from hf_transfer import ADAPTERS, load_config, train
+from hf_transfer.layer_decay import param_groups
+from hf_transfer.strategies import STRATEGIES
+
+LP_FT = {"strategy": "lp_ft", "lp_ft.probe_epochs": 2, "train.epochs": 2, "train.lr": 0.01}
+
+
+def _config(train_dir, val_dir, out, **extra):
+    return load_config(None, tiny_image_overrides(train_dir, val_dir, out, **extra))
+
+
+def _stages(result) -> list[str]:
+    return [h["stage"] for h in result.metrics["history"]]
+
+
+# ------------------------------------------------------------------------------------- LP-FT
+
+
+def test_lp_ft_probes_then_fine_tunes_from_the_probed_head(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        result = train(_config(train_dir, val_dir, tmp_path / "run", **LP_FT))
+    assert _stages(result) == ["probe", "probe", "fine-tune", "fine-tune"]
+    probe, tune = result.metrics["stages"]
+    assert (probe["strategy"], probe["lr"], tune["strategy"], tune["lr"]) == ("linear_probe", 0.01, "full", 0.01)
+    assert "Stage 'probe'" in caplog.text and "Stage 'fine-tune'" in caplog.text
+    assert "cached backbone features" in caplog.text  # the probe stage trains on cached features
+    # The fine-tuning stage starts from the probed head: with a learning rate too small to move anything,
+    # it ends where the probe ended (a new random head would be at chance, loss ln 3 = 1.1).
+    # (A ViT: LayerNorm has no running statistics that full fine-tuning would move even at lr 1e-12.)
+    frozen = train(_config(train_dir, val_dir, tmp_path / "still", **{**LP_FT, "train.lr": 1e-12, "model": "test_vit"}))
+    probe_end, tune_end = frozen.metrics["stages"]
+    assert tune_end["best_loss"] == pytest.approx(probe_end["best_loss"], rel=1e-3) and tune_end["best_loss"] < 0.9
+    # Every parameter trained in the end (the backbone in stage 2), and the run is a normal artifact.
+    assert json.loads((tmp_path / "run" / "run_info.json").read_text())["strategy"] == "lp_ft"
+    reloaded = timm.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
+    assert reloaded.num_classes == 3
+
+
+def test_lp_ft_then_lora_saves_a_peft_adapter(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    result = train(_config(train_dir, val_dir, tmp_path / "run", **LP_FT, **{"lp_ft.then": "lora"}))
+    assert (tmp_path / "run" / "adapter_config.json").is_file()
+    assert result.metrics["stages"][1]["strategy"] == "lora" and _stages(result)[-1] == "fine-tune"
+
+
+@pytest.mark.parametrize("stage", ["probe", "fine-tune"])
+def test_lp_ft_resumes_in_either_stage(color_data, tmp_path, stage):
+    """Checkpoints every 2 steps, numbered across both stages. A crash after the first two checkpoints of
+    `stage` resumes to the uninterrupted end state."""
+    train_dir, val_dir = color_data
+    common = {**LP_FT, "train.checkpoint_every_steps": 2, "train.save_total_limit": 30}
+    full = train(_config(train_dir, val_dir, tmp_path / "a", **common))
+    checkpoints = sorted((tmp_path / "a" / "checkpoints").glob("step_*"))
+    stages = [json.loads((c / "trainer_state.json").read_text())["identity"]["stage"] for c in checkpoints]
+    assert stages.count("probe") >= 2 and stages.count("fine-tune") >= 2
+    crashed = tmp_path / "b"
+    for checkpoint in checkpoints[: stages.index(stage) + 2]:
+        shutil.copytree(checkpoint, crashed / "checkpoints" / checkpoint.name)
+    resumed = train(_config(train_dir, val_dir, crashed, **common, **{"train.resume_from_checkpoint": "latest"}))
+    assert [round(h["loss"], 5) for h in resumed.fit.history] == [round(h["loss"], 5) for h in full.fit.history]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+# ------------------------------------------------------------------------ layer-wise decay
+
+
+@pytest.mark.parametrize("model_name", ["test_vit", "test_efficientnet"])
+def test_layer_decay_of_timm_models_is_timms_own_grouping(model_name):
+    from timm.optim import param_groups_layer_decay
+
+    config = load_config(None, [f"model={model_name}", "pretrained=false"])
+    adapter = ADAPTERS.get(config.task)(config)
+    model = adapter.build_model(["a", "b", "c"])
+    groups = param_groups(model, adapter.layer_ids(model), lr=1.0, weight_decay=0.0, decay=0.5)
+    ours = {id(p): group["lr"] for group in groups for p in group["params"]}
+    theirs = {
+        id(p): group["lr_scale"] for group in param_groups_layer_decay(model, layer_decay=0.5) for p in group["params"]
+    }
+    assert ours == pytest.approx(theirs)
+    assert max(ours.values()) == 1.0 and min(ours.values()) < 0.1  # head full rate, stem decayed
+
+
+def _tiny_bert(folder: Path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=20)
+    )
+    model.save_pretrained(folder)
+    return model
+
+
+def test_layer_decay_of_a_transformers_encoder_and_its_lora_layers(tmp_path):
+    from hf_transfer.adapters.text import TextClassificationAdapter
+
+    model = _tiny_bert(tmp_path / "bert")
+    config = load_config(None, ["task=text-classification", f"model={tmp_path / 'bert'}", "strategy=lora"])
+    adapter = TextClassificationAdapter(config)
+    ids, top = adapter.layer_ids(model)
+    assert top == 4  # embeddings 0, encoder layers 1-3, pooler with the last layer, classifier 4
+    assert ids["bert.embeddings.word_embeddings.weight"] == 0
+    assert [ids[f"bert.encoder.layer.{i}.attention.self.query.weight"] for i in range(3)] == [1, 2, 3]
+    assert ids["bert.pooler.dense.weight"] == 3 and ids["classifier.weight"] == 4
+    lora = STRATEGIES.get("lora")(model, adapter, config)
+    lora_ids, lora_top = adapter.layer_ids(lora)
+    assert lora_top == 4
+    name = "base_model.model.bert.encoder.layer.1.attention.self.query.lora_A.default.weight"
+    assert lora_ids[name] == 2
+    assert lora_ids["base_model.model.classifier.modules_to_save.default.weight"] == 4
+
+
+def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, tmp_path, caplog):
+    """transformers' schedulers scale each group's own lr: the layer ratios hold through warm-up and decay."""
+    train_dir, val_dir = color_data
+    extra = {"model": "test_vit", "train.layer_decay": 0.5, "train.epochs": 2}
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        result = train(_config(train_dir, val_dir, tmp_path / "run", **extra))
+    assert "Layer-wise learning rates (decay 0.5" in caplog.text and "stem" in caplog.text and "head" in caplog.text
+    assert result.metrics["history"][-1]["loss"] < result.metrics["history"][0]["loss"]
+    config = _config(train_dir, val_dir, tmp_path / "unused", **extra)
+    adapter = ADAPTERS.get(config.task)(config)
+    model = adapter.build_model(["blue", "green", "red"])
+    settings = replace(config.train, lr=0.01)
+    groups = param_groups(model, adapter.layer_ids(model), 0.01, 0.0, 0.5)
+    optimizer = torch.optim.AdamW(groups, lr=0.01)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(settings.scheduler, optimizer, num_warmup_steps=2, num_training_steps=10)
+    start = [g["initial_lr"] for g in optimizer.param_groups]
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    now = [g["lr"] for g in optimizer.param_groups]
+    assert now[0] > 0 and [n / now[-1] for n in now] == pytest.approx([s / start[-1] for s in start])
