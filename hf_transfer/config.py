@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -200,6 +201,18 @@ class HubConfig:
     private: bool = _f(False, "Create the repository as private.")
     revision: str | None = _f(None, "Branch to push to.")
     commit_message: str = _f("Upload model trained with hf-transfer", "Commit message.")
+    license: str = _f(
+        "unknown",
+        "The model card's license, a Hub license identifier (apache-2.0, mit, other, ...; "
+        "https://huggingface.co/docs/hub/repositories-licenses). A fine-tuned model is bound by its base model's "
+        "and data's terms, which hf-transfer cannot read: 'unknown' until you set it.",
+    )
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise ConfigError(
+                f"hub.license must be a Hub license identifier such as apache-2.0, mit or other, got {self.license!r}"
+            )
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import nn
 from . import data as data_lib
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
-from .card import CardFacts, write_model_card
+from .card import card_facts, write_model_card
 from .config import RunConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .engine import Engine, FitData, FitResult
@@ -154,7 +154,7 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     engine.wait_for_everyone()
     if engine.is_main_process:
         write_json(output_dir / EVAL_DIR / "best_model_validation.json", validation)
-        facts = CardFacts(augmentation=adapter.augmentation(config.data.augment), train_loss=fit.train_loss)
+        facts = card_facts(config, adapter, model, labels, fit.train_loss)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub

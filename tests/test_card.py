@@ -1,0 +1,91 @@
+"""The model card's parts that need no training: each adapter's usage snippet for a published run and
+a Hub base (the trained runs in test_artifacts* cover local folders), and the license setting."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from huggingface_hub import ModelCard
+from transformers import Wav2Vec2FeatureExtractor
+
+from hf_transfer import load_config
+from hf_transfer.adapters.audio import AudioClassificationAdapter
+from hf_transfer.adapters.image_hf import TransformersImageBackend
+from hf_transfer.adapters.image_timm import TimmBackend
+from hf_transfer.adapters.text import TextClassificationAdapter
+from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
+from hf_transfer.card import hub_model_id, write_model_card
+from hf_transfer.config import DataConfig, HubConfig, RunConfig
+from hf_transfer.errors import ConfigError
+
+LABELS = ["cat", "dog"]
+
+
+def _code(markdown: str) -> str:
+    code = re.search(r"```python\n(.*?)\n```", markdown, re.S).group(1)
+    compile(code, "<card snippet>", "exec")  # valid Python as printed
+    return code
+
+
+def _audio_adapter() -> AudioClassificationAdapter:
+    adapter = AudioClassificationAdapter(RunConfig(task="audio-classification"))
+    adapter.feature_extractor = Wav2Vec2FeatureExtractor(sampling_rate=16_000)
+    return adapter
+
+
+def test_snippets_name_the_published_repo_and_the_hub_base():
+    timm = TimmBackend(DataConfig(), trust_remote_code=False)
+    assert 'timm.create_model("hf-hub:me/cats", pretrained=True)' in timm.usage_code("me/cats", LABELS, False, None)
+    code = timm.usage_code("me/cats", LABELS, True, "timm/resnet18.a1_in1k")
+    assert 'timm.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=True, num_classes=2)' in code
+    assert 'PeftModel.from_pretrained(base, "me/cats")' in code and BASE_PLACEHOLDER not in code
+    assert f'"local-dir:{BASE_PLACEHOLDER}"' in timm.usage_code(None, LABELS, True, None)
+
+    hf = TransformersImageBackend(DataConfig(), trust_remote_code=False)
+    assert 'pipeline("image-classification", model="me/cats")' in hf.usage_code("me/cats", LABELS, False, None)
+    code = hf.usage_code("me/cats", LABELS, True, "google/vit-base-patch16-224")
+    assert 'AutoModelForImageClassification.from_pretrained(\n    "google/vit-base-patch16-224"' in code
+    assert BASE_PLACEHOLDER not in code and LOCAL_FOLDER not in code
+
+    text = TextClassificationAdapter(RunConfig(task="text-classification"))
+    usage = text.usage_snippet("me/reviews", LABELS, False, None)
+    assert 'pipeline("text-classification", model="me/reviews")' in _code(usage)
+    assert "`truncation=True, max_length=128`" in usage
+    code = _code(text.usage_snippet("me/reviews", LABELS, True, "org/bert"))
+    assert 'AutoPeftModelForSequenceClassification.from_pretrained(\n    "me/reviews"' in code
+    assert "base_model_name_or_path" not in code  # adapter_config.json names the Hub id: nothing to edit
+    assert "base_model_name_or_path" in _code(text.usage_snippet("me/reviews", LABELS, True, None))
+
+    audio = _audio_adapter()
+    usage = audio.usage_snippet("me/notes", LABELS, False, None)
+    code = _code(usage)
+    assert 'pipeline("audio-classification", model="me/notes")' in code and "soundfile.read(" in code
+    assert '{"raw": samples.mean(axis=1), "sampling_rate": rate}' in code
+    assert "FFmpeg" in usage and "16000 Hz" in usage
+    code = _code(audio.usage_snippet("me/notes", LABELS, True, "facebook/wav2vec2-base"))
+    assert 'AutoModelForAudioClassification.from_pretrained(\n    "facebook/wav2vec2-base"' in code
+
+
+def test_base_model_hub_id_comes_from_the_adapter():
+    def base(*overrides: str) -> str | None:
+        return hub_model_id(load_config(None, list(overrides)))
+
+    assert base("model=hf-hub:timm/resnet18.a1_in1k@main") == base("model=timm/resnet18.a1_in1k")
+    assert base("model=timm/resnet18.a1_in1k") == "timm/resnet18.a1_in1k"
+    assert base("model=google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert base("task=text-classification", "model=org/bert") == "org/bert"
+    assert base("model=local-dir:/somewhere/vit") is None  # a local timm folder is no Hub id
+
+
+def _card(tmp_path, config: RunConfig) -> ModelCard:
+    metrics = {"accuracy": 0.5, "f1_macro": 0.5, "loss": 1.0, "best_epoch": 0, "global_step": 2, "history": []}
+    return ModelCard.load(write_model_card(tmp_path, config, LABELS, metrics, None))
+
+
+def test_card_license_comes_from_hub_license(tmp_path):
+    assert _card(tmp_path, RunConfig(output_dir=str(tmp_path))).data.license == "unknown"
+    config = RunConfig(output_dir=str(tmp_path), hub=HubConfig(license="apache-2.0"))
+    assert _card(tmp_path, config).data.license == "apache-2.0"
+    with pytest.raises(ConfigError, match="hub.license must be a Hub license identifier"):
+        load_config(None, ["hub.license=Apache 2.0"])
