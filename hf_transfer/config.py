@@ -140,6 +140,12 @@ class TrainConfig:
     metric_for_best_model: str = _f(
         "accuracy", "Validation metric that selects the best model (accuracy | f1_macro | loss)."
     )
+    extra_metrics: list[str] = _f(
+        [],
+        "Metrics reported beside accuracy, f1_macro and loss at every evaluation (history, metrics.json), each "
+        "loaded with evaluate.load: a Hub metric name (e.g. matthews_correlation; its script is fetched from the "
+        "Hub once and runs here) or a local evaluate module folder; computed from predictions and references.",
+    )
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement.")
     logging_steps: int = _f(
         10, "Log the mean training loss every N optimizer steps (the loss stays on the device in between)."

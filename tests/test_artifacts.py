@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
@@ -208,8 +209,9 @@ def test_card_body_comes_from_the_packaged_template(tmp_path_factory):
     assert "{{" not in card and "{%" not in card  # everything rendered
 
 
-def test_card_without_trackers_has_training_loss(tmp_path_factory, tmp_path, monkeypatch):
-    """train.log_with=[]: the card's training-loss curve comes from the run itself."""
+def test_card_without_trackers_has_training_loss_and_extra_metrics(tmp_path_factory, tmp_path, monkeypatch):
+    """train.log_with=[]: the card's training-loss curve comes from the run itself; and an `evaluate`
+    module named in train.extra_metrics (a local folder here) is reported beside accuracy."""
     drawn: dict = {}
 
     def record(history, train_loss, path):
@@ -217,14 +219,52 @@ def test_card_without_trackers_has_training_loss(tmp_path_factory, tmp_path, mon
         plot_curves(history, train_loss, path)
 
     monkeypatch.setattr(card_module, "plot_curves", record)
+    metric = write_balanced_error_module(tmp_path / "balanced_error")
     train_dir, val_dir = R.image_data(tmp_path_factory)
-    extra = {"train.epochs": 2, "train.logging_steps": 1, "train.log_with": "[]"}
+    extra = {"train.epochs": 2, "train.logging_steps": 1, "train.log_with": "[]", "train.extra_metrics": f"[{metric}]"}
     overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "run", model="test_vit", **extra)
     result = train(load_config(None, overrides))
     out = result.output_dir
     assert not (out / "logs").exists()  # no tracker wrote anything
     assert [step for step, _ in drawn["train_loss"]] == list(range(1, result.metrics["global_step"] + 1))
     assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and all("balanced_error" in h for h in metrics["history"])
+    # Checked against the best model's per-class recall (scikit-learn, in the validation report).
+    report = json.loads((out / "eval" / "best_model_validation.json").read_text())
+    recalls = [r["recall"] for r in report["per_class"].values()]
+    assert metrics["balanced_error"] == pytest.approx(1 - sum(recalls) / len(recalls))
+    assert f"| balanced_error | {metrics['balanced_error']:.4f} |" in (out / "README.md").read_text()
+
+
+def write_balanced_error_module(folder: Path) -> Path:
+    """A local `evaluate` module (evaluate.load takes its folder): 1 - mean per-class recall."""
+    folder.mkdir(parents=True)
+    (folder / f"{folder.name}.py").write_text(
+        textwrap.dedent(
+            """
+            import datasets
+            import evaluate
+            import numpy as np
+
+
+            class BalancedError(evaluate.Metric):
+                def _info(self):
+                    features = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+                    return evaluate.MetricInfo(
+                        description="1 - balanced accuracy", citation="", inputs_description="",
+                        features=datasets.Features(features),
+                    )
+
+                def _compute(self, predictions, references):
+                    p, r = np.asarray(predictions), np.asarray(references)
+                    recalls = [float((p[r == c] == c).mean()) for c in np.unique(r)]
+                    return {"balanced_error": 1 - sum(recalls) / len(recalls)}
+            """
+        )
+    )
+    return folder
 
 
 def test_validation_report_matches_metrics(tmp_path_factory):

@@ -1,15 +1,17 @@
 """The model card's parts that need no training: each adapter's usage snippet for a published run and
-a Hub base (the trained runs in test_artifacts* cover local folders), and the license setting."""
+a Hub base (the trained runs in test_artifacts* cover local folders), the license setting, and a
+metric in train.extra_metrics that cannot load."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from conftest import tiny_image_overrides
 from huggingface_hub import ModelCard
 from transformers import Wav2Vec2FeatureExtractor
 
-from hf_transfer import load_config
+from hf_transfer import load_config, train
 from hf_transfer.adapters.audio import AudioClassificationAdapter
 from hf_transfer.adapters.image_hf import TransformersImageBackend
 from hf_transfer.adapters.image_timm import TimmBackend
@@ -18,6 +20,7 @@ from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
 from hf_transfer.card import hub_model_id, write_model_card
 from hf_transfer.config import DataConfig, HubConfig, RunConfig
 from hf_transfer.errors import ConfigError
+from hf_transfer.metrics import load_metric
 
 LABELS = ["cat", "dog"]
 
@@ -89,3 +92,16 @@ def test_card_license_comes_from_hub_license(tmp_path):
     assert _card(tmp_path, config).data.license == "apache-2.0"
     with pytest.raises(ConfigError, match="hub.license must be a Hub license identifier"):
         load_config(None, ["hub.license=Apache 2.0"])
+
+
+def test_extra_metric_that_cannot_load_stops_the_run_before_training(color_data, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_metric("no_such_metric_anywhere")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "HF_HUB_OFFLINE is set" in message
+    assert "'no_such_metric_anywhere'" in message and "local evaluate module folder" in message
+
+    overrides = tiny_image_overrides(*color_data, tmp_path / "run", **{"train.extra_metrics": "[no_such_metric]"})
+    with pytest.raises(ConfigError, match="'no_such_metric' cannot be loaded"):
+        train(load_config(None, overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists()
