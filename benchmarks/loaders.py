@@ -17,19 +17,15 @@ from pathlib import Path
 
 import torch
 
-from hf_transfer import data as data_lib
 from hf_transfer.adapters.audio import load_audio
+from hf_transfer.adapters.image_timm import is_timm_folder
+from hf_transfer.data import load_labelled
 from hf_transfer.inference import load_run
-from hf_transfer.samples import resolve_data
 
 
 def _validation_inputs(run) -> list:
-    config, adapter = run.config, run.adapter
-    source = resolve_data(config.data.validation)
-    dataset = data_lib.load_source(
-        source, adapter.folder_builder, adapter.input_column if adapter.input_is_file else None
-    )
-    return list(dataset[adapter.input_column])
+    dataset, _ = load_labelled(run.config.data.validation, run.adapter, run.config.data.label_column, run.labels)
+    return list(dataset[run.adapter.input_column])
 
 
 def _pipeline_inputs(run, inputs: list) -> tuple[list, dict]:
@@ -68,8 +64,7 @@ def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
             "image-classification": transformers.AutoModelForImageClassification,
             "audio-classification": transformers.AutoModelForAudioClassification,
         }[run.config.task]
-        config_file = Path(base_path) / "config.json"
-        if not config_file.is_file() or "architecture" in json.loads(config_file.read_text()):
+        if not (Path(base_path) / "config.json").is_file() or is_timm_folder(Path(base_path)):
             return []  # a timm base (a name + a local weights file): PeftModel needs that base built by hand
         AutoConfig.from_pretrained(base_path)  # fails loudly if the base is not a transformers folder
         base = auto.from_pretrained(base_path, id2label=id2label, ignore_mismatched_sizes=True)

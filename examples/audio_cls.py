@@ -20,31 +20,12 @@ from pathlib import Path
 from hf_transfer import RunConfig, configure_logging, load_config, train
 from hf_transfer.cli import add_run_arguments, summary
 
-COMMON = [
-    "task=audio-classification",
-    "data.max_duration_s=1.0",
-    "train.batch_size=16",
-    "output_dir=runs/audio_cls",
-]
-# Run 1: the source task, from a random initialisation.
-SOURCE = [
-    "model=pypi:tiny-wav2vec2",
-    "pretrained=false",
-    "freeze_feature_encoder=false",  # nothing pretrained to keep: the convolutional encoder learns too
-    "data.train=sample:tones/train",
-    "data.validation=sample:tones/validation",
-    "strategy=full",
-    "train.epochs=8",
-    "train.lr=1.0e-2",
-]
-# Run 2: the target task; `model` is set to run 1's output_dir below.
-TARGET = [
-    "data.train=sample:dyads/train",
-    "data.validation=sample:dyads/validation",
-    "strategy=full",
-    "train.epochs=8",
-    "train.lr=3.0e-3",
-]
+ROOT = Path(__file__).resolve().parent.parent
+# Run 1: the source task from a random initialisation; run 2: the target task, whose `model` is set to
+# run 1's output_dir below. Each is a task file (what to learn) with a recipe (how).
+SOURCE = [ROOT / "tasks" / "tones_sample.yaml", ROOT / "configs" / "tiny_wav2vec2_scratch.yaml"]
+TARGET = [ROOT / "tasks" / "dyads_sample.yaml", ROOT / "configs" / "audio_run_full.yaml"]
+OUTPUT_DIR = "output_dir=runs/audio_cls"
 
 
 def _run(config: RunConfig, name: str) -> Path:
@@ -67,11 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.config:
         _run(load_config(args.config, args.overrides), "run")
         return
-    source = _in_subfolder(load_config(None, COMMON + SOURCE + args.overrides), "source")
+    source = _in_subfolder(load_config(SOURCE, [OUTPUT_DIR, *args.overrides]), "source")
     source_dir = _run(source, "source (tones, from scratch)")
     # Chained transfer: the finished run is the model; its backbone is kept and a new head sized
     # to the target's labels replaces the old one.
-    target = load_config(None, COMMON + TARGET + args.overrides + [f"model={source_dir}"])
+    target = load_config(TARGET, [OUTPUT_DIR, *args.overrides, f"model={source_dir}"])
     _run(_in_subfolder(target, "target"), "target (dyads, from the source run)")
 
 

@@ -17,11 +17,9 @@ from typing import Any
 
 from torch import nn
 
-from .adapters.base import RUN_INFO, TaskAdapter
+from .adapters.base import TaskAdapter
 from .config import RunConfig, dump_config
-
-MERGED = "merged"  # LoRA runs with export.merge: the merged plain model, in the full format
-EVAL_DIR = "eval"  # classification reports: validation.json at the end of training, `hf-transfer evaluate` runs
+from .rundir import RunDir
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -69,7 +67,7 @@ def save_model_artifact(
             if base_model is not None:
                 _set_base_model(staging, base_model)
             if merge:
-                adapter.save_model(merged_copy(model), staging / MERGED, labels)
+                adapter.save_model(merged_copy(model), staging / RunDir.MERGED, labels)
         else:
             adapter.save_model(model, staging, labels)
         written = sorted(item.name for item in staging.iterdir())
@@ -106,7 +104,8 @@ def save_run_files(
 ) -> None:
     """metrics.json, config.yaml, and last run_info.json, which marks the folder as a finished run and
     lists the model files (`artifacts`) that belong to it."""
-    write_json(output_dir / "metrics.json", metrics)
-    write_text_atomic(output_dir / "config.yaml", dump_config(config))
+    run = RunDir(output_dir)
+    write_json(run.metrics, metrics)
+    write_text_atomic(run.config, dump_config(config))
     info = {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model}
-    write_json(output_dir / RUN_INFO, {**info, "artifacts": artifacts})
+    write_json(run.run_info, {**info, "artifacts": artifacts})

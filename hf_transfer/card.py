@@ -25,7 +25,7 @@ from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves
 from .rundir import RunDir
-from .samples import PACKAGED_HUB_IDS, PYPI_PREFIX
+from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX
 from .strategies import learning_rate
 
 if TYPE_CHECKING:
@@ -53,7 +53,12 @@ class CardFacts:
 
 
 def card_facts(
-    config: RunConfig, adapter: TaskAdapter, model: nn.Module, labels: list[str], train_loss: list[list[float]]
+    config: RunConfig,
+    adapter: TaskAdapter,
+    model: nn.Module,
+    labels: list[str],
+    augmentation: str,
+    train_loss: list[list[float]],
 ) -> CardFacts:
     """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
     from peft import PeftModel
@@ -61,7 +66,7 @@ def card_facts(
     peft = isinstance(model, PeftModel)  # save_model_artifact writes an adapter folder exactly then
     base_id = hub_model_id(config)
     return CardFacts(
-        augmentation=adapter.augmentation(config.data.augment),
+        augmentation=augmentation,
         train_loss=train_loss,
         library=adapter.library,
         peft=peft,
@@ -199,7 +204,8 @@ def _body_values(
     history = metrics.get("history", [])
     # Every metric an evaluation reported (train.extra_metrics included, which a resumed run may have
     # changed), in the order they were reported.
-    columns = list(dict.fromkeys(k for h in history for k in h if k not in ("epoch", "step"))) or list(_INDEXED)
+    numbers = (k for h in history for k, v in h.items() if isinstance(v, float))  # not epoch, step, stage
+    columns = list(dict.fromkeys(numbers)) or list(_INDEXED)
     per_class = validation["per_class"] if validation is not None else {}
     return {
         "title": config.hub.repo_id or Path(config.output_dir).name,

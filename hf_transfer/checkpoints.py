@@ -9,6 +9,7 @@ data, labels) is recorded beside each checkpoint and must match the run that res
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,14 @@ def verify_checkpoint(path: Path) -> None:
                 f"Checkpoint file {file} does not load as plain tensors and numbers ({type(err).__name__}); "
                 "it may have been tampered with: refusing to resume from it."
             ) from None
+
+
+def checkpoint_identity(path: Path) -> dict[str, Any]:
+    """The run identity a checkpoint records ({} when it records none or cannot be read)."""
+    try:
+        return json.loads((path / STATE_FILE).read_text()).get("identity") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def identity_mismatch(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:

@@ -157,8 +157,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluation import evaluate_run
-    from .inference import load_run
+    from .inference import evaluate_run, load_run
 
     run = load_run(args.output_dir, device=args.device, trust_remote_code=args.trust_remote_code)
     report, path = evaluate_run(

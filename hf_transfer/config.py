@@ -119,6 +119,21 @@ class LinearProbeConfig:
 
 
 @dataclass
+class LpFtConfig:
+    then: str = _f("full", "LP-FT's second stage, from the probed head: full | lora.")
+    probe_epochs: int = _f(10, "Epochs of the first stage, the linear probe (cached features: seconds).")
+    probe_lr: float | None = _f(None, "Learning rate of the probe stage; default: linear_probe's (1e-2).")
+
+    def __post_init__(self) -> None:
+        if self.then not in ("full", "lora"):
+            raise ConfigError(f"lp_ft.then must be full or lora, got {self.then!r}")
+        if self.probe_epochs < 1:
+            raise ConfigError(f"lp_ft.probe_epochs must be >= 1, got {self.probe_epochs}")
+        if self.probe_lr is not None:
+            _check_number("lp_ft.probe_lr", self.probe_lr, "> 0", lambda v: v > 0)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _f(3, "Number of passes over the training data.")
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
@@ -167,6 +182,11 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(
         False, "Recompute activations in the backward pass to save memory (timm and transformers backbones)."
     )
+    layer_decay: float | None = _f(
+        None,
+        "Layer-wise learning-rate decay (e.g. 0.75): each layer below the head learns at this times the rate "
+        "of the layer above; the stem least. Full fine-tuning and LoRA.",
+    )
 
     def __post_init__(self) -> None:
         if self.scheduler not in ("linear", "cosine", "constant"):
@@ -182,6 +202,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.layer_decay is not None:
+            _check_number("train.layer_decay", self.layer_decay, "in (0, 1]", lambda v: 0 < v <= 1)
         if self.max_nonfinite_losses < 0:
             raise ConfigError(f"train.max_nonfinite_losses must be >= 0, got {self.max_nonfinite_losses}")
         for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps"):
@@ -238,6 +260,7 @@ class RunConfig:
     linear_probe: LinearProbeConfig = field(
         default_factory=LinearProbeConfig, metadata={"help": "Linear-probe settings."}
     )
+    lp_ft: LpFtConfig = field(default_factory=LpFtConfig, metadata={"help": "LP-FT settings."})
     freeze_feature_encoder: bool = _f(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 from datasets import ClassLabel, Dataset
 from datasets.exceptions import DatasetGenerationError
 
-from .errors import DataError
+from .errors import ConfigError, DataError
+from .specs import resolve_data
+
+if TYPE_CHECKING:
+    from .adapters.base import TaskAdapter
+    from .config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +130,54 @@ def _check_class_folders(path: Path) -> None:
     for folder in classes:
         if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
             raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
+
+
+def load_labelled(
+    source: str,
+    adapter: TaskAdapter,
+    label_column: str,
+    labels: list[str] | None = None,
+    input_column: str | None = None,
+    keys: tuple[str, str] | None = None,
+) -> tuple[Dataset, list[str]]:
+    """One labelled split, ready for the adapter, and its class names: loaded (folder, data file, Hub id
+    or `sample:`), its columns checked, its input column named as the adapter expects, prepared, and an
+    integer `labels` column encoded against `labels` (a validation or test split: every label must be
+    known) or against its own sorted label set (a training split, which needs two classes or more).
+
+    `keys` names the settings that choose the label and input columns, for the error when one is
+    missing (the config keys by default; the CLI's options for `evaluate`)."""
+    input_column = input_column or adapter.input_column
+    label_key, input_key = keys or ("data.label_column", f"data.{adapter.input_column_key}")
+    dataset = load_source(resolve_data(source), adapter.folder_builder, input_column if adapter.input_is_file else None)
+    require_columns(dataset, {input_key: input_column, label_key: label_column}, source)
+    if input_column != adapter.input_column:
+        dataset = dataset.rename_column(input_column, adapter.input_column)
+    # Prepared before any split or subset, so that a bad row is reported by its position in the source.
+    dataset = adapter.prepare_dataset(dataset)
+    if labels is None:
+        labels = resolve_labels(dataset, label_column)
+        if len(labels) < 2:
+            raise DataError(f"{source!r} has {len(labels)} class(es); classification needs at least 2.")
+    return encode_labels(dataset, label_column, labels, source), labels
+
+
+def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
+    """The training and validation sets of a run, with an integer `labels` column, and the class names.
+    Without `data.validation`, a seeded stratified part of the training set is held out."""
+    d = config.data
+    if not d.train:
+        raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
+    train, labels = load_labelled(d.train, adapter, d.label_column)
+    if d.validation:
+        validation, _ = load_labelled(d.validation, adapter, d.label_column, labels=labels)
+    else:
+        train, validation = split_train(train, d.validation_split, config.train.seed)
+    if d.max_train_samples:
+        train = train.select(range(min(d.max_train_samples, len(train))))
+    if d.max_eval_samples:
+        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
+    return train, validation, labels
 
 
 def require_columns(dataset: Dataset, columns: dict[str, str], source: str) -> None:

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .checkpoints import BEST_FILE, STATE_FILE, identity_mismatch, verify_checkpoint
+from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
 from .errors import ConfigError, RunDirError, TrainingDiverged
@@ -80,6 +80,20 @@ class TrainState:
 
 @dataclass
 class FitResult:
+    """What `Engine.fit` returns.
+
+    Attributes:
+        best_metrics (`dict[str, float]`): validation metrics of the best evaluation (`train.metric_for_best_model`).
+        best_epoch (`int | None`): the epoch of that evaluation.
+        history (`list[dict]`): one entry per evaluation: epoch, step and the metrics.
+        train_loss (`list[[step, loss]]`): the mean training loss of each logging window.
+        global_step (`int`): optimizer steps taken.
+        train_runtime (`float`): seconds in the training loop (evaluations and checkpoints included).
+        train_samples_per_second (`float`): training examples (all processes) per second of that time.
+        best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
+            this process (not before a resume).
+    """
+
     best_metrics: dict[str, float]
     best_epoch: int | None
     history: list[dict[str, Any]]
@@ -120,12 +134,28 @@ class _Run:
 
 
 class Engine:
-    """Fits models with one Accelerator, built from the run's training settings."""
+    """The training loop of every run: one Accelerator, built from the run's training settings.
+
+    Args:
+        settings (`TrainConfig`): optimisation, evaluation and checkpoint settings; `settings.lr` must be set
+            (train() resolves the strategy's default).
+        output_dir (`str | Path`): the run folder: checkpoints, best weights and tracker logs go there.
+        num_workers (`int | None`, defaults to `None`): DataLoader workers per process; None chooses from the
+            spare cores (see `datapipe.loader_settings`).
+
+    Example (what `train` does, by hand):
+
+        engine = Engine(replace(config.train, lr=1e-3), "runs/x")
+        data = FitData(train=ExampleView(...), eval=ExampleView(...), collate=adapter.collate, logits=adapter.logits)
+        result = engine.fit(model, data, labels)
+        engine.close()
+    """
 
     def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int | None = None) -> None:
         self.settings = settings
         self.output_dir = Path(output_dir)
         self.run_dir = RunDir(output_dir)
+        self._fits = 0
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
         if missing:  # Accelerate drops them silently; say so once
@@ -240,9 +270,31 @@ class Engine:
         labels: list[str],
         tracker_config: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        settings: TrainConfig | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> FitResult:
-        """Train `model` on `data`. `identity` names the run (recorded in every checkpoint; a resume must
-        match it)."""
+        """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
+        weights back into it.
+
+        Args:
+            model (`nn.Module`): what trains (frozen parameters never reach the optimizer).
+            data (`FitData`): the training and validation examples, their collate and logits functions.
+            labels (`list[str]`): class names (metrics, and the label check when resuming).
+            tracker_config (`dict`, *optional*): hyperparameters for the trackers (scalars only).
+            identity (`dict`, *optional*): what makes this run this run (task, model, strategy, data): recorded
+                in every checkpoint; resuming a checkpoint with another identity is refused.
+            settings (`TrainConfig`, *optional*): this fit's settings (e.g. one stage of LP-FT); default the
+                engine's. A second fit gets a new optimizer and schedule: nothing carries over.
+            param_groups (`list[dict]`, *optional*): the optimizer's parameter groups (e.g. layer-wise learning
+                rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
+
+        Returns:
+            `FitResult`.
+        """
+        if self._fits:
+            self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
+        self._fits += 1
+        self.settings = settings or self.settings
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
@@ -250,7 +302,7 @@ class Engine:
             load_metric(name)
         train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
-        optimizer = torch.optim.AdamW(self._param_groups(model), lr=s.lr)
+        optimizer = torch.optim.AdamW(param_groups or self._param_groups(model), lr=s.lr)
         model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
         if len(train_dl) == 0:
             raise ConfigError(
@@ -269,7 +321,8 @@ class Engine:
             state = self._resume(identity, scheduler)
         else:
             state = TrainState(labels=list(labels), identity=identity)
-        acc.init_trackers("hf_transfer", config=tracker_config)
+        if self._fits == 1:
+            acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
             f"Training {plan.epochs} epochs, {plan.total_steps} optimizer steps; {acc.num_processes} process(es) "
             f"x batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}; lr {s.lr:g} "
@@ -462,6 +515,7 @@ class Engine:
         final = self.run_dir.checkpoints / f"step_{state.global_step:07d}"
         tmp = final.with_name(f"{final.name}.tmp")
         acc.save_state(str(tmp))
+        acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
             if self.run_dir.best_weights.is_file():  # the best weights travel with the checkpoint
@@ -474,7 +528,7 @@ class Engine:
 
     def _prune(self, identity: dict[str, Any] | None) -> None:
         """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
-        ours = [p for p in self.run_dir.checkpoint_dirs() if _identity_of(p) == identity]
+        ours = [p for p in self.run_dir.checkpoint_dirs() if checkpoint_identity(p) == identity]
         for old in ours[: -self.settings.save_total_limit]:
             shutil.rmtree(old)
 
@@ -566,13 +620,6 @@ def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:
         near_chance,
         lr,
     )
-
-
-def _identity_of(checkpoint: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((checkpoint / STATE_FILE).read_text()).get("identity")
-    except (OSError, ValueError):
-        return None
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from .adapters.base import TaskAdapter
-    from .inference import LoadedRun
 
 
 @dataclass
@@ -131,37 +129,3 @@ def classification_report(predictions: Predictions, labels: list[str]) -> dict[s
         "labels": list(labels),
         "confusion_matrix": confusion_matrix(refs, preds, labels=indices).tolist(),
     }
-
-
-def evaluate_run(
-    run: LoadedRun,
-    data: str,
-    label_column: str | None = None,
-    input_column: str | None = None,
-    name: str | None = None,
-    batch_size: int = 32,
-) -> tuple[dict[str, Any], Path]:
-    """Metrics, per-class report and confusion matrix of a loaded run on labelled `data`, loaded as
-    train.py loads validation data (labels must be among the run's); written to OUTPUT_DIR/eval/NAME.json."""
-    from . import data as data_lib
-    from .artifacts import EVAL_DIR, write_json
-    from .samples import resolve_data
-
-    config = run.config
-    adapter = run.adapter
-    label_column = label_column or config.data.label_column
-    input_column = input_column or adapter.input_column
-    source = resolve_data(data)
-    dataset = data_lib.load_source(source, adapter.folder_builder, input_column if adapter.input_is_file else None)
-    columns = {"--label-column": label_column, "--input-column": input_column}
-    data_lib.require_columns(dataset, columns, data)
-    if input_column != adapter.input_column:
-        dataset = dataset.rename_column(input_column, adapter.input_column)
-    dataset = data_lib.encode_labels(dataset, label_column, run.labels, data)
-    dataset = adapter.prepare_dataset(dataset)
-    report = classification_report(predict_dataset(run.model, adapter, dataset, batch_size=batch_size), run.labels)
-    report["data"] = data
-    name = name or (Path(source).stem if Path(source).exists() else data.replace("/", "__").replace(":", "_"))
-    path = run.output_dir / EVAL_DIR / f"{name}.json"
-    write_json(path, report)
-    return report, path

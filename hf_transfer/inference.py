@@ -18,10 +18,13 @@ from datasets import Dataset
 from torch import nn
 
 from .adapters import ADAPTERS, TaskAdapter
-from .adapters.base import is_run_dir, read_run_info
-from .config import RunConfig, load_config
+from .artifacts import write_json
+from .config import RunConfig
+from .data import load_labelled
 from .errors import ConfigError, DataError
-from .evaluation import Predictions, predict_dataset
+from .evaluation import Predictions, classification_report, predict_dataset
+from .rundir import RunDir
+from .specs import resolve_data
 
 
 @dataclass
@@ -60,17 +63,27 @@ class LoadedRun:
 def load_run(
     output_dir: str | Path, device: str | torch.device | None = None, trust_remote_code: bool = False
 ) -> LoadedRun:
-    """Open a finished run (any task, any strategy) for inference on `device` (default: CUDA if present).
+    """Open a finished run (any task, any strategy) for inference.
+
+    Args:
+        output_dir (`str | Path`): a finished run's folder.
+        device (`str | torch.device`, *optional*): where the model runs; default CUDA when present, else CPU.
+        trust_remote_code (`bool`, defaults to `False`): let a model folder's own modeling code run.
+
+    Returns:
+        `LoadedRun`, with `predict(inputs, top_k)` and `predict_logits(inputs)`; `evaluate_run(run, data)`
+        scores it on labelled data.
 
     A run folder is data, possibly downloaded: its own config.yaml never enables remote code; only
     the caller's `trust_remote_code` lets a model folder's modeling_*.py run."""
     output_dir = Path(output_dir)
-    if not is_run_dir(str(output_dir)):
+    run_dir = RunDir(output_dir)
+    if not run_dir.is_finished_run():
         raise ConfigError(
-            f"{output_dir} is not a finished hf-transfer run (no run_info.json). Give the output_dir of a run."
+            f"{output_dir} is not a finished hf-transfer run (no {RunDir.RUN_INFO}). Give the output_dir of a run."
         )
-    info = read_run_info(output_dir)
-    run_config = load_config(output_dir / "config.yaml")
+    info = run_dir.read_run_info()
+    run_config = run_dir.read_config()
     # The run's own settings (image size, max_length, max duration...) with the run itself as the model.
     config = dataclasses.replace(
         run_config, model=str(output_dir), weights=None, pretrained=True, trust_remote_code=trust_remote_code
@@ -118,3 +131,26 @@ def read_inputs(run: LoadedRun, sources: list[str]) -> tuple[list[Any], list[str
 
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def evaluate_run(
+    run: LoadedRun,
+    data: str,
+    label_column: str | None = None,
+    input_column: str | None = None,
+    name: str | None = None,
+    batch_size: int = 32,
+) -> tuple[dict[str, Any], Path]:
+    """Metrics, per-class report and confusion matrix of a loaded run on labelled `data` (any source
+    `data.train` accepts; its labels must be among the run's), loaded as a run loads its validation
+    set; written to OUTPUT_DIR/eval/NAME.json. Returns the report and where it was written."""
+    label_column = label_column or run.config.data.label_column
+    keys = ("--label-column", "--input-column")
+    dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys=keys)
+    report = classification_report(predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size), run.labels)
+    report["data"] = data
+    source = resolve_data(data)
+    name = name or (Path(source).stem if Path(source).exists() else data.replace("/", "__").replace(":", "_"))
+    path = RunDir(run.output_dir).eval_report(name)
+    write_json(path, report)
+    return report, path

@@ -9,6 +9,11 @@ _QUIET = ("accelerate", "datasets", "transformers", "peft", "timm", "huggingface
 
 
 def configure_logging(verbose: bool = False) -> None:
+    """Log hf_transfer's progress to the console; the libraries below it only when they warn.
+
+    Args:
+        verbose (`bool`, defaults to `False`): DEBUG for everything, the libraries included.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

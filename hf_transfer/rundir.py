@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class RunDir:
@@ -56,6 +59,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / self.METRICS
+
+    @property
+    def merged(self) -> Path:
+        return self.root / self.MERGED
 
     @property
     def checkpoints(self) -> Path:
@@ -105,6 +112,11 @@ class RunDir:
         never a way out of the folder."""
         listed = self.read_run_info().get("artifacts", []) if self.is_finished_run() else []
         return [name for name in listed if isinstance(name, str) and _plain_name(name)]
+
+    def read_config(self) -> RunConfig:
+        from .config import load_config
+
+        return load_config(self.config)
 
     def holds_run(self) -> bool:
         """Whether another run's files are here: a finished run, or checkpoints of an unfinished one."""

@@ -10,12 +10,12 @@ backbone trains on the deterministic evaluation view, so its features can be cac
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
 from .adapters.base import TaskAdapter
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .errors import ModelError
 from .registry import Registry
 
@@ -29,22 +29,48 @@ class Strategy:
     description: str
     default_lr: float  # AdamW peak learning rate when train.lr is unset
     trains_backbone: bool
+    # A strategy made of stages of others (LP-FT); None: one stage, this strategy itself.
+    plan: Callable[[RunConfig], list[Stage]] | None = None
 
     def __call__(self, model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
         return self.apply(model, adapter, config)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training of a run: a strategy (which parameters train), its optimisation settings and
+    whether its examples are augmented. Most runs are one stage; LP-FT is a probe stage, then a
+    fine-tuning stage from the probed head with its optimizer and schedule rebuilt."""
+
+    name: str
+    strategy: Strategy
+    train: TrainConfig
+    augment: bool
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
 def register_strategy(
-    name: str, description: str, default_lr: float, trains_backbone: bool
+    name: str,
+    description: str,
+    default_lr: float,
+    trains_backbone: bool,
+    plan: Callable[[RunConfig], list[Stage]] | None = None,
 ) -> Callable[[Apply], Apply]:
     def decorator(apply: Apply) -> Apply:
-        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone))
+        STRATEGIES.register(name)(Strategy(name, apply, description, default_lr, trains_backbone, plan))
         return apply
 
     return decorator
+
+
+def stages(config: RunConfig) -> list[Stage]:
+    """The stages of a run, in order (config already resolved: train.lr and data.augment set)."""
+    strategy = STRATEGIES.get(config.strategy)
+    if strategy.plan is not None:
+        return strategy.plan(config)
+    return [Stage(config.strategy, strategy, config.train, augments(config))]
 
 
 @register_strategy("full", "full fine-tuning: every parameter trains", default_lr=1e-4, trains_backbone=True)
@@ -111,16 +137,47 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
         ) from None
 
 
+def _lp_ft_plan(config: RunConfig) -> list[Stage]:
+    """Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"
+    (ICLR 2022): fit the head on the frozen backbone first, so that fine-tuning starts from a good head
+    instead of pushing a random one's gradients through the backbone."""
+    probe, then = STRATEGIES.get("linear_probe"), STRATEGIES.get(config.lp_ft.then)
+    settings = config.lp_ft
+    probe_train = replace(
+        config.train, epochs=settings.probe_epochs, max_steps=None, lr=settings.probe_lr or probe.default_lr
+    )
+    return [Stage("probe", probe, probe_train, augment=False), Stage("fine-tune", then, config.train, augments(config))]
+
+
+def _lp_ft(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+    raise NotImplementedError("lp_ft runs as two stages (see stages()); it is never applied to a model at once")
+
+
+register_strategy(
+    "lp_ft",
+    "LP-FT: a linear probe first (cached features), then fine-tuning (lp_ft.then: full or lora) from that head",
+    default_lr=1e-4,  # the fine-tuning stage's; the probe stage has lp_ft.probe_lr
+    trains_backbone=True,
+    plan=_lp_ft_plan,
+)(_lp_ft)
+
+
+def _final(config: RunConfig) -> Strategy:
+    """The strategy whose defaults train.lr and data.augment follow: LP-FT's second stage, or the strategy."""
+    strategy = STRATEGIES.get(config.strategy)
+    return STRATEGIES.get(config.lp_ft.then) if strategy.plan is not None else strategy
+
+
 def learning_rate(config: RunConfig) -> float:
-    """train.lr, or the strategy's default when it is unset."""
-    return config.train.lr if config.train.lr is not None else STRATEGIES.get(config.strategy).default_lr
+    """train.lr, or the strategy's default when it is unset (for LP-FT: its fine-tuning stage's)."""
+    return config.train.lr if config.train.lr is not None else _final(config).default_lr
 
 
 def augments(config: RunConfig) -> bool:
     """data.augment, or by default: augment when the backbone trains, never for a frozen one."""
     if config.data.augment is not None:
         return config.data.augment
-    return STRATEGIES.get(config.strategy).trains_backbone
+    return _final(config).trains_backbone
 
 
 def set_train_mode(model: nn.Module) -> None:

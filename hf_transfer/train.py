@@ -12,25 +12,40 @@ from datasets import Dataset
 from torch import nn
 
 from . import data as data_lib
+from . import layer_decay
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts import EVAL_DIR, save_model_artifact, save_run_files, write_json
+from .artifacts import save_model_artifact, save_run_files, write_json
 from .card import card_facts, write_model_card
-from .config import RunConfig, to_dict
+from .checkpoints import checkpoint_identity
+from .config import RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .engine import Engine, FitData, FitResult
-from .errors import ConfigError, RunDirError
+from .errors import RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
 from .hub import push_run, require_token
 from .rundir import RunDir
-from .samples import resolve_data, resolve_model
-from .strategies import STRATEGIES, augments, learning_rate, trainable_parameters
+from .specs import resolve_model
+from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
 
 logger = get_logger(__name__)
 
 
 @dataclass
 class RunResult:
+    """What `train` returns (on every process; only the main one wrote the files).
+
+    Attributes:
+        output_dir (`Path`): the run folder (see `RunDir` for its layout).
+        labels (`list[str]`): class names, in the order of the model's outputs.
+        metrics (`dict`): what metrics.json holds: the best validation `accuracy`, `f1_macro`, `loss`,
+            `best_epoch`, runtimes, parameter counts and the per-evaluation `history`.
+        fit (`FitResult`): the engine's account of the training.
+        model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA).
+        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.model_inputs(...)`.
+        is_main_process (`bool`): whether this process is the one that wrote the files.
+    """
+
     output_dir: Path
     labels: list[str]
     metrics: dict[str, Any]
@@ -40,38 +55,23 @@ class RunResult:
     is_main_process: bool
 
 
-def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
-    """Train and validation sets with an integer `labels` column, and the class names."""
-    d = config.data
-    if not d.train:
-        raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
-    path_column = adapter.input_column if adapter.input_is_file else None
-    columns = {f"data.{adapter.input_column_key}": adapter.input_column, "data.label_column": d.label_column}
-
-    def load(source: str) -> Dataset:
-        dataset = data_lib.load_source(resolve_data(source), adapter.folder_builder, path_column)
-        data_lib.require_columns(dataset, columns, source)
-        # Before any split or subset, so that a bad row is reported by its position in the source.
-        return adapter.prepare_dataset(dataset)
-
-    train = load(d.train)
-    labels = data_lib.resolve_labels(train, d.label_column)
-    if len(labels) < 2:
-        raise ConfigError(f"{d.train!r} has {len(labels)} class(es); classification needs at least 2.")
-    train = data_lib.encode_labels(train, d.label_column, labels, d.train)
-    if d.validation:
-        validation = data_lib.encode_labels(load(d.validation), d.label_column, labels, d.validation)
-    else:
-        train, validation = data_lib.split_train(train, d.validation_split, config.train.seed)
-    if d.max_train_samples:
-        train = train.select(range(min(d.max_train_samples, len(train))))
-    if d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return train, validation, labels
-
-
 def train(config: RunConfig) -> RunResult:
-    """Fine-tune `config.model` on `config.data` with `config.strategy`; write everything to output_dir."""
+    """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
+
+    Works the same in one process and under `accelerate launch` (each process calls it). The folder
+    must not hold another run unless `config.overwrite` (or resuming with `train.resume_from_checkpoint`).
+
+    Args:
+        config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
+
+    Returns:
+        `RunResult`: metrics, labels, the trained model and its adapter.
+
+    Raises:
+        `HFTransferError` subclasses, each with one sentence naming the problem and the fix: `ConfigError`
+        (settings), `DataError` (data), `ModelError` (model spec), `RunDirError` (output_dir or checkpoint
+        belongs to another run), `TrainingDiverged` (NaN/inf loss), `HubError` (push).
+    """
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     set_seed(config.train.seed)
@@ -95,50 +95,59 @@ def train(config: RunConfig) -> RunResult:
         engine.close()
 
 
+@dataclass
+class StageFit:
+    """One stage's training (see strategies.Stage) and the seconds its cached features took (None: uncached)."""
+
+    stage: Stage
+    fit: FitResult
+    feature_seconds: float | None
+
+
 def _run(config: RunConfig, engine: Engine) -> RunResult:
-    strategy = STRATEGIES.get(config.strategy)
     adapter = ADAPTERS.get(config.task)(config)
     output_dir = Path(config.output_dir)
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        train_set, eval_set, labels = load_splits(config, adapter)
+        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
 
     model = adapter.build_model(labels)
     if config.train.gradient_checkpointing:
         adapter.enable_gradient_checkpointing(model)
-    model = strategy(model, adapter, config)
-    trainable, total = trainable_parameters(model)
-    logger.info(f"{strategy.description}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-    logger.info(f"Augmentation: {adapter.augmentation(config.data.augment)}")
-
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice
+    plan = stages(config)
+    first = _resumed_stage(plan, engine.run_dir, config.train.resume_from_checkpoint)
     tracker_config = _flat(to_dict(config))
-    probe = None
-    if not strategy.trains_backbone and config.linear_probe.cache_features:
-        if config.data.augment:
-            logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
-        else:
-            batch_size = config.train.eval_batch_size or config.train.batch_size
-            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
-    identity = run_identity(config, cached=probe is not None)
-    if probe is not None:
-        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity)
-    else:
-        data = training_data(config, adapter, train_set, eval_set, engine)
-        fit = engine.fit(model, data, labels, tracker_config, identity)
-
+    done: list[StageFit] = []
+    for index, stage in enumerate(plan):
+        if index:  # a new stage starts from everything the adapter left trainable
+            for name, param in model.named_parameters():
+                param.requires_grad_(name not in frozen)
+        model = stage.strategy(model, adapter, config)
+        if index < first:
+            continue  # its result is in the checkpoint the next stage resumes from
+        resume = config.train.resume_from_checkpoint if index == first else None
+        settings = replace(stage.train, resume_from_checkpoint=resume)
+        done.append(
+            _fit_stage(config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config)
+        )
     model = engine.unwrap(model)
+    fit = done[-1].fit
+    trainable, total = trainable_parameters(model)
     metrics = {
         **fit.best_metrics,
         "best_epoch": fit.best_epoch,
-        "global_step": fit.global_step,
-        "train_runtime": fit.train_runtime,
+        "global_step": sum(d.fit.global_step for d in done),
+        "train_runtime": sum(d.fit.train_runtime for d in done),
         # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
-        "feature_runtime": probe.feature_seconds if probe is not None else None,
+        "feature_runtime": next((d.feature_seconds for d in done if d.feature_seconds is not None), None),
         "train_samples_per_second": fit.train_samples_per_second,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "history": fit.history,
+        "history": [{**h, "stage": d.stage.name} for d in done for h in d.fit.history],
     }
+    if len(plan) > 1:
+        metrics["stages"] = [_stage_summary(d) for d in done]
     if engine.is_main_process:
         base_model = resolve_model(config.model)
         artifacts = save_model_artifact(model, adapter, labels, output_dir, base_model, merge=config.export.merge)
@@ -153,13 +162,84 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     validation = classification_report(predictions, labels)
     engine.wait_for_everyone()
     if engine.is_main_process:
-        write_json(output_dir / EVAL_DIR / "best_model_validation.json", validation)
-        facts = card_facts(config, adapter, model, labels, fit.train_loss)
+        write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
+        augmentation = adapter.augmentation(done[-1].stage.augment)
+        facts = card_facts(config, adapter, model, labels, augmentation, _train_loss(done))
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
             push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
     return RunResult(output_dir, labels, metrics, fit, model, adapter, engine.is_main_process)
+
+
+def _fit_stage(
+    config: RunConfig,
+    stage: Stage,
+    settings: TrainConfig,
+    model: nn.Module,
+    adapter: TaskAdapter,
+    train_set: Dataset,
+    eval_set: Dataset,
+    labels: list[str],
+    engine: Engine,
+    tracker_config: dict[str, Any],
+) -> StageFit:
+    """Train one stage: on cached features when the backbone is frozen and the views deterministic,
+    else on the decoded examples (with layer-wise learning rates when asked)."""
+    trainable, total = trainable_parameters(model)
+    logger.info(
+        f"Stage {stage.name!r}: {stage.strategy.description}: {trainable:,} of {total:,} parameters train "
+        f"({100 * trainable / total:.2f}%); augmentation: {adapter.augmentation(stage.augment)}"
+    )
+    probe = None
+    if not stage.strategy.trains_backbone and config.linear_probe.cache_features:
+        if stage.augment:
+            logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
+        else:
+            batch_size = settings.eval_batch_size or settings.batch_size
+            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
+    identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
+    if probe is not None:
+        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings)
+        return StageFit(stage, fit, probe.feature_seconds)
+    data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
+    groups = None
+    if settings.layer_decay is not None and stage.strategy.trains_backbone:
+        layers = adapter.layer_ids(model)
+        groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
+    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups)
+    return StageFit(stage, fit, None)
+
+
+def _resumed_stage(plan: list[Stage], run_dir: RunDir, resume: str | None) -> int:
+    """The stage a resume continues: the one its checkpoint was written in (0 without a resume)."""
+    if not resume or len(plan) == 1:
+        return 0
+    path = run_dir.latest_checkpoint() if resume == "latest" else Path(resume)
+    stage = checkpoint_identity(path).get("stage") if path is not None else None
+    names = [s.name for s in plan]
+    return names.index(stage) if stage in names else 0
+
+
+def _stage_summary(done: StageFit) -> dict[str, Any]:
+    s = done.stage.train
+    return {
+        "stage": done.stage.name,
+        "strategy": done.stage.strategy.name,
+        "epochs": s.epochs,
+        "lr": s.lr,
+        "best_epoch": done.fit.best_epoch,
+        **{f"best_{k}": v for k, v in done.fit.best_metrics.items()},
+    }
+
+
+def _train_loss(done: list[StageFit]) -> list[list[float]]:
+    """The training loss of every stage, on one step axis (each stage counts its steps from 0)."""
+    out, offset = [], 0
+    for d in done:
+        out += [[offset + step, loss] for step, loss in d.fit.train_loss]
+        offset += d.fit.global_step
+    return out
 
 
 def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:
@@ -188,17 +268,17 @@ def resolved(config: RunConfig) -> RunConfig:
 
 
 def training_data(
-    config: RunConfig, adapter: TaskAdapter, train_set: Dataset, eval_set: Dataset, engine: Engine
+    config: RunConfig, adapter: TaskAdapter, train_set: Dataset, eval_set: Dataset, engine: Engine, augment: bool
 ) -> FitData:
     """Both splits decoded once (cached), as per-example views: augmented for training when asked."""
     d = config.data
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
-        train_rows, train_decoded = decode_once(train_set, adapter, d.augment, d.decode_cache, d.cache_dir)
+        train_rows, train_decoded = decode_once(train_set, adapter, augment, d.decode_cache, d.cache_dir)
         eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir)
     if not eval_decoded:
         check_decodable(eval_set, adapter)  # a broken validation file, found now rather than after an epoch
     return FitData(
-        train=ExampleView(train_rows, adapter, d.augment, config.train.seed, decoded=train_decoded),
+        train=ExampleView(train_rows, adapter, augment, config.train.seed, decoded=train_decoded),
         eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded),
         collate=adapter.collate,
         logits=adapter.logits,

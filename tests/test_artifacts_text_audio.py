@@ -25,7 +25,8 @@ from transformers import AutoModelForAudioClassification, AutoModelForSequenceCl
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
 from hf_transfer.inference import load_run
-from hf_transfer.samples import write_note_folders, write_tiny_wav2vec2
+from hf_transfer.samples import write_note_folders
+from hf_transfer.specs import write_tiny_wav2vec2
 
 LABELS = ["neg", "neu", "pos"]
 ID2LABEL = dict(enumerate(LABELS))

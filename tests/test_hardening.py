@@ -22,8 +22,7 @@ from hf_transfer.adapters.image import ImageClassificationAdapter
 from hf_transfer.artifacts import json_safe, write_json
 from hf_transfer.cli import main
 from hf_transfer.errors import DataError, RunDirError, TrainingDiverged
-from hf_transfer.evaluation import evaluate_run
-from hf_transfer.inference import load_run
+from hf_transfer.inference import evaluate_run, load_run
 
 
 def _config(train_dir, val_dir, out, **extra):

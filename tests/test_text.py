@@ -364,15 +364,15 @@ def test_two_processes_match_one_with_the_same_global_batch(toy, tmp_path):
     assert two["loss"] == pytest.approx(single.metrics["loss"], rel=2e-3)
 
 
-def _example_default() -> list[str]:
+def _example_default():
     spec = importlib.util.spec_from_file_location("text_cls_example", ROOT / "examples" / "text_cls.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.DEFAULT
+    return load_config(module.DEFAULT_CONFIGS, module.DEFAULT_OVERRIDES)
 
 
 def test_example_default_is_the_shipped_task_and_recipe():
-    embedded = load_config(None, _example_default())
+    embedded = _example_default()
     shipped = load_config([ROOT / "tasks" / "sentiment_sample.yaml", ROOT / "configs" / "minilm_lora.yaml"])
     shipped.output_dir = embedded.output_dir
     assert embedded == shipped
@@ -400,7 +400,7 @@ def test_minilm_beats_the_majority_baseline(tmp_path):
         [f"output_dir={tmp_path / 'run'}", "train.progress_bar=false", "train.log_with=[]"],
     )
     result = train(config)
-    from hf_transfer.samples import resolve_data
+    from hf_transfer.specs import resolve_data
 
     with open(resolve_data(config.data.validation)) as f:
         labels = [row["label"] for row in csv.DictReader(f)]

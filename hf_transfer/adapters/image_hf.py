@@ -18,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..errors import ModelError
+from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from .base import FeatureSplit, enable_hf_gradient_checkpointing, hf_head_modules, hooked_split, load_transformers
 from .image import ImageBackend, pil_to_uint8
 from .usage import peft_transformers_code, pipeline_code
@@ -125,3 +126,6 @@ class TransformersImageBackend(ImageBackend):
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         enable_hf_gradient_checkpointing(model)
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        return numbered_layer_ids(model, self.head_modules(unwrapped(model)))

@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..errors import ModelError, raise_if_offline_cache_miss
+from ..layer_decay import LayerIds, by_name, unwrapped
 from ..weights import load_timm_weights
 from .base import FeatureSplit
 from .image import ImageBackend, pil_to_uint8
@@ -163,3 +164,11 @@ class TimmBackend(ImageBackend):
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         model.set_grad_checkpointing(True)
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        """timm's own layers: its group matcher, numbered as timm's param_groups_layer_decay numbers them."""
+        from timm.models import group_parameters
+
+        base = unwrapped(model)
+        ids = group_parameters(base, base.group_matcher(coarse=False), reverse=True)
+        return by_name(model, base, ids), max(ids.values())

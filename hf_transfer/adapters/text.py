@@ -25,6 +25,8 @@ _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
 
 @ADAPTERS.register("text-classification")
 class TextClassificationAdapter(TaskAdapter):
+    """Text classification (single texts or pairs) with any AutoModelForSequenceClassification encoder."""
+
     task: ClassVar[str] = "text-classification"
     folder_builder: ClassVar[str | None] = None  # csv/json/parquet files and Hub ids only
     peft_task_type: ClassVar[str | None] = "SEQ_CLS"
