@@ -86,6 +86,19 @@ def _card(tmp_path, config: RunConfig) -> ModelCard:
     return ModelCard.load(write_model_card(tmp_path, config, LABELS, metrics, None))
 
 
+def test_card_tables_show_every_reported_number(tmp_path):
+    """History entries also name their stage (LP-FT); a resumed run may report a metric the first
+    epochs did not: the tables show every numeric entry, blank where an epoch lacks it."""
+    history = [
+        {"epoch": 0, "step": 2, "accuracy": 0.5, "f1_macro": 0.4, "loss": 1.0, "stage": "probe"},
+        {"epoch": 1, "step": 4, "accuracy": 0.75, "f1_macro": 0.7, "loss": 0.5, "mcc": 0.5, "stage": "full"},
+    ]
+    metrics = {**history[1], "best_epoch": 1, "global_step": 4, "history": history}
+    text = write_model_card(tmp_path, RunConfig(output_dir=str(tmp_path)), LABELS, metrics, None).read_text()
+    assert "| epoch | step | accuracy | f1_macro | loss | mcc |" in text
+    assert "| 0 | 2 | 0.5000 | 0.4000 | 1.0000 |  |" in text and "| mcc | 0.5000 |" in text
+
+
 def test_card_license_comes_from_hub_license(tmp_path):
     assert _card(tmp_path, RunConfig(output_dir=str(tmp_path))).data.license == "unknown"
     config = RunConfig(output_dir=str(tmp_path), hub=HubConfig(license="apache-2.0"))
