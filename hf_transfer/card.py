@@ -1,24 +1,26 @@
 """The model card: README.md in output_dir, in the Hub's format (huggingface_hub ModelCard + ModelCardData).
 
-Metadata (library, base model, datasets, pipeline tag, tags, model-index) comes from the run; the body
-says what was fine-tuned from what and how, shows the metrics and two pictures saved beside it.
-Nothing machine-specific goes in: local paths are reduced to their last component, and no token is
-ever read here.
+The body is rendered from the package's template (templates/model_card.md) through
+`ModelCard.from_template`: the template holds the layout, this module computes the values. What the
+run knows and the files do not say (the saved model's library, whether it is a LoRA adapter, its
+base, how to load it) is handed over as CardFacts by the code that knows it: the adapter writes the
+usage snippet. Nothing machine-specific goes in: local paths are reduced to their last component,
+and no token is ever read here.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .adapters import ADAPTERS
+from .adapters.usage import LOCAL_FOLDER
 from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
 from .plots import plot_confusion_matrix, plot_curves
@@ -26,10 +28,15 @@ from .rundir import RunDir
 from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX
 from .strategies import learning_rate
 
-CARD = "README.md"
-CURVES = "training_curves.png"
-CONFUSION = "confusion_matrix.png"
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .adapters import TaskAdapter
+
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 _FOLDER_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# metrics.json key -> model-index metric type and name (the Hub's evaluation results).
+_INDEXED = {"accuracy": ("accuracy", "Accuracy"), "f1_macro": ("f1", "F1 (macro)"), "loss": ("loss", "Loss")}
 
 
 @dataclass
@@ -38,16 +45,35 @@ class CardFacts:
 
     augmentation: str = "none"
     train_loss: list[list[float]] = field(default_factory=list)  # [step, mean training loss]
+    library: str = "transformers"  # whose format the model (or a LoRA run's base and merged/) is saved in
+    peft: bool = False  # output_dir is a peft LoRA adapter folder
+    merged: bool = False  # ... with the merged plain model in merged/
+    base_model: str | None = None  # the base's Hub id (None: a local model, local weights or random init)
+    usage: str = ""  # Markdown: opening the saved model with its standard loader (the adapter's snippet)
 
 
-def artifact_library(directory: Path) -> str:
-    """Which loader opens the saved model: peft (adapter folder), timm (timm Hub layout) or transformers."""
-    if (directory / "adapter_config.json").is_file():
-        return "peft"
-    config = directory / "config.json"
-    if config.is_file() and "architecture" in json.loads(config.read_text()):
-        return "timm"
-    return "transformers"
+def card_facts(
+    config: RunConfig,
+    adapter: TaskAdapter,
+    model: nn.Module,
+    labels: list[str],
+    augmentation: str,
+    train_loss: list[list[float]],
+) -> CardFacts:
+    """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
+    from peft import PeftModel
+
+    peft = isinstance(model, PeftModel)  # save_model_artifact writes an adapter folder exactly then
+    base_id = hub_model_id(config)
+    return CardFacts(
+        augmentation=augmentation,
+        train_loss=train_loss,
+        library=adapter.library,
+        peft=peft,
+        merged=peft and config.export.merge,
+        base_model=base_id,
+        usage=adapter.usage_snippet(config.hub.repo_id, labels, peft, base_id),
+    )
 
 
 def is_local(value: str) -> bool:
@@ -66,14 +92,7 @@ def hub_model_id(config: RunConfig) -> str | None:
         return PACKAGED_HUB_IDS.get(spec[len(PYPI_PREFIX) :])
     if not config.pretrained or config.weights or is_local(spec):
         return None
-    for prefix in ("hf-hub:", "hf_hub:"):
-        if spec.startswith(prefix):
-            return spec[len(prefix) :].split("@")[0]
-    import timm
-
-    if timm.is_model(spec):  # a bare timm name: its default pretrained tag's Hub repository
-        return timm.models.get_pretrained_cfg(spec).hf_hub_id or None
-    return spec
+    return ADAPTERS.get(config.task).hub_id(spec)
 
 
 def markdown_text(text: str) -> str:
@@ -124,187 +143,103 @@ def write_model_card(
 ) -> Path:
     """Write README.md and its two pictures into output_dir; returns the card's path."""
     facts = facts or CardFacts()
-    adapter_cls = ADAPTERS.get(config.task)
-    pipeline_tag = adapter_cls.pipeline_tag
-    library = artifact_library(output_dir)
-    base_id = hub_model_id(config)
+    run_dir = RunDir(output_dir)
+    pipeline_tag = ADAPTERS.get(config.task).pipeline_tag
     dataset_ids = sorted({d for d in (hub_dataset_id(config.data.train), hub_dataset_id(config.data.validation)) if d})
-    model_name = config.hub.repo_id.split("/")[-1] if config.hub.repo_id else Path(config.output_dir).name
     dataset_type, dataset_name = _dataset_type_and_name(config)
-    eval_results = [
-        EvalResult(
-            task_type=pipeline_tag,
-            dataset_type=dataset_type,
-            dataset_name=dataset_name,
-            dataset_split="validation",
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=round(float(metrics[key]), 4),
-        )
-        for key, metric_type, metric_name in (
-            ("accuracy", "accuracy", "Accuracy"),
-            ("f1_macro", "f1", "F1 (macro)"),
-            ("loss", "loss", "Loss"),
-        )
-        if key in metrics
-    ]
     data = ModelCardData(
-        library_name=library,
-        base_model=base_id,
+        library_name="peft" if facts.peft else facts.library,
+        base_model=facts.base_model,
+        license=config.hub.license,
         datasets=dataset_ids or None,
         pipeline_tag=pipeline_tag,
-        tags=["hf-transfer", config.strategy, config.task] + (["timm"] if library == "timm" else []),
+        tags=list(dict.fromkeys(["hf-transfer", config.strategy, config.task, facts.library])),
         metrics=["accuracy", "f1"],
-        model_name=model_name,
-        eval_results=eval_results,
+        model_name=config.hub.repo_id.split("/")[-1] if config.hub.repo_id else Path(config.output_dir).name,
+        eval_results=[
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split="validation",
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=round(float(metrics[key]), 4),
+            )
+            for key, (metric_type, metric_name) in _INDEXED.items()
+            if key in metrics
+        ],
     )
 
-    history = metrics.get("history", [])
-    train_loss = [(int(step), float(loss)) for step, loss in facts.train_loss]
-    plot_curves(history, train_loss, output_dir / CURVES)
-    pictures = [f"![Training and validation curves]({CURVES})"]
+    plot_curves(metrics.get("history", []), [(int(s), float(v)) for s, v in facts.train_loss], run_dir.curves)
+    pictures = [("Training and validation curves", RunDir.CURVES)]
     if validation is not None:
-        plot_confusion_matrix(validation["confusion_matrix"], labels, output_dir / CONFUSION)
-        pictures.append(f"![Confusion matrix on the validation set]({CONFUSION})")
+        plot_confusion_matrix(validation["confusion_matrix"], labels, run_dir.confusion)
+        pictures.append(("Confusion matrix on the validation set", RunDir.CONFUSION))
 
-    body = _body(output_dir, config, labels, metrics, validation, library, base_id, facts, pictures)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
-    path = output_dir / CARD
-    write_text_atomic(path, str(card))
-    return path
+    card = ModelCard.from_template(
+        data, template_path=str(TEMPLATE), **_body_values(config, labels, metrics, validation, facts, pictures)
+    )
+    write_text_atomic(run_dir.card, str(card))
+    return run_dir.card
 
 
-def _body(
-    output_dir: Path,
+def _body_values(
     config: RunConfig,
     labels: list[str],
     metrics: dict[str, Any],
     validation: dict[str, Any] | None,
-    library: str,
-    base_id: str | None,
     facts: CardFacts,
-    pictures: list[str],
-) -> str:
-    base = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{public(config.model)}`"
+    pictures: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """The template's variables: text and table cells, escaped where they come from the data."""
+    base = f"[{facts.base_model}](https://huggingface.co/{facts.base_model})" if facts.base_model else None
+    base = base or f"`{public(config.model)}`"
     if not config.pretrained:
         base += " (architecture only, randomly initialised)"
     elif config.weights:
         base += f" with the weights `{public(config.weights)}`"
-    source = public(config.data.train or "unknown")
     trainable, total = metrics.get("trainable_parameters"), metrics.get("total_parameters")
     params = f"{trainable:,} of {total:,} parameters trained ({100 * trainable / total:.2f}%)" if total else ""
-    strategy = {
-        "full": "full fine-tuning (every parameter trains)",
-        "linear_probe": "linear probe (backbone frozen, only the new head trains)",
-        "lora": f"LoRA (rank {config.lora.r}, alpha {config.lora.alpha}) with the new head trained in full",
-    }.get(config.strategy, config.strategy)
-    lines = [
-        f"# {Path(config.output_dir).name if not config.hub.repo_id else config.hub.repo_id}",
-        "",
-        f"{'An' if config.task[0] in 'aeiou' else 'A'} {config.task} model fine-tuned from {base} on `{source}` "
-        "with [hf-transfer]"
-        "(https://pypi.org/project/hf-transfer-learning/).",
-        "",
-        f"- **Strategy:** {strategy}; {params}.",
-        f"- **Optimisation:** AdamW, peak learning rate {learning_rate(config):g}, {config.train.scheduler} "
-        f"schedule with {config.train.warmup_ratio:g} warm-up, batch {config.train.batch_size} per process.",
-        f"- **Training augmentation:** {facts.augmentation}.",
-        f"- **Labels ({len(labels)}):** {', '.join(markdown_text(label) for label in labels)}",
-        f"- **Best epoch:** {metrics.get('best_epoch')} (selected by validation `{config.train.metric_for_best_model}`)"
-        f", {metrics.get('global_step')} optimizer steps, {metrics.get('train_runtime', 0):.1f} s.",
-        "",
-        "## Validation results",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {key} | {metrics[key]:.4f} |" for key in ("accuracy", "f1_macro", "loss") if key in metrics),
-        "",
-    ]
-    if validation is not None:
-        lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {markdown_text(name)} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-            for name, r in validation["per_class"].items()
-        ]
-        lines.append("")
     history = metrics.get("history", [])
-    if history:
-        keys = [k for k in ("loss", "accuracy", "f1_macro") if k in history[0]]
-        lines += ["### Per epoch", "", "| epoch | step | " + " | ".join(keys) + " |", "|---" * (2 + len(keys)) + "|"]
-        lines += [f"| {h['epoch']} | {h['step']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |" for h in history]
-        lines.append("")
-    lines += [*pictures, "", "## How to use", "", _usage(config, labels, library, base_id), ""]
-    merged = RunDir(output_dir).merged
-    if merged.is_dir():
-        lines += [
-            f"`{merged.name}/` holds the same model with the LoRA weights merged into the base, in the "
-            f"{artifact_library(merged)} format (no peft needed).",
-            "",
-        ]
-    lines += [
-        "## Training configuration",
-        "",
-        "```yaml",
-        yaml.safe_dump(public_config(config), sort_keys=False).rstrip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _adapter_base_library(config: RunConfig) -> str:
-    """timm or transformers: the library of the base that a LoRA run's adapter folder applies to."""
-    mapping = json.loads((Path(config.output_dir) / "adapter_config.json").read_text()).get("auto_mapping") or {}
-    return "timm" if str(mapping.get("parent_library", "")).startswith("timm") else "transformers"
-
-
-def _usage(config: RunConfig, labels: list[str], library: str, base_id: str | None) -> str:
-    repo = config.hub.repo_id or "path/to/this/folder"
-    tag = ADAPTERS.get(config.task).pipeline_tag
-    if library == "transformers":
-        code = f'from transformers import pipeline\n\nclassifier = pipeline("{tag}", model="{repo}")'
-    elif library == "timm":
-        where = f"hf-hub:{repo}" if config.hub.repo_id else f"local-dir:{repo}"
-        code = (
-            "import timm\n\n"
-            f'model = timm.create_model("{where}", pretrained=True).eval()\n'
-            "# or: transformers.pipeline"
-            f'("{tag}", model="{repo}")'
-        )
-    else:
-        base = base_id or public(config.model)
-        peft_task = ADAPTERS.get(config.task).peft_task_type
-        id2label = dict(enumerate(labels))
-        if peft_task == "SEQ_CLS":
-            code = (
-                "from peft import AutoPeftModelForSequenceClassification\n\n"
-                "model = AutoPeftModelForSequenceClassification.from_pretrained(\n"
-                f'    "{repo}", num_labels={len(labels)}, id2label={id2label!r}, ignore_mismatched_sizes=True\n'
-                ")  # the base's own head is replaced by the adapter's saved head"
-            )
-        elif _adapter_base_library(config) == "timm":
-            code = (
-                "import timm\nfrom peft import PeftModel\n\n"
-                f'base = timm.create_model("{public(config.model)}", pretrained=True, num_classes={len(labels)})\n'
-                f'model = PeftModel.from_pretrained(base, "{repo}")  # labels: {labels!r}'
-            )
-        else:
-            auto = "AutoModelFor" + "".join(w.capitalize() for w in tag.split("-"))
-            code = (
-                f"from peft import PeftModel\nfrom transformers import {auto}\n\n"
-                f'base = {auto}.from_pretrained(\n    "{base}", num_labels={len(labels)}, id2label={id2label!r}, '
-                "ignore_mismatched_sizes=True\n)  # the head's weights come from the adapter\n"
-                f'model = PeftModel.from_pretrained(base, "{repo}")'
-            )
-    cli = f"hf-transfer predict {repo if not config.hub.repo_id else 'path/to/this/folder'} INPUT..."
-    # What our evaluation did that a bare pipeline call does not: say it, so results can match.
-    limits = {
-        "text-classification": f"\n\nTrained and evaluated on texts truncated to {config.data.max_length} tokens: "
-        f"call the pipeline with `truncation=True, max_length={config.data.max_length}` to match.",
-        "audio-classification": f"\n\nTrained on clips of at most {config.data.max_duration_s:g} s (evaluated on the "
-        "centre crop); longer inputs are scored whole by the pipeline.",
-    }.get(config.task, "")
-    return (
-        f"```python\n{code}\n```{limits}\n\nOr with hf-transfer: `{cli}` "
-        "(and `hf-transfer evaluate` on new labelled data)."
-    )
+    # Every metric an evaluation reported (train.extra_metrics included, which a resumed run may have
+    # changed), in the order they were reported.
+    numbers = (k for h in history for k, v in h.items() if isinstance(v, float))  # not epoch, step, stage
+    columns = list(dict.fromkeys(numbers)) or list(_INDEXED)
+    per_class = validation["per_class"] if validation is not None else {}
+    return {
+        "title": config.hub.repo_id or Path(config.output_dir).name,
+        "article": "An" if config.task[0] in "aeiou" else "A",
+        "task": config.task,
+        "base": base,
+        "source": public(config.data.train or "unknown"),
+        "strategy": {
+            "full": "full fine-tuning (every parameter trains)",
+            "linear_probe": "linear probe (backbone frozen, only the new head trains)",
+            "lora": f"LoRA (rank {config.lora.r}, alpha {config.lora.alpha}) with the new head trained in full",
+        }.get(config.strategy, config.strategy),
+        "parameters": params,
+        "lr": f"{learning_rate(config):g}",
+        "scheduler": config.train.scheduler,
+        "warmup": f"{config.train.warmup_ratio:g}",
+        "batch_size": config.train.batch_size,
+        "augmentation": facts.augmentation,
+        "labels": [markdown_text(label) for label in labels],
+        "best_epoch": metrics.get("best_epoch"),
+        "best_metric": config.train.metric_for_best_model,
+        "global_step": metrics.get("global_step"),
+        "runtime": f"{metrics.get('train_runtime', 0):.1f}",
+        "metric_rows": [(key, f"{metrics[key]:.4f}") for key in columns if key in metrics],
+        "class_rows": [
+            (markdown_text(name), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
+            for name, r in per_class.items()
+        ],
+        "epoch_columns": columns,
+        "epoch_rows": [(h["epoch"], h["step"], *(f"{h[k]:.4f}" if k in h else "" for k in columns)) for h in history],
+        "pictures": pictures,
+        "usage": facts.usage,
+        "local_folder": LOCAL_FOLDER,
+        "merged_dir": RunDir.MERGED if facts.merged else None,
+        "library": facts.library,
+        "config_yaml": yaml.safe_dump(public_config(config), sort_keys=False).rstrip(),
+    }

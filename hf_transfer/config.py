@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -146,6 +147,12 @@ class TrainConfig:
         ["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none."
     )
     progress_bar: bool = setting(True, "Show a tqdm progress bar on the main process.")
+    extra_metrics: list[str] = setting(
+        [],
+        "Metrics reported beside accuracy, f1_macro and loss at every evaluation (history, metrics.json), each "
+        "loaded with evaluate.load: a Hub metric name (e.g. matthews_correlation; its script is fetched from the "
+        "Hub once and runs here) or a local evaluate module folder; computed from predictions and references.",
+    )
     compile: bool = setting(False, "torch.compile the model (through Accelerate's dynamo backend, inductor).")
     gradient_checkpointing: bool = setting(
         False, "Recompute activations in the backward pass to save memory (timm and transformers backbones)."
@@ -193,6 +200,18 @@ class HubConfig:
     private: bool = setting(False, "Create the repository as private.")
     revision: str | None = setting(None, "Branch to push to.")
     commit_message: str = setting("Upload model trained with hf-transfer", "Commit message.")
+    license: str = setting(
+        "unknown",
+        "The model card's license, a Hub license identifier (apache-2.0, mit, other, ...; "
+        "https://huggingface.co/docs/hub/repositories-licenses). A fine-tuned model is bound by its base model's "
+        "and data's terms, which hf-transfer cannot read: 'unknown' until you set it.",
+    )
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise ConfigError(
+                f"hub.license must be a Hub license identifier such as apache-2.0, mit or other, got {self.license!r}"
+            )
 
 
 @dataclass

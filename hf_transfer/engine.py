@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
 from .errors import ConfigError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
+from .metrics import load_metric
 from .rundir import RunDir
 from .strategies import set_train_mode
 
@@ -303,6 +304,8 @@ class Engine:
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
+        for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
+            load_metric(name)
         train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
         optimizer = torch.optim.AdamW(param_groups or self._param_groups(model), lr=s.lr)
@@ -466,7 +469,7 @@ class Engine:
         """Validation metrics now; keeps the best weights. True when early stopping says stop."""
         acc, state = self.accelerator, run.state
         predictions = gather_logits(run.model, run.data.logits, run.eval_dl, acc)
-        metrics = summary_metrics(predictions, len(state.labels))
+        metrics = summary_metrics(predictions, len(state.labels), run.settings.extra_metrics)
         improved = self._record(state, metrics, run.model)
         run.last_eval_step = state.global_step
         if improved:

@@ -7,7 +7,7 @@ number agrees with metrics.json.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .datapipe import ExampleView
-from .metrics import classification_metrics
+from .metrics import classification_metrics, named_metrics
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -91,14 +91,15 @@ def gather_logits(
     )
 
 
-def summary_metrics(predictions: Predictions, num_labels: int) -> dict[str, float]:
-    """accuracy, f1_macro and the mean cross-entropy loss: what metrics.json reports."""
+def summary_metrics(predictions: Predictions, num_labels: int, extra: Sequence[str] = ()) -> dict[str, float]:
+    """accuracy, f1_macro and the mean cross-entropy loss, then the `evaluate` metrics named in `extra`
+    (train.extra_metrics): what metrics.json reports."""
     if predictions.references is None:
         raise ValueError("metrics need references (a `labels` column)")
     refs = predictions.references
     metrics = classification_metrics(predictions.predicted, refs, num_labels=num_labels)
     metrics["loss"] = float(F.cross_entropy(torch.from_numpy(predictions.logits), torch.from_numpy(refs).long()))
-    return metrics
+    return metrics | named_metrics(extra, predictions.predicted, refs, reported=list(metrics))
 
 
 def classification_report(predictions: Predictions, labels: list[str]) -> dict[str, Any]:

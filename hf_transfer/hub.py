@@ -1,41 +1,46 @@
 """Push a finished run to the Hugging Face Hub: create_repo + upload_folder.
 
-Only what the standard loaders open (and the card with its pictures) is uploaded: no checkpoints,
-tracker logs, evaluation dumps, temporary files, pickles, or the run's local bookkeeping
-(config.yaml / run_info.json hold local paths; the card carries a cleaned copy of the config).
+Only what the standard loaders open and the card with what it shows are uploaded: upload_folder's
+allow_patterns name the model files the run lists in run_info.json, the card, its pictures and
+metrics.json; its ignore_patterns keep out, even inside those, what never belongs on the Hub
+(temporary and hidden files, pickles). So checkpoints, tracker logs, evaluation dumps, the run's
+local bookkeeping (config.yaml / run_info.json hold local paths; the card carries a cleaned copy of
+the config) and anything else in the folder stay here.
 The token is never handled here: huggingface_hub finds it (HF_TOKEN, the login cache).
 """
 
 from __future__ import annotations
 
+import glob
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import HubError
+from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_MESSAGE = "Upload model trained with hf-transfer"
-_SKIPPED_DIRS = {"checkpoints", "logs", "eval"}
-_SKIPPED_FILES = {"config.yaml", "run_info.json"}
-_SKIPPED_SUFFIXES = {".tmp", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".lock"}
+_PUBLISHED = [RunDir.CARD, RunDir.CURVES, RunDir.CONFUSION, RunDir.METRICS]
+# fnmatch patterns on paths relative to output_dir, where `*` also matches `/`.
+IGNORE_PATTERNS = [".*", "*/.*", *(f"*.{suffix}" for suffix in ("tmp", "bin", "pt", "pth", "pkl", "ckpt", "lock"))]
+
+
+def push_patterns(output_dir: Path) -> tuple[list[str], list[str]]:
+    """upload_folder's allow_patterns and ignore_patterns for the run in output_dir."""
+    # Escaped: run_info.json is data, and a listed name must match only itself.
+    model = [glob.escape(name) for name in RunDir(output_dir).model_files()]
+    return [*_PUBLISHED, *model, *(f"{name}/*" for name in model)], IGNORE_PATTERNS
 
 
 def files_to_push(output_dir: Path) -> list[str]:
-    """Relative paths (posix) of the files a push uploads from output_dir."""
-    chosen = []
-    for path in sorted(output_dir.rglob("*")):
-        relative = path.relative_to(output_dir)
-        parts = relative.parts
-        if not path.is_file() or parts[0] in _SKIPPED_DIRS or any(p.startswith(".") for p in parts):
-            continue
-        if (len(parts) == 1 and parts[0] in _SKIPPED_FILES) or path.suffix in _SKIPPED_SUFFIXES:
-            continue
-        chosen.append(relative.as_posix())
-    return chosen
+    """Relative paths (posix) of the files a push uploads from output_dir: huggingface_hub's own filter
+    (the one upload_folder applies) over the folder's files."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    allow, ignore = push_patterns(output_dir)
+    every = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file())
+    return list(filter_repo_objects(every, allow_patterns=allow, ignore_patterns=ignore))
 
 
 def require_token() -> None:
@@ -60,6 +65,7 @@ def push_run(
     from huggingface_hub import HfApi
 
     output_dir = Path(output_dir)
+    allow, ignore = push_patterns(output_dir)
     files = files_to_push(output_dir)
     if not any(f.endswith(".safetensors") for f in files):
         raise HubError(f"{output_dir} holds no model weights (*.safetensors): is it the output_dir of a finished run?")
@@ -70,32 +76,20 @@ def push_run(
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory(prefix="hf-transfer-push-") as tmp:
-            staging = _stage(output_dir, files, Path(tmp))
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(staging),
-                repo_type="model",
-                revision=revision,
-                commit_message=commit_message,
-            )
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(output_dir),
+            allow_patterns=allow,
+            ignore_patterns=ignore,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message,
+        )
     except Exception as err:  # noqa: BLE001 - HTTP/network/offline errors come in many types; the user needs one line
         raise HubError(f"Push to {repo_id} failed: {_reason(err)}. {retry}") from None
     url = str(getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}")
     logger.info(f"Pushed {len(files)} files to {url}")
     return url
-
-
-def _stage(output_dir: Path, files: list[str], staging: Path) -> Path:
-    """The selected files under a temporary folder (hard links: no copy of large weights where possible)."""
-    for relative in files:
-        target = staging / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(output_dir / relative, target)
-        except OSError:
-            shutil.copy2(output_dir / relative, target)
-    return staging
 
 
 def _reason(err: Exception) -> str:

@@ -22,32 +22,40 @@ def plot_curves(history: list[dict[str, Any]], train_loss: list[tuple[int, float
         if history and key in history[0]:
             right.plot(steps, [h[key] for h in history], style, label=f"validation {key}")
     right.set(xlabel="optimizer step", ylim=(0, 1.02), title="Validation metrics")
-    right.legend(loc="lower right")
+    if right.lines:  # no evaluation yet: nothing to name
+        right.legend(loc="lower right")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     _save(fig, path)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
-    """Counts with row-normalised shading (rows: true class, columns: predicted class)."""
+    """Counts with row-normalised shading (rows: true class, columns: predicted class): scikit-learn's
+    display of the per-class rates, its numbers then replaced by the counts."""
     import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
     counts = np.asarray(matrix)
     rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
     side = min(2 + 0.45 * len(labels), 14)
     fig, ax = plt.subplots(figsize=(side + 1, side))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
-    ax.set_yticks(ticks, labels)
+    display = ConfusionMatrixDisplay(rates, display_labels=labels).plot(
+        ax=ax,
+        cmap="Blues",
+        colorbar=False,
+        include_values=len(labels) <= 30,  # numbers stay legible
+        xticks_rotation=45 if len(labels) > 4 else "horizontal",
+        im_kw={"vmin": 0, "vmax": 1},
+        text_kw={"fontsize": 8},
+    )
+    if len(labels) > 4:
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    if display.text_ is not None:
+        for (i, j), text in np.ndenumerate(display.text_):
+            text.set_text(str(counts[i, j]))
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (validation)")
-    if len(labels) <= 30:  # numbers stay legible
-        for i in ticks:
-            for j in ticks:
-                colour = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     _save(fig, path)
 
 
@@ -65,6 +73,6 @@ def _save(fig: Any, path: Path) -> None:
 
     tmp = path.with_name(f".{path.name}.tmp")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # long labels stay inside
     plt.close(fig)
     os.replace(tmp, path)

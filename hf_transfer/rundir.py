@@ -76,6 +76,18 @@ class RunDir:
     def logs(self) -> Path:
         return self.root / self.LOGS
 
+    @property
+    def card(self) -> Path:
+        return self.root / self.CARD
+
+    @property
+    def curves(self) -> Path:
+        return self.root / self.CURVES
+
+    @property
+    def confusion(self) -> Path:
+        return self.root / self.CONFUSION
+
     def eval_report(self, name: str) -> Path:
         return self.root / self.EVAL / f"{name}.json"
 
@@ -93,6 +105,13 @@ class RunDir:
 
     def read_run_info(self) -> dict[str, Any]:
         return json.loads(self.run_info.read_text())
+
+    def model_files(self) -> list[str]:
+        """The names of the model files a finished run lists in run_info.json (top-level entries, folders
+        such as merged/ included). Only plain names of this folder's own entries: run_info.json is data,
+        never a way out of the folder."""
+        listed = self.read_run_info().get("artifacts", []) if self.is_finished_run() else []
+        return [name for name in listed if isinstance(name, str) and _plain_name(name)]
 
     def read_config(self) -> RunConfig:
         from .config import load_config
@@ -136,11 +155,7 @@ class RunDir:
     def clear(self) -> None:
         """Remove the run that is here: its standard files and the model files its run_info.json lists;
         anything else in the folder is left alone."""
-        names = list(self.RUN_FILES)
-        if self.is_finished_run():
-            # Only plain names of this folder's own entries: a run_info.json is data, never a way out.
-            names += [n for n in self.read_run_info().get("artifacts", []) if isinstance(n, str) and _plain_name(n)]
-        for name in names:
+        for name in [*self.RUN_FILES, *self.model_files()]:
             path = self.root / name
             if path.is_dir():
                 shutil.rmtree(path)

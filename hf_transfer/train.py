@@ -15,7 +15,7 @@ from . import data as data_lib
 from . import layer_decay
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import save_model_artifact, save_run_files, write_json
-from .card import CardFacts, write_model_card
+from .card import card_facts, write_model_card
 from .checkpoints import checkpoint_identity
 from .config import RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
@@ -167,7 +167,7 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         augmentation = adapter.augmentation(done[-1].stage.augment)
-        facts = CardFacts(augmentation=augmentation, train_loss=_train_loss(done))
+        facts = card_facts(config, adapter, model, labels, augmentation, _train_loss(done))
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub

@@ -44,7 +44,7 @@ def run(name: str, factory: pytest.TempPathFactory, **extra: Any):
 
 
 def timm_full(factory: pytest.TempPathFactory):
-    # tensorboard on, so the card's curves include the training loss.
+    # tensorboard on (the other runs have trackers off): a tracker changes nothing in the card.
     return run("timm_full", factory, model="test_vit", **{"train.log_with": "[tensorboard]", "train.epochs": 2})
 
 

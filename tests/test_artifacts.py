@@ -4,19 +4,29 @@ predictions; the model card is in the Hub's format with its two pictures; writes
 from __future__ import annotations
 
 import json
+import re
+import textwrap
+from fnmatch import fnmatch
+from importlib import resources
 from pathlib import Path
 
 import artifact_runs as R
 import pytest
 import timm
+import tomllib
 import torch
+from conftest import tiny_image_overrides
 from huggingface_hub import ModelCard
 from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
+from hf_transfer import card as card_module
+from hf_transfer import load_config, train
+from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
 from hf_transfer.artifacts import save_model_artifact
 from hf_transfer.inference import load_run
+from hf_transfer.plots import plot_curves
 
 
 def _pixels(result, files: list[Path]) -> torch.Tensor:
@@ -143,6 +153,7 @@ def test_model_card(tmp_path_factory):
     assert data["library_name"] == "timm" and data["pipeline_tag"] == "image-classification"
     assert {"full", "hf-transfer", "image-classification"} <= set(data["tags"])
     assert "base_model" not in data  # randomly initialised from a timm name: no Hub weights to name
+    assert data["license"] == "unknown"  # hub.license unset: a fine-tune inherits terms we cannot read
     assert "datasets" not in data  # local folders are not Hub dataset ids
     results = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
     assert results["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-4)
@@ -161,6 +172,99 @@ def test_card_names_hub_base_model_and_lora(tmp_path_factory):
     card = ModelCard.load(R.vit_lora(tmp_path_factory).output_dir / "README.md")
     assert card.data.library_name == "peft" and "lora" in card.data.tags
     assert "PeftModel.from_pretrained" in card.text and "merged/" in card.text
+    assert "in the transformers format" in card.text  # merged/: the base's own library
+
+
+def _card_code(card_text: str) -> str:
+    return re.search(r"```python\n(.*?)\n```", card_text.split("## How to use", 1)[1], re.S).group(1)
+
+
+def test_lora_card_snippet_for_a_local_base_runs_once_filled_in(tmp_path_factory):
+    """The base was a local folder: the snippet says what to replace, never names that folder bare, and
+    once the two placeholders are filled in it gives our model."""
+    result = R.vit_lora(tmp_path_factory)
+    out, base = result.output_dir, R.tiny_vit_folder(tmp_path_factory)
+    code = _card_code(ModelCard.load(out / "README.md").text)
+    assert base.name not in code and f'"{BASE_PLACEHOLDER}"' in code and f"replace {BASE_PLACEHOLDER}" in code
+    namespace: dict = {}
+    exec(code.replace(BASE_PLACEHOLDER, str(base)).replace(LOCAL_FOLDER, str(out)), namespace)
+    pixels = _pixels(result, R.validation_files())
+    with torch.no_grad():
+        ours = result.model.eval()(pixel_values=pixels).logits
+        assert torch.allclose(namespace["model"].eval()(pixel_values=pixels).logits, ours, atol=1e-5)
+
+
+def test_card_body_comes_from_the_packaged_template(tmp_path_factory):
+    template = resources.files("hf_transfer").joinpath("templates", "model_card.md")
+    assert template.is_file()
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["hf_transfer"]
+    assert any(fnmatch("templates/model_card.md", pattern) for pattern in shipped)  # in the wheel too
+    out = R.timm_full(tmp_path_factory).output_dir
+    card = (out / "README.md").read_text()
+    sections = [line for line in template.read_text().splitlines() if line.startswith("## ")]
+    assert len(sections) >= 3 and f"\n# {out.name}\n" in card
+    for line in sections:
+        assert f"\n{line}\n" in card, line
+    assert "{{" not in card and "{%" not in card  # everything rendered
+
+
+def test_card_without_trackers_has_training_loss_and_extra_metrics(tmp_path_factory, tmp_path, monkeypatch):
+    """train.log_with=[]: the card's training-loss curve comes from the run itself; and an `evaluate`
+    module named in train.extra_metrics (a local folder here) is reported beside accuracy."""
+    drawn: dict = {}
+
+    def record(history, train_loss, path):
+        drawn["train_loss"] = train_loss
+        plot_curves(history, train_loss, path)
+
+    monkeypatch.setattr(card_module, "plot_curves", record)
+    metric = write_balanced_error_module(tmp_path / "balanced_error")
+    train_dir, val_dir = R.image_data(tmp_path_factory)
+    extra = {"train.epochs": 2, "train.logging_steps": 1, "train.log_with": "[]", "train.extra_metrics": f"[{metric}]"}
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "run", model="test_vit", **extra)
+    result = train(load_config(None, overrides))
+    out = result.output_dir
+    assert not (out / "logs").exists()  # no tracker wrote anything
+    assert [step for step, _ in drawn["train_loss"]] == list(range(1, result.metrics["global_step"] + 1))
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and all("balanced_error" in h for h in metrics["history"])
+    # Checked against the best model's per-class recall (scikit-learn, in the validation report).
+    report = json.loads((out / "eval" / "best_model_validation.json").read_text())
+    recalls = [r["recall"] for r in report["per_class"].values()]
+    assert metrics["balanced_error"] == pytest.approx(1 - sum(recalls) / len(recalls))
+    assert f"| balanced_error | {metrics['balanced_error']:.4f} |" in (out / "README.md").read_text()
+
+
+def write_balanced_error_module(folder: Path) -> Path:
+    """A local `evaluate` module (evaluate.load takes its folder): 1 - mean per-class recall."""
+    folder.mkdir(parents=True)
+    (folder / f"{folder.name}.py").write_text(
+        textwrap.dedent(
+            """
+            import datasets
+            import evaluate
+            import numpy as np
+
+
+            class BalancedError(evaluate.Metric):
+                def _info(self):
+                    features = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+                    return evaluate.MetricInfo(
+                        description="1 - balanced accuracy", citation="", inputs_description="",
+                        features=datasets.Features(features),
+                    )
+
+                def _compute(self, predictions, references):
+                    p, r = np.asarray(predictions), np.asarray(references)
+                    recalls = [float((p[r == c] == c).mean()) for c in np.unique(r)]
+                    return {"balanced_error": 1 - sum(recalls) / len(recalls)}
+            """
+        )
+    )
+    return folder
 
 
 def test_validation_report_matches_metrics(tmp_path_factory):

@@ -5,6 +5,7 @@ test_audio build them; every run trains once for this module."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -279,6 +280,21 @@ def test_audio_lora_merged_opens_in_transformers_and_agrees(audio):
     expected = [result.labels[i] for i in ours.argmax(-1).tolist()]
     top1 = [r["label"] for r in _audio_pipeline(out / "merged", files)]
     assert top1 == expected == _labels(_our_predictions(out, files))
+
+
+def test_audio_card_snippet_needs_no_ffmpeg_and_agrees(audio, capsys):
+    """The card says the pipeline needs FFmpeg for file paths and shows the array form, which runs as
+    printed (the folder and file placeholders pointed at this run) and gives our prediction."""
+    out, clip = audio["full"].output_dir, audio["files"][0]
+    card = ModelCard.load(out / "README.md")
+    assert "FFmpeg" in card.text and '`{"raw": samples, "sampling_rate": rate}`' in card.text
+    assert "Trained on clips of at most 1 s" in card.text
+    code = _card_code(card.text)
+    assert "soundfile.read(" in code and '"sampling_rate": rate' in code
+    exec(code.replace("path/to/this/folder", str(out)).replace("clip.wav", str(clip)), {})
+    by_snippet = ast.literal_eval(capsys.readouterr().out.strip())  # what the snippet printed
+    ours = _our_predictions(out, [clip])[0][0]
+    assert by_snippet[0]["label"] == ours["label"] and by_snippet[0]["score"] == pytest.approx(ours["score"], abs=1e-4)
 
 
 def test_audio_predict_cli(audio, capsys):

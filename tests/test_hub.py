@@ -3,11 +3,13 @@ the right repository, only files the loaders open, once and from the main proces
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import artifact_runs as R
 import pytest
 from huggingface_hub import HfApi
+from huggingface_hub.utils import filter_repo_objects
 
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
@@ -16,7 +18,8 @@ from hf_transfer.errors import HubError
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    """Recorded calls; uploaded files are listed at call time (the staging folder is temporary)."""
+    """Recorded calls. upload_folder's files are those huggingface_hub itself would upload: the folder's
+    files filtered by its allow/ignore patterns, with huggingface_hub's own filter."""
     calls: list[tuple[str, dict]] = []
 
     def create_repo(self, repo_id, **kwargs):
@@ -28,8 +31,9 @@ def hub(monkeypatch, tmp_path):
 
     def upload_folder(self, **kwargs):
         root = Path(kwargs["folder_path"])
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        calls.append(("upload_folder", {**kwargs, "files": files}))
+        every = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        patterns = {"allow_patterns": kwargs.get("allow_patterns"), "ignore_patterns": kwargs.get("ignore_patterns")}
+        calls.append(("upload_folder", {**kwargs, "files": list(filter_repo_objects(every, **patterns))}))
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_branch", create_branch)
@@ -46,8 +50,16 @@ def _no_token(monkeypatch, tmp_path):
 
 def test_push_cli_uploads_loadable_files_only(tmp_path_factory, hub, capsys):
     out = R.vit_lora(tmp_path_factory).output_dir
+    # Not the run's: a stray file beside it and a temporary file inside merged/.
+    strays = [out / "notes.txt", out / "merged" / "partial.tmp"]
+    for stray in strays:
+        stray.write_text("not for the Hub")
     argv = ["push", str(out), "--repo-id", "me/tiny-vit-lora", "--private", "--revision", "dev"]
-    assert main([*argv, "--commit-message", "first"]) == 0
+    try:
+        assert main([*argv, "--commit-message", "first"]) == 0
+    finally:
+        for stray in strays:
+            stray.unlink()
     assert "me/tiny-vit-lora" in capsys.readouterr().out
     assert [name for name, _ in hub] == ["create_repo", "create_branch", "upload_folder"]
     assert hub[0][1]["repo_id"] == "me/tiny-vit-lora" and hub[0][1]["private"] is True
@@ -64,6 +76,12 @@ def test_push_cli_uploads_loadable_files_only(tmp_path_factory, hub, capsys):
     assert not [f for f in files if f.split("/")[0] in ("checkpoints", "logs", "eval") or f.startswith(".")]
     assert not {"config.yaml", "run_info.json"} & set(files)  # they hold local paths
     assert "token" not in upload  # huggingface_hub resolves it itself
+    # Exactly: the model files run_info.json lists (merged/ whole), the card, its pictures, metrics.json.
+    listed = json.loads((out / "run_info.json").read_text())["artifacts"]
+    published = {"README.md", "training_curves.png", "confusion_matrix.png", "metrics.json"}
+    expected = {p.relative_to(out).as_posix() for name in listed for p in [out / name, *(out / name).rglob("*")]}
+    assert set(files) == {f for f in expected if (out / f).is_file()} | published
+    assert upload["folder_path"] == str(out)  # the run folder itself, no staging copy
 
 
 def test_push_to_hub_at_end_of_training(tmp_path_factory, tmp_path, hub):

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import DataError, ModelError
 from ..rng import seeded
 from .base import ADAPTERS, FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .usage import peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,25 @@ class AudioClassificationAdapter(TaskAdapter):
 
     def save_preprocessor(self, directory: Path) -> None:
         self.feature_extractor.save_pretrained(directory)
+
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        if peft:
+            code = peft_transformers_code("AutoModelForAudioClassification", repo_id, labels, base_id)
+        else:
+            # The array form: a file path would be decoded by the pipeline with FFmpeg.
+            code = (
+                "import soundfile\n"
+                + pipeline_code(self.pipeline_tag, repo_id)
+                + '\n\nsamples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)\n'
+                'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))  # channels mixed to mono'
+            )
+        seconds, rate = f"{self.config.data.max_duration_s:g} s", self.sampling_rate
+        return (
+            f"{python_block(code)}\n\nTrained on clips of at most {seconds} (evaluated on the centre crop); longer "
+            "inputs are scored whole by the pipeline. Given a file path, the pipeline decodes it with FFmpeg, which "
+            'must then be installed; given `{"raw": samples, "sampling_rate": rate}` (decoded with soundfile, '
+            f"as above) it needs no FFmpeg, and resamples clips not at {rate} Hz with torchaudio."
+        )
 
     # ---- data ----------------------------------------------------------------------------------
     @property

@@ -88,6 +88,26 @@ class TaskAdapter(ABC):
         preprocessing beside them. Default: nothing (timm keeps its data config inside config.json)."""
         return None
 
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        """The Hub repository whose weights the model spec `spec` (not a local path) loads. Default:
+        transformers, whose specs are Hub ids."""
+        return spec
+
+    @property
+    def library(self) -> str:
+        """The library whose format `save_model` writes and whose loader opens it (the model card's
+        `library_name`; a LoRA run's card names peft, over this). Default: transformers."""
+        return "transformers"
+
+    @abstractmethod
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        """Markdown for the model card's "How to use": a Python block that opens this run's saved model
+        with its standard loader, and what a caller must do to get the run's own predictions.
+
+        `repo_id`: where the run is published (None: a local folder, `usage.LOCAL_FOLDER`); `peft`: the
+        saved model is a LoRA adapter over the base `base_id` (its Hub id; None: not on the Hub)."""
+
     def lora_target_modules(self, model: nn.Module) -> list[str]:
         """LoRA's default targets, by the architecture family the model shows. A transformer (it has
         attention blocks): the linear projections inside attention. A CNN: the pointwise (1x1)

@@ -30,6 +30,7 @@ from ..errors import ConfigError, DataError
 from ..layer_decay import LayerIds
 from ..rng import seeded
 from .base import ADAPTERS, FeatureSplit, TaskAdapter
+from .usage import python_block
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,6 +127,15 @@ class ImageBackend(ABC):
     def save_preprocessor(self, directory: Path) -> None:
         return None
 
+    @classmethod
+    @abstractmethod
+    def hub_id(cls, spec: str) -> str | None:
+        """See TaskAdapter.hub_id."""
+
+    @abstractmethod
+    def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        """Python that opens the saved model with this family's loader (see TaskAdapter.usage_snippet)."""
+
     @abstractmethod
     def eval_view(self, image: Image.Image) -> torch.Tensor:
         """[3, size, size] uint8: the standard loader's resize and crop, before scaling and normalising."""
@@ -204,6 +214,17 @@ class ImageClassificationAdapter(TaskAdapter):
 
     def save_preprocessor(self, directory: Path) -> None:
         self.backend.save_preprocessor(directory)
+
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        return backend_for(spec).hub_id(spec)
+
+    @property
+    def library(self) -> str:
+        return self.backend.library
+
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        return python_block(self.backend.usage_code(repo_id, labels, peft, base_id))
 
     def feature_split(self, model: nn.Module) -> FeatureSplit | None:
         return self.backend.feature_split(model, self.logits)

@@ -21,6 +21,7 @@ from ..errors import ModelError
 from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from .base import FeatureSplit, enable_hf_gradient_checkpointing, hf_head_modules, hooked_split, load_transformers
 from .image import ImageBackend, pil_to_uint8
+from .usage import peft_transformers_code, pipeline_code
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +45,10 @@ class TransformersImageBackend(ImageBackend):
     @classmethod
     def accepts(cls, spec: str) -> bool:
         return True  # the fallback: anything that is not a timm model
+
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        return spec
 
     def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -82,6 +87,11 @@ class TransformersImageBackend(ImageBackend):
 
     def save_preprocessor(self, directory: Path) -> None:
         self.processor.save_pretrained(directory)
+
+    def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        if peft:
+            return peft_transformers_code("AutoModelForImageClassification", repo_id, labels, base_id)
+        return pipeline_code("image-classification", repo_id)
 
     # ---- preprocessing ---------------------------------------------------------------------------
     def eval_view(self, image: Image.Image) -> torch.Tensor:

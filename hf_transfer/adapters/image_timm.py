@@ -25,6 +25,7 @@ from ..layer_decay import LayerIds, by_name, unwrapped
 from ..weights import load_timm_weights
 from .base import FeatureSplit
 from .image import ImageBackend, pil_to_uint8
+from .usage import BASE_COMMENT, BASE_PLACEHOLDER, LOCAL_FOLDER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,6 +55,15 @@ class TimmBackend(ImageBackend):
     @classmethod
     def accepts(cls, spec: str) -> bool:
         return timm_name(spec) is not None
+
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        name = timm_name(spec) or spec
+        if name.startswith(("hf-hub:", "hf_hub:")):
+            return name.split(":", 1)[1].split("@")[0]
+        if timm.is_model(name):  # a bare timm name: the Hub repository of its default pretrained tag
+            return timm.models.get_pretrained_cfg(name).hf_hub_id or None
+        return None  # local-dir: a local folder
 
     def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
         name = timm_name(spec)
@@ -102,6 +112,21 @@ class TimmBackend(ImageBackend):
         config = json.loads(config_path.read_text())
         config.get("model_args", {}).pop("num_classes", None)
         config_path.write_text(json.dumps(config, indent=2))
+
+    def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        if peft:
+            base = f"hf-hub:{base_id}" if base_id else f"local-dir:{BASE_PLACEHOLDER}"
+            return (
+                "import timm\nfrom peft import PeftModel\n\n"
+                + ("" if base_id else BASE_COMMENT)
+                + f'base = timm.create_model("{base}", pretrained=True, num_classes={len(labels)})\n'
+                f'model = PeftModel.from_pretrained(base, "{repo_id or LOCAL_FOLDER}")  # labels: {labels!r}'
+            )
+        where = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{LOCAL_FOLDER}"
+        return (
+            f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()\n'
+            f'# or: transformers.pipeline("image-classification", model="{repo_id or LOCAL_FOLDER}")'
+        )
 
     # ---- preprocessing ---------------------------------------------------------------------------
     def eval_view(self, image: Image.Image) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 from ..cache import fingerprint
 from ..errors import DataError, ModelError
 from .base import ADAPTERS, TaskAdapter, hf_head_modules, load_transformers
+from .usage import LOCAL_FOLDER, pipeline_code, python_block
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
 
@@ -81,6 +82,32 @@ class TextClassificationAdapter(TaskAdapter):
 
     def save_preprocessor(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory)
+
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        if peft:
+            # AutoPeftModel finds the base itself, from adapter_config.json.
+            where = (
+                ""
+                if base_id
+                else (
+                    "# The base is the folder adapter_config.json names (base_model_name_or_path), a path on the\n"
+                    "# machine that trained this adapter: point it at your copy of the base model.\n"
+                )
+            )
+            code = (
+                f"from peft import AutoPeftModelForSequenceClassification\n\n{where}"
+                "model = AutoPeftModelForSequenceClassification.from_pretrained(\n"
+                f'    "{repo_id or LOCAL_FOLDER}", num_labels={len(labels)}, id2label={dict(enumerate(labels))!r}, '
+                "ignore_mismatched_sizes=True\n)  # the base's own head is replaced by the adapter's saved head"
+            )
+        else:
+            code = pipeline_code(self.pipeline_tag, repo_id)
+        n = self.config.data.max_length
+        # What our evaluation did that a bare pipeline call does not: say it, so results can match.
+        return (
+            f"{python_block(code)}\n\nTrained and evaluated on texts truncated to {n} tokens: "
+            f"call the pipeline with `truncation=True, max_length={n}` to match."
+        )
 
     # ---- data ----------------------------------------------------------------------------------
     @property

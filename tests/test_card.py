@@ -1,0 +1,120 @@
+"""The model card's parts that need no training: each adapter's usage snippet for a published run and
+a Hub base (the trained runs in test_artifacts* cover local folders), the license setting, and a
+metric in train.extra_metrics that cannot load."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import tiny_image_overrides
+from huggingface_hub import ModelCard
+from transformers import Wav2Vec2FeatureExtractor
+
+from hf_transfer import load_config, train
+from hf_transfer.adapters.audio import AudioClassificationAdapter
+from hf_transfer.adapters.image_hf import TransformersImageBackend
+from hf_transfer.adapters.image_timm import TimmBackend
+from hf_transfer.adapters.text import TextClassificationAdapter
+from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
+from hf_transfer.card import hub_model_id, write_model_card
+from hf_transfer.config import DataConfig, HubConfig, RunConfig
+from hf_transfer.errors import ConfigError
+from hf_transfer.metrics import load_metric
+
+LABELS = ["cat", "dog"]
+
+
+def _code(markdown: str) -> str:
+    code = re.search(r"```python\n(.*?)\n```", markdown, re.S).group(1)
+    compile(code, "<card snippet>", "exec")  # valid Python as printed
+    return code
+
+
+def _audio_adapter() -> AudioClassificationAdapter:
+    adapter = AudioClassificationAdapter(RunConfig(task="audio-classification"))
+    adapter.feature_extractor = Wav2Vec2FeatureExtractor(sampling_rate=16_000)
+    return adapter
+
+
+def test_snippets_name_the_published_repo_and_the_hub_base():
+    timm = TimmBackend(DataConfig(), trust_remote_code=False)
+    assert 'timm.create_model("hf-hub:me/cats", pretrained=True)' in timm.usage_code("me/cats", LABELS, False, None)
+    code = timm.usage_code("me/cats", LABELS, True, "timm/resnet18.a1_in1k")
+    assert 'timm.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=True, num_classes=2)' in code
+    assert 'PeftModel.from_pretrained(base, "me/cats")' in code and BASE_PLACEHOLDER not in code
+    assert f'"local-dir:{BASE_PLACEHOLDER}"' in timm.usage_code(None, LABELS, True, None)
+
+    hf = TransformersImageBackend(DataConfig(), trust_remote_code=False)
+    assert 'pipeline("image-classification", model="me/cats")' in hf.usage_code("me/cats", LABELS, False, None)
+    code = hf.usage_code("me/cats", LABELS, True, "google/vit-base-patch16-224")
+    assert 'AutoModelForImageClassification.from_pretrained(\n    "google/vit-base-patch16-224"' in code
+    assert BASE_PLACEHOLDER not in code and LOCAL_FOLDER not in code
+
+    text = TextClassificationAdapter(RunConfig(task="text-classification"))
+    usage = text.usage_snippet("me/reviews", LABELS, False, None)
+    assert 'pipeline("text-classification", model="me/reviews")' in _code(usage)
+    assert "`truncation=True, max_length=128`" in usage
+    code = _code(text.usage_snippet("me/reviews", LABELS, True, "org/bert"))
+    assert 'AutoPeftModelForSequenceClassification.from_pretrained(\n    "me/reviews"' in code
+    assert "base_model_name_or_path" not in code  # adapter_config.json names the Hub id: nothing to edit
+    assert "base_model_name_or_path" in _code(text.usage_snippet("me/reviews", LABELS, True, None))
+
+    audio = _audio_adapter()
+    usage = audio.usage_snippet("me/notes", LABELS, False, None)
+    code = _code(usage)
+    assert 'pipeline("audio-classification", model="me/notes")' in code and "soundfile.read(" in code
+    assert '{"raw": samples.mean(axis=1), "sampling_rate": rate}' in code
+    assert "FFmpeg" in usage and "16000 Hz" in usage
+    code = _code(audio.usage_snippet("me/notes", LABELS, True, "facebook/wav2vec2-base"))
+    assert 'AutoModelForAudioClassification.from_pretrained(\n    "facebook/wav2vec2-base"' in code
+
+
+def test_base_model_hub_id_comes_from_the_adapter():
+    def base(*overrides: str) -> str | None:
+        return hub_model_id(load_config(None, list(overrides)))
+
+    assert base("model=hf-hub:timm/resnet18.a1_in1k@main") == base("model=timm/resnet18.a1_in1k")
+    assert base("model=timm/resnet18.a1_in1k") == "timm/resnet18.a1_in1k"
+    assert base("model=google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    assert base("task=text-classification", "model=org/bert") == "org/bert"
+    assert base("model=local-dir:/somewhere/vit") is None  # a local timm folder is no Hub id
+
+
+def _card(tmp_path, config: RunConfig) -> ModelCard:
+    metrics = {"accuracy": 0.5, "f1_macro": 0.5, "loss": 1.0, "best_epoch": 0, "global_step": 2, "history": []}
+    return ModelCard.load(write_model_card(tmp_path, config, LABELS, metrics, None))
+
+
+def test_card_tables_show_every_reported_number(tmp_path):
+    """History entries also name their stage (LP-FT); a resumed run may report a metric the first
+    epochs did not: the tables show every numeric entry, blank where an epoch lacks it."""
+    history = [
+        {"epoch": 0, "step": 2, "accuracy": 0.5, "f1_macro": 0.4, "loss": 1.0, "stage": "probe"},
+        {"epoch": 1, "step": 4, "accuracy": 0.75, "f1_macro": 0.7, "loss": 0.5, "mcc": 0.5, "stage": "full"},
+    ]
+    metrics = {**history[1], "best_epoch": 1, "global_step": 4, "history": history}
+    text = write_model_card(tmp_path, RunConfig(output_dir=str(tmp_path)), LABELS, metrics, None).read_text()
+    assert "| epoch | step | accuracy | f1_macro | loss | mcc |" in text
+    assert "| 0 | 2 | 0.5000 | 0.4000 | 1.0000 |  |" in text and "| mcc | 0.5000 |" in text
+
+
+def test_card_license_comes_from_hub_license(tmp_path):
+    assert _card(tmp_path, RunConfig(output_dir=str(tmp_path))).data.license == "unknown"
+    config = RunConfig(output_dir=str(tmp_path), hub=HubConfig(license="apache-2.0"))
+    assert _card(tmp_path, config).data.license == "apache-2.0"
+    with pytest.raises(ConfigError, match="hub.license must be a Hub license identifier"):
+        load_config(None, ["hub.license=Apache 2.0"])
+
+
+def test_extra_metric_that_cannot_load_stops_the_run_before_training(color_data, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_metric("no_such_metric_anywhere")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "HF_HUB_OFFLINE is set" in message
+    assert "'no_such_metric_anywhere'" in message and "local evaluate module folder" in message
+
+    overrides = tiny_image_overrides(*color_data, tmp_path / "run", **{"train.extra_metrics": "[no_such_metric]"})
+    with pytest.raises(ConfigError, match="'no_such_metric' cannot be loaded"):
+        train(load_config(None, overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists()
