@@ -93,6 +93,44 @@ add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overri
 add_command("config", "Print the fully resolved config (YAML) without training.", add_run_arguments, _show_config)
 
 
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from .compare import DEFAULT_STRATEGIES
+
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"Comma-separated strategies to run, in order (default: {','.join(DEFAULT_STRATEGIES)}).",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace earlier runs in the strategies' folders (overwrite=true)."
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .compare import compare
+
+    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)
+    comparison = compare(config, [name.strip() for name in args.strategies.split(",") if name.strip()])
+    is_main = PartialState().is_main_process
+    PartialState().destroy_process_group()
+    if is_main:
+        print(comparison.markdown(), end="")
+        print(f"-> {comparison.output_dir}/comparison.md, comparison.json, comparison.png")
+    return 0
+
+
+add_command(
+    "compare",
+    "Run several strategies on one task and model (same seed and data) and compare them in one table.",
+    _compare_arguments,
+    _compare,
+)
+
+
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="A finished run's output_dir.")
     parser.add_argument(
@@ -218,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of any error.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help, add_arguments, _) in COMMANDS.items():
-        epilog = EPILOG_TRAIN.format(table=_settings_table()) if name in ("train", "config") else None
+        epilog = EPILOG_TRAIN.format(table=_settings_table()) if name in ("train", "config", "compare") else None
         p = sub.add_parser(
             name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
         )

@@ -59,6 +59,19 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     _save(fig, path)
 
 
+def plot_comparison(names: list[str], accuracies: list[float], seconds: list[float], path: Path) -> None:
+    """`hf-transfer compare`: validation accuracy and wall time per strategy, side by side."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.bar(names, accuracies, color="tab:blue")
+    left.set(ylim=(0, 1.02), ylabel="validation accuracy", title="Accuracy")
+    right.bar(names, seconds, color="tab:orange")
+    right.set(ylabel="seconds", title="Wall time")
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
 def _pyplot() -> Any:
     import matplotlib
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from datasets import Dataset
@@ -55,7 +56,35 @@ class RunResult:
     is_main_process: bool
 
 
-def train(config: RunConfig) -> RunResult:
+@dataclass
+class Prepared:
+    """What several runs on the same task, data and model can share (see compare.py): the adapter with
+    its preprocessing, the loaded splits, and the model built for their labels with the random state
+    right after building it (so a run from a copy starts exactly as a run that built it itself)."""
+
+    adapter: TaskAdapter
+    train_set: Dataset
+    eval_set: Dataset
+    labels: list[str]
+    model: nn.Module
+    rng_state: torch.Tensor
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Load the data and build the model once, as `train` would (same seed)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    set_seed(config.train.seed)
+    adapter = ADAPTERS.get(config.task)(config)
+    # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
+    with PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).main_process_first():
+        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
+    model = adapter.build_model(labels)
+    return Prepared(adapter, train_set, eval_set, labels, model, torch.get_rng_state())
+
+
+def train(config: RunConfig, prepared: Prepared | None = None) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
 
     Works the same in one process and under `accelerate launch` (each process calls it). The folder
@@ -63,6 +92,8 @@ def train(config: RunConfig) -> RunResult:
 
     Args:
         config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
+        prepared (`Prepared`, *optional*): data and model already loaded for this config (by `prepare`); the
+            model is trained in place, so pass a copy to keep the original.
 
     Returns:
         `RunResult`: metrics, labels, the trained model and its adapter.
@@ -89,7 +120,7 @@ def train(config: RunConfig) -> RunResult:
         engine.close()
         raise RunDirError(problem)
     try:
-        return _run(config, engine)
+        return _run(config, engine, prepared)
     finally:
         run_dir.release()
         engine.close()
@@ -104,14 +135,23 @@ class StageFit:
     feature_seconds: float | None
 
 
-def _run(config: RunConfig, engine: Engine) -> RunResult:
-    adapter = ADAPTERS.get(config.task)(config)
+def _run(config: RunConfig, engine: Engine, prepared: Prepared | None) -> RunResult:
     output_dir = Path(config.output_dir)
-    with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
+    if prepared is None:
+        adapter = ADAPTERS.get(config.task)(config)
+        with engine.main_process_first():  # one process builds the datasets cache, the others read it
+            train_set, eval_set, labels = data_lib.load_splits(config, adapter)
+        model = adapter.build_model(labels)
+    else:
+        adapter, train_set, eval_set, labels, model = (
+            prepared.adapter,
+            prepared.train_set,
+            prepared.eval_set,
+            prepared.labels,
+            prepared.model,
+        )
+        torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
-
-    model = adapter.build_model(labels)
     if config.train.gradient_checkpointing:
         adapter.enable_gradient_checkpointing(model)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice

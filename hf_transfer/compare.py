@@ -1,0 +1,154 @@
+"""`hf-transfer compare`: several strategies on one task and model, same seed and data, one table.
+
+Each strategy is a normal run in `<output_dir>/<strategy>/` (artifacts, card, evaluate and push work as
+for any run). What the runs share is done once: the data is loaded and the model built once (each run
+trains a copy), decoded inputs and backbone features come from the cache (linear_probe and LP-FT's probe
+stage share features). The table (Markdown, JSON, bar chart) goes to `<output_dir>/comparison.*`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from .artifacts import json_safe, write_json, write_text_atomic
+from .config import RunConfig
+from .plots import plot_comparison
+from .strategies import STRATEGIES
+from .train import prepare, train
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STRATEGIES = ("linear_probe", "lora", "full", "lp_ft")
+
+
+@dataclass
+class Row:
+    strategy: str
+    accuracy: float
+    f1_macro: float
+    trainable_parameters: int
+    wall_seconds: float
+    train_samples_per_second: float
+    peak_memory_mb: float  # device memory on an accelerator; growth of the process's RSS on CPU
+    output_dir: str
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    memory: str  # what peak_memory_mb measures here
+    output_dir: Path
+
+    def markdown(self) -> str:
+        lines = [
+            "| strategy | accuracy | macro-F1 | trainable params | wall (s) | train samples/s | peak memory (MB) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.strategy} | {r.accuracy:.4f} | {r.f1_macro:.4f} | {r.trainable_parameters:,} | "
+            f"{r.wall_seconds:.1f} | {r.train_samples_per_second:.1f} | {r.peak_memory_mb:.0f} |"
+            for r in self.rows
+        ]
+        return "\n".join(lines) + f"\n\nPeak memory: {self.memory}.\n"
+
+
+def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = DEFAULT_STRATEGIES) -> Comparison:
+    """Train `config` once per strategy (each in `<output_dir>/<strategy>`) and tabulate the results.
+
+    Args:
+        config (`RunConfig`): the task, model and optimisation settings shared by every run; `strategy` and
+            `output_dir` are set per run (each strategy's default learning rate applies when train.lr is unset).
+        strategies (`list[str]`): registered strategy names, in the order to run them.
+
+    Returns:
+        `Comparison`: one row per strategy; written as comparison.md/.json/.png into config.output_dir.
+    """
+    for name in strategies:
+        STRATEGIES.get(name)  # an unknown name fails now, with the valid ones listed
+    root = Path(config.output_dir)
+    shared = prepare(config)
+    rows = []
+    is_main = True
+    for name in strategies:
+        run_config = replace(config, strategy=name, output_dir=str(root / name))
+        run = replace(shared, model=copy.deepcopy(shared.model))
+        with _PeakMemory() as peak:
+            start = time.perf_counter()
+            result = train(run_config, prepared=run)
+            wall = time.perf_counter() - start
+        m = result.metrics
+        rows.append(
+            Row(
+                name,
+                m["accuracy"],
+                m["f1_macro"],
+                m["trainable_parameters"],
+                wall,
+                m["train_samples_per_second"],
+                peak.megabytes,
+                str(result.output_dir),
+            )
+        )
+        is_main = result.is_main_process
+        logger.info("compare: %s done in %.1f s (accuracy %.4f)", name, wall, m["accuracy"])
+    comparison = Comparison(rows, _PeakMemory.what(), root)
+    if is_main:
+        write_text_atomic(root / "comparison.md", comparison.markdown())
+        write_json(root / "comparison.json", {"memory": comparison.memory, "rows": [asdict(r) for r in rows]})
+        names = [r.strategy for r in rows]
+        plot_comparison(names, [r.accuracy for r in rows], [r.wall_seconds for r in rows], root / "comparison.png")
+    return comparison
+
+
+class _PeakMemory:
+    """Peak memory while a block runs: the accelerator's allocator peak, or on CPU the highest resident set
+    size above the one the block started at (sampled every 50 ms: a process's own peak counter never
+    goes down, so it cannot tell one run from the next)."""
+
+    def __init__(self) -> None:
+        self.megabytes = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def what() -> str:
+        if torch.cuda.is_available():
+            return "torch.cuda.max_memory_allocated during the run"
+        return "resident set size above the run's start, sampled every 50 ms (CPU)"
+
+    def __enter__(self) -> _PeakMemory:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        process = psutil.Process()
+        self._start = self._peak = process.memory_info().rss
+
+        def sample() -> None:
+            while not self._stop.wait(0.05):
+                self._peak = max(self._peak, process.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if torch.cuda.is_available():
+            self.megabytes = torch.cuda.max_memory_allocated() / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.megabytes = (self._peak - self._start) / 2**20
+
+
+def load_comparison(output_dir: str | Path) -> dict[str, Any]:
+    """The JSON a comparison wrote."""
+    return json_safe(json.loads((Path(output_dir) / "comparison.json").read_text()))
