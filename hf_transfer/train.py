@@ -8,7 +8,7 @@ from typing import Any
 
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 
 from . import data as data_lib
@@ -17,6 +17,7 @@ from .artifacts import save_model_artifact, save_run_files, write_json
 from .card import CardFacts, write_model_card
 from .config import RunConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
+from .defaults import apply_defaults
 from .engine import Engine, FitData, FitResult
 from .errors import RunDirError
 from .evaluation import classification_report
@@ -53,14 +54,19 @@ class RunResult:
     is_main_process: bool
 
 
-def train(config: RunConfig) -> RunResult:
+def train(config: RunConfig, data: Dataset | DatasetDict | None = None) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
 
     Works the same in one process and under `accelerate launch` (each process calls it). The folder
     must not hold another run unless `config.overwrite` (or resuming with `train.resume_from_checkpoint`).
+    A task or model left unset is chosen from the data (see `hf_transfer.defaults`), and logged.
 
     Args:
         config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
+        data (`Dataset | DatasetDict`, *optional*): the training data as an object instead of `data.train`:
+            a Dataset (validation data: `data.validation`, or a held-out part) or a DatasetDict (its
+            `train` split, and its validation split unless `data.validation` is set). config.yaml and the
+            model card name it by its fingerprint.
 
     Returns:
         `RunResult`: metrics, labels, the trained model and its adapter.
@@ -87,18 +93,23 @@ def train(config: RunConfig) -> RunResult:
         engine.close()
         raise RunDirError(problem)
     try:
-        return _run(config, engine)
+        with engine.main_process_first():  # one process reads (or downloads) the data to infer the task
+            config = apply_defaults(config, data)
+        return _run(config, engine, data)
     finally:
         run_dir.release()
         engine.close()
 
 
-def _run(config: RunConfig, engine: Engine) -> RunResult:
+def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None) -> RunResult:
     strategy = STRATEGIES.get(config.strategy)
     adapter = ADAPTERS.get(config.task)(config)
     output_dir = Path(config.output_dir)
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
+        splits = data_lib.load_splits(config, adapter, data)
+    # From here on the config names the columns found in the data (and an in-memory source): config.yaml,
+    # the card and the checkpoints' run identity say what the run read.
+    config, train_set, eval_set, labels = splits.config, splits.train, splits.validation, splits.labels
     logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
 
     model = adapter.build_model(labels)
@@ -121,8 +132,8 @@ def _run(config: RunConfig, engine: Engine) -> RunResult:
     if probe is not None:
         fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity)
     else:
-        data = training_data(config, adapter, train_set, eval_set, engine)
-        fit = engine.fit(model, data, labels, tracker_config, identity)
+        fit_data = training_data(config, adapter, train_set, eval_set, engine)
+        fit = engine.fit(model, fit_data, labels, tracker_config, identity)
 
     model = engine.unwrap(model)
     metrics = {
