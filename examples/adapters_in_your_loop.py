@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     # The adapter: the model with a new head, and the examples as model inputs.
     adapter = ADAPTERS.get(config.task)(config)
     with accelerator.main_process_first():
-        train_set, eval_set, labels = load_splits(config, adapter)
+        splits = load_splits(config, adapter)
+    train_set, eval_set, labels = splits.train, splits.validation, splits.labels
     model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
     augment = augments(config)  # random crops when the backbone trains
     with accelerator.main_process_first():  # decoded once, kept in the cache

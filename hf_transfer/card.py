@@ -23,9 +23,10 @@ from .adapters import ADAPTERS
 from .adapters.usage import LOCAL_FOLDER
 from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
+from .data import IN_MEMORY_PREFIX
 from .plots import plot_confusion_matrix, plot_curves
 from .rundir import RunDir
-from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX
+from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
 from .strategies import learning_rate
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def markdown_text(text: str) -> str:
 
 
 def hub_dataset_id(source: str | None) -> str | None:
-    if not source or source.startswith("sample:") or is_local(source):
+    """The Hub dataset a run read, or None for local, sample and in-memory data."""
+    if not source or source.startswith((SAMPLE_PREFIX, IN_MEMORY_PREFIX)) or is_local(source):
         return None
     return source.split(":", 1)[0]
 

@@ -20,6 +20,7 @@ Settings (override any of them as KEY=VALUE after the options; values are read a
 {table}
 
 Examples:
+  hf-transfer train --data path/to/images          # task and model chosen from the data (logged)
   hf-transfer train --config configs/lite0_linear_probe.yaml train.epochs=3 strategy=lora
   accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml
 """
@@ -58,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .train import train
 
-    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
+    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
     config = load_config(args.config, overrides)
     result = train(config)
     PartialState().destroy_process_group()  # the end of this process: release the process group
@@ -75,13 +76,32 @@ def summary(result: RunResult) -> str:
 
 def _show_config(args: argparse.Namespace) -> int:
     from .config import dump_config
+    from .defaults import apply_defaults
 
-    print(dump_config(load_config(args.config, args.overrides)), end="")
+    config = load_config(args.config, _data_override(args) + args.overrides)
+    if config.data.train:  # the task and model that training would choose
+        config = apply_defaults(config)
+    print(dump_config(config), end="")
     return 0
 
 
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
+def _data_override(args: argparse.Namespace) -> list[str]:
+    # JSON quoting keeps the path a string whatever it holds (YAML would read `true` or `[x]` otherwise).
+    return [f"data.train={json.dumps(args.data)}"] if args.data else []
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="Training data (same as data.train=PATH): a folder, a data file or a Hub dataset id. With no task "
+        "or model set, the task is inferred from it and the task's default model is used (both logged).",
+    )
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    _config_arguments(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -90,7 +110,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 add_command("train", "Fine-tune a model from a YAML config plus KEY=VALUE overrides.", _train_arguments, _train)
-add_command("config", "Print the fully resolved config (YAML) without training.", add_run_arguments, _show_config)
+add_command("config", "Print the fully resolved config (YAML) without training.", _config_arguments, _show_config)
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,11 +198,21 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="A finished run's output_dir.")
     parser.add_argument(
-        "--data", required=True, help="Labelled data in any form data.train accepts (folder, csv/json/parquet, Hub id)."
+        "--data",
+        required=True,
+        help="Labelled data in any form data.train accepts (folder, data file, save_to_disk folder, Hub id); "
+        "SOURCE:SPLIT names one split of a source with several, e.g. ROOT:test for ROOT/test/.",
     )
-    parser.add_argument("--label-column", default=None, help="Label column (default: the run's data.label_column).")
     parser.add_argument(
-        "--input-column", default=None, help="Input column (default: the run's image/text/audio column)."
+        "--subset", default=None, help="A Hub dataset's configuration (default: the run's data.subset)."
+    )
+    parser.add_argument(
+        "--label-column", default=None, help="Label column (default: detected, the run's data.label_column first)."
+    )
+    parser.add_argument(
+        "--input-column",
+        default=None,
+        help="Input column (default: detected, the run's image/text/audio column first).",
     )
     parser.add_argument(
         "--name", default=None, help="Report name: writes OUTPUT_DIR/eval/NAME.json (default: data name)."
@@ -205,6 +235,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         input_column=args.input_column,
         name=args.name,
         batch_size=args.batch_size,
+        subset=args.subset,
     )
     print(f"{json.dumps(report['metrics'])} on {report['num_examples']} examples -> {path}")
     return 0

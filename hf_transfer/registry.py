@@ -31,7 +31,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=1)
+            close = difflib.get_close_matches(name, self._items, n=1) if isinstance(name, str) else []
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"Unknown {self.kind} {name!r}. Valid {self.kind}s: {', '.join(sorted(self._items))}.{hint}"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 
 from . import data as data_lib
@@ -20,6 +20,7 @@ from .card import card_facts, write_model_card
 from .checkpoints import checkpoint_identity
 from .config import RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
+from .defaults import apply_defaults
 from .engine import Engine, FitData, FitResult
 from .errors import RunDirError
 from .evaluation import classification_report
@@ -58,10 +59,12 @@ class RunResult:
 
 @dataclass
 class Prepared:
-    """What several runs on the same task, data and model can share (see compare.py): the adapter with
-    its preprocessing, the loaded splits, and the model built for their labels with the random state
-    right after building it (so a run from a copy starts exactly as a run that built it itself)."""
+    """What several runs on the same task, data and model can share (see compare.py): the config with
+    what was resolved against the data (task, model, columns), the adapter with its preprocessing, the
+    loaded splits, and the model built for their labels with the random state right after building it
+    (so a run from a copy starts exactly as a run that built it itself)."""
 
+    config: RunConfig
     adapter: TaskAdapter
     train_set: Dataset
     eval_set: Dataset
@@ -70,28 +73,35 @@ class Prepared:
     rng_state: torch.Tensor
 
 
-def prepare(config: RunConfig) -> Prepared:
-    """Load the data and build the model once, as `train` would (same seed)."""
+def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
+    """Load the data and build the model once, as `train` would (same seed, same defaults)."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     set_seed(config.train.seed)
-    adapter = ADAPTERS.get(config.task)(config)
     # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
     with PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).main_process_first():
-        train_set, eval_set, labels = data_lib.load_splits(config, adapter)
-    model = adapter.build_model(labels)
-    return Prepared(adapter, train_set, eval_set, labels, model, torch.get_rng_state())
+        config = apply_defaults(config, data)
+        adapter = ADAPTERS.get(config.task)(config)
+        splits = data_lib.load_splits(config, adapter, data)
+    model = adapter.build_model(splits.labels)
+    rng = torch.get_rng_state()
+    return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng)
 
 
-def train(config: RunConfig, prepared: Prepared | None = None) -> RunResult:
+def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared: Prepared | None = None) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
 
     Works the same in one process and under `accelerate launch` (each process calls it). The folder
     must not hold another run unless `config.overwrite` (or resuming with `train.resume_from_checkpoint`).
+    A task or model left unset is chosen from the data (see `hf_transfer.defaults`), and logged.
 
     Args:
         config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
+        data (`Dataset | DatasetDict`, *optional*): the training data as an object instead of `data.train`:
+            a Dataset (validation data: `data.validation`, or a held-out part) or a DatasetDict (its
+            `train` split, and its validation split unless `data.validation` is set). config.yaml and the
+            model card name it by its fingerprint.
         prepared (`Prepared`, *optional*): data and model already loaded for this config (by `prepare`); the
             model is trained in place, so pass a copy to keep the original.
 
@@ -120,7 +130,10 @@ def train(config: RunConfig, prepared: Prepared | None = None) -> RunResult:
         engine.close()
         raise RunDirError(problem)
     try:
-        return _run(config, engine, prepared)
+        if prepared is None:
+            with engine.main_process_first():  # one process reads (or downloads) the data to infer the task
+                config = apply_defaults(config, data)
+        return _run(config, engine, data, prepared)
     finally:
         run_dir.release()
         engine.close()
@@ -135,12 +148,15 @@ class StageFit:
     feature_seconds: float | None
 
 
-def _run(config: RunConfig, engine: Engine, prepared: Prepared | None) -> RunResult:
+def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
     output_dir = Path(config.output_dir)
     if prepared is None:
         adapter = ADAPTERS.get(config.task)(config)
         with engine.main_process_first():  # one process builds the datasets cache, the others read it
-            train_set, eval_set, labels = data_lib.load_splits(config, adapter)
+            splits = data_lib.load_splits(config, adapter, data)
+        # From here on the config names the columns found in the data (and an in-memory source): config.yaml,
+        # the card and the checkpoints' run identity say what the run read.
+        config, train_set, eval_set, labels = splits.config, splits.train, splits.validation, splits.labels
         model = adapter.build_model(labels)
     else:
         adapter, train_set, eval_set, labels, model = (

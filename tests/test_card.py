@@ -72,13 +72,17 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
 
 def test_base_model_hub_id_comes_from_the_adapter():
     def base(*overrides: str) -> str | None:
-        return hub_model_id(load_config(None, list(overrides)))
+        return hub_model_id(load_config(None, ["task=image-classification", *overrides]))
 
     assert base("model=hf-hub:timm/resnet18.a1_in1k@main") == base("model=timm/resnet18.a1_in1k")
     assert base("model=timm/resnet18.a1_in1k") == "timm/resnet18.a1_in1k"
     assert base("model=google/vit-base-patch16-224") == "google/vit-base-patch16-224"
     assert base("task=text-classification", "model=org/bert") == "org/bert"
     assert base("model=local-dir:/somewhere/vit") is None  # a local timm folder is no Hub id
+
+
+def _config(tmp_path, **changes) -> RunConfig:
+    return RunConfig(task="image-classification", model="resnet18", output_dir=str(tmp_path), **changes)
 
 
 def _card(tmp_path, config: RunConfig) -> ModelCard:
@@ -94,14 +98,14 @@ def test_card_tables_show_every_reported_number(tmp_path):
         {"epoch": 1, "step": 4, "accuracy": 0.75, "f1_macro": 0.7, "loss": 0.5, "mcc": 0.5, "stage": "full"},
     ]
     metrics = {**history[1], "best_epoch": 1, "global_step": 4, "history": history}
-    text = write_model_card(tmp_path, RunConfig(output_dir=str(tmp_path)), LABELS, metrics, None).read_text()
+    text = write_model_card(tmp_path, _config(tmp_path), LABELS, metrics, None).read_text()
     assert "| epoch | step | accuracy | f1_macro | loss | mcc |" in text
     assert "| 0 | 2 | 0.5000 | 0.4000 | 1.0000 |  |" in text and "| mcc | 0.5000 |" in text
 
 
 def test_card_license_comes_from_hub_license(tmp_path):
-    assert _card(tmp_path, RunConfig(output_dir=str(tmp_path))).data.license == "unknown"
-    config = RunConfig(output_dir=str(tmp_path), hub=HubConfig(license="apache-2.0"))
+    assert _card(tmp_path, _config(tmp_path)).data.license == "unknown"
+    config = _config(tmp_path, hub=HubConfig(license="apache-2.0"))
     assert _card(tmp_path, config).data.license == "apache-2.0"
     with pytest.raises(ConfigError, match="hub.license must be a Hub license identifier"):
         load_config(None, ["hub.license=Apache 2.0"])

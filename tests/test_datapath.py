@@ -204,7 +204,7 @@ def test_gradient_checkpointing_changes_memory_not_results(color_data, tmp_path)
 
 
 def test_lora_default_targets_of_a_cnn_are_its_pointwise_layers():
-    config = load_config(None, ["model=test_efficientnet", "pretrained=false"])
+    config = load_config(None, ["task=image-classification", "model=test_efficientnet", "pretrained=false"])
     adapter = ADAPTERS.get(config.task)(config)
     model = adapter.build_model(["a", "b"])
     targets = adapter.lora_target_modules(model)

@@ -285,7 +285,7 @@ def test_user_errors_exit_2_and_debug_shows_them_in_full(monkeypatch, capsys):
 
 def test_card_escapes_labels(tmp_path):
     labels = ["a|b", "<script>x</script>", "fish & chips"]
-    config = RunConfig(output_dir=str(tmp_path), strategy="full")
+    config = RunConfig(task="image-classification", model="resnet18", output_dir=str(tmp_path), strategy="full")
     per_class = {name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for name in labels}
     metrics = {"accuracy": 0.5, "f1_macro": 0.5, "loss": 1.0, "best_epoch": 1, "global_step": 3, "history": []}
     validation = {"per_class": per_class, "confusion_matrix": [[1, 1, 0], [0, 1, 1], [1, 0, 1]]}

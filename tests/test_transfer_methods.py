@@ -85,7 +85,7 @@ def test_lp_ft_resumes_in_either_stage(color_data, tmp_path, stage):
 def test_layer_decay_of_timm_models_is_timms_own_grouping(model_name):
     from timm.optim import param_groups_layer_decay
 
-    config = load_config(None, [f"model={model_name}", "pretrained=false"])
+    config = load_config(None, ["task=image-classification", f"model={model_name}", "pretrained=false"])
     adapter = ADAPTERS.get(config.task)(config)
     model = adapter.build_model(["a", "b", "c"])
     groups = param_groups(model, adapter.layer_ids(model), lr=1.0, weight_decay=0.0, decay=0.5)

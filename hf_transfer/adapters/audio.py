@@ -82,6 +82,8 @@ class AudioClassificationAdapter(TaskAdapter):
     folder_builder: ClassVar[str | None] = "audiofolder"
     pipeline_tag: ClassVar[str] = "audio-classification"
     input_column_key: ClassVar[str] = "audio_column"
+    input_column_names: ClassVar[tuple[str, ...]] = ("audio", "file_name", "path")
+    input_feature: ClassVar[type | None] = Audio
     input_is_file: ClassVar[bool] = True
 
     feature_extractor: Any = None  # set by load_model

@@ -54,6 +54,11 @@ class TaskAdapter(ABC):
     pipeline_tag: ClassVar[str]
     # The DataConfig field naming the input column (image_column, text_column, audio_column).
     input_column_key: ClassVar[str]
+    # Column names that hold this input in common datasets, most usual first: with the config's column
+    # unset, the first one a dataset has is used (and the first one is the name the adapter reads).
+    input_column_names: ClassVar[tuple[str, ...]]
+    # The datasets feature type of a decodable input column (Image, Audio), which also identifies it.
+    input_feature: ClassVar[type | None] = None
     # Whether that column holds file paths (resolved against a csv/json/parquet file's folder).
     input_is_file: ClassVar[bool] = False
 
@@ -123,8 +128,9 @@ class TaskAdapter(ABC):
     # ---- data: decode once, transform per example (see datapipe.py) -----------------------------
     @property
     def input_column(self) -> str:
-        """The dataset column holding the model input (named by `data.<input_column_key>`)."""
-        return getattr(self.config.data, self.input_column_key)
+        """The dataset column holding the model input: `data.<input_column_key>`, or when that is unset
+        (detected from the data, see data.py) the usual name, which the loaded data is renamed to."""
+        return getattr(self.config.data, self.input_column_key) or self.input_column_names[0]
 
     @property
     def input_columns(self) -> list[str]:

@@ -196,6 +196,8 @@ class ImageClassificationAdapter(TaskAdapter):
     folder_builder: ClassVar[str | None] = "imagefolder"
     pipeline_tag: ClassVar[str] = "image-classification"
     input_column_key: ClassVar[str] = "image_column"
+    input_column_names: ClassVar[tuple[str, ...]] = ("image", "img", "file_name")
+    input_feature: ClassVar[type | None] = ImageFeature
     input_is_file: ClassVar[bool] = True
 
     backend: ImageBackend  # set by load_model, from the model spec

@@ -32,6 +32,7 @@ class TextClassificationAdapter(TaskAdapter):
     peft_task_type: ClassVar[str | None] = "SEQ_CLS"
     pipeline_tag: ClassVar[str] = "text-classification"
     input_column_key: ClassVar[str] = "text_column"
+    input_column_names: ClassVar[tuple[str, ...]] = ("text", "sentence", "content")
 
     tokenizer: Any = None  # set by load_model
     _model_inputs: list[str]  # the tokenizer outputs this model's forward() accepts

