@@ -324,14 +324,36 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
-        node = values
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"Override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        _set(values, path, value, f"Override {text!r}")
     return values
+
+
+def nest_dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings that may use dotted keys ({"data.image_size": 96}) as nested sections ({"data": {...}})."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        value = nest_dotted(value) if isinstance(value, dict) else value
+        _set(out, str(key).split("."), value, f"Setting {key!r}", merge=True)
+    return out
+
+
+def _set(values: dict[str, Any], path: list[str], value: Any, what: str, merge: bool = False) -> None:
+    """values[path] = value, creating sections on the way; with `merge`, a section merges into one already there."""
+    node = values
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {part!r} is not a section")
+        node = child
+    if merge and isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        node[path[-1]] = _merge(node[path[-1]], value)
+    else:
+        node[path[-1]] = value
+
+
+def with_overrides(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """`config` with nested `values` (as a YAML config file holds them) merged on top, validated again."""
+    return from_dict(RunConfig, _merge(to_dict(config), values))
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
