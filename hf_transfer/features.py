@@ -63,6 +63,45 @@ def head_logits(head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
 
 
 @dataclass
+class BackboneFeatures:
+    """A frozen backbone's features of some data sets, and the head module they feed."""
+
+    head: nn.Module
+    features: dict[str, torch.Tensor]  # data set name -> [examples, ...] as the head receives them
+    seconds: float  # spent computing them; 0 when every one came from the cache
+
+
+def backbone_features(
+    model: nn.Module,
+    adapter: TaskAdapter,
+    datasets: dict[str, Dataset],
+    engine: Engine,
+    batch_size: int,
+    cache_root: str | None = None,
+) -> BackboneFeatures | None:
+    """What `model`'s head receives for every example of each data set (evaluation view, no
+    augmentation), from the cache or computed now (sharded across processes, gathered in order) and
+    then cached; None when the adapter cannot cut this model before its head (the log says why).
+    `datasets` maps a name (for the log, e.g. "training") to a data set."""
+    split = adapter.feature_split(model)
+    if split is None:
+        logger.info("%s: the head is not one module fed one tensor, so features are not cached", type(model).__name__)
+        return None
+    model.to(engine.device).eval()
+    if not _one_vector_per_example(split, adapter, next(iter(datasets.values())), engine):
+        logger.info(
+            "%s: the head's input depends on the input length, so features are not cached", type(model).__name__
+        )
+        return None
+    weights = backbone_fingerprint(model, adapter.head_modules(model))
+    features, seconds = {}, 0.0
+    for what, dataset in datasets.items():
+        features[what], spent = _features(split, weights, model, adapter, dataset, engine, batch_size, cache_root, what)
+        seconds += spent
+    return BackboneFeatures(head=split.head, features=features, seconds=seconds)
+
+
+@dataclass
 class CachedProbe:
     """The head to train, what it trains on, and the seconds spent getting the features (0 when cached)."""
 
@@ -82,32 +121,26 @@ def cached_probe(
 ) -> CachedProbe | None:
     """Features of both splits (from the cache, or computed now) and the head to train on them;
     None when the adapter cannot cut this model (the probe then trains uncached)."""
-    split = adapter.feature_split(model)
-    if split is None:
-        logger.info(
-            "%s: the head is not one module fed one tensor, so features are not cached; the probe trains uncached",
-            type(model).__name__,
-        )
+    found = backbone_features(
+        model, adapter, {"training": train_set, "validation": eval_set}, engine, batch_size, cache_root
+    )
+    if found is None:
+        logger.info("The probe trains uncached")
         return None
-    model.to(engine.device).eval()
-    if not _one_vector_per_example(split, adapter, eval_set, engine):
-        logger.info(
-            "%s: the head's input depends on the input length, so features are not cached; the probe trains uncached",
-            type(model).__name__,
-        )
-        return None
-    start = time.perf_counter()
-    weights = backbone_fingerprint(model, adapter.head_modules(model))
-    train = _features(split, weights, model, adapter, train_set, engine, batch_size, cache_root, "training")
-    evaluation = _features(split, weights, model, adapter, eval_set, engine, batch_size, cache_root, "validation")
-    data = FitData(
+    train = found.features["training"]
+    data = probe_data(train, train_set, found.features["validation"], eval_set)
+    logger.info("The head trains on cached backbone features (%s per example)", tuple(train.shape[1:]))
+    return CachedProbe(head=found.head, data=data, feature_seconds=found.seconds)
+
+
+def probe_data(train: torch.Tensor, train_set: Dataset, evaluation: torch.Tensor, eval_set: Dataset) -> FitData:
+    """What the engine fits a head on: the features of both splits with their data sets' labels."""
+    return FitData(
         train=FeatureView(train, torch.tensor(train_set["labels"])),
         eval=FeatureView(evaluation, torch.tensor(eval_set["labels"])),
         collate=collate_features,
         logits=head_logits,
     )
-    logger.info("The head trains on cached backbone features (%s per example)", tuple(train.shape[1:]))
-    return CachedProbe(head=split.head, data=data, feature_seconds=time.perf_counter() - start)
 
 
 def _one_vector_per_example(split: FeatureSplit, adapter: TaskAdapter, dataset: Dataset, engine: Engine) -> bool:
@@ -136,14 +169,16 @@ def _features(
     batch_size: int,
     cache_root: str | None,
     what: str,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, float]:
+    """The features of `dataset` and the seconds spent computing them (0 when read from the cache)."""
     key = fingerprint("features-v1", split.name, weights, adapter.decode_signature(False), dataset._fingerprint)
     path = cache_dir("features", cache_root) / f"{key}.safetensors"
     if path.is_file():
         features = load_file(str(path))["features"]
         if len(features) == len(dataset):
             logger.info("Cached %s features: %s", what, path)
-            return features
+            return features, 0.0
+    start = time.perf_counter()
     with engine.main_process_first():  # one process decodes into the input cache, the others read it
         decoded, is_decoded = decode_once(dataset, adapter, augment=False, cache_root=cache_root)
     view = ExampleView(decoded, adapter, augment=False, decoded=is_decoded)
@@ -155,4 +190,4 @@ def _features(
         save_file({"features": features.contiguous()}, str(tmp))
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     engine.wait_for_everyone()
-    return features
+    return features, time.perf_counter() - start

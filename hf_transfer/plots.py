@@ -1,4 +1,4 @@
-"""The model card's two pictures: training/validation curves and the validation confusion matrix."""
+"""The pictures: a run's training/validation curves and confusion matrix (for its card), a backbone ranking."""
 
 from __future__ import annotations
 
@@ -69,6 +69,38 @@ def plot_comparison(names: list[str], accuracies: list[float], seconds: list[flo
     right.set(ylabel="seconds", title="Wall time")
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_ranking(
+    names: list[str], logme: list[float | None], accuracy: dict[str, list[float | None]], path: Path
+) -> None:
+    """Candidates top to bottom in ranking order: LogME on the left, validation accuracies (one bar per
+    kind, e.g. the probe's and the fine-tuned model's) on the right. Missing values leave no bar."""
+    import numpy as np
+
+    plt = _pyplot()
+    shown = lambda values: [np.nan if v is None else v for v in values]  # noqa: E731
+    rows = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.6 + 0.45 * len(names)), sharey=True)
+    # Only LogME's order and gaps mean something (a log-likelihood, no natural zero): points, not bars.
+    values = np.array(shown(logme), dtype=float)
+    if np.isfinite(values).any():
+        low, high = np.nanmin(values), np.nanmax(values)
+        start = low - 0.15 * (high - low or 1.0)
+        left.hlines(rows, start, values, color="tab:blue", alpha=0.4)
+        left.plot(values, rows, "o", color="tab:blue")
+        left.set_xlim(start, high + 0.15 * (high - low or 1.0))
+    left.set_yticks(rows, names)
+    left.invert_yaxis()  # the best on top
+    left.set(xlabel="LogME (higher is better)", title="Transferability, no training")
+    height = 0.8 / max(1, len(accuracy))
+    for i, (kind, values) in enumerate(accuracy.items()):
+        right.barh(rows - 0.4 + height * (i + 0.5), shown(values), height, label=kind)
+    right.set(xlabel="validation accuracy", xlim=(0, 1.02), title="Accuracy")
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(names)), ncol=len(accuracy), fontsize=8)
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
 
 
