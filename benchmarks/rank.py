@@ -14,8 +14,6 @@ appended to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -23,7 +21,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-import torch
+from machine import machine_line
 
 from hf_transfer import Candidate, configure_logging, load_config, rank, train
 
@@ -76,14 +74,11 @@ def main() -> None:
     forward = sum(s.feature_seconds for s in result.scores)
     tuning = sum(s.finetuned_seconds for s in result.scores)
     tau = result.kendall_tau
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " + (
-        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    )
     table = "\n".join(
         [
             f"\n## rank: LogME vs fine-tuning on digits — {date.today().isoformat()}\n",
             f"Command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`  ",
-            f"Machine: {machine}  ",
+            f"Machine: {machine_line()}  ",
             f"Base config: `{' '.join(str(c.relative_to(ROOT)) for c in CONFIGS)}` (full fine-tuning, lr 1e-3), "
             f"{config.train.epochs} epochs, batch 32; the probe: linear head on cached features, lr 1e-2, same epochs. "
             "The chained backbone is a 1-epoch full run at 64 px from the ImageNet weights.\n",
