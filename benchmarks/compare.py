@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_line, results_section
+from machine import machine_line, publish
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,11 +102,7 @@ def main() -> None:
         "",
         *table,
     ]
-    text = results_section(f"hf-transfer compare vs one by one, {args.task}", body)
-    print(text)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(text)
+    publish(f"hf-transfer compare vs one by one, {args.task}", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handwritten import DEFAULT_LR, STRATEGIES, classifier_name
-from machine import machine_line, results_section
+from machine import machine_line, publish
 
 from hf_transfer import load_config
 
@@ -232,11 +232,7 @@ def main() -> None:
         *verdicts(results),
         "",
     ]
-    text = results_section(f"before/after the transfer defaults, {args.epochs} epochs", body)
-    print(text)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(text)
+    publish(f"before/after the transfer defaults, {args.epochs} epochs", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

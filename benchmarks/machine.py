@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -23,3 +24,13 @@ def machine_line() -> str:
 def results_section(title: str, body: list[str]) -> str:
     """A dated section for benchmarks/RESULTS.md."""
     return "\n".join([f"\n## {title} — {date.today().isoformat()}\n", *body, ""])
+
+
+def publish(title: str, body: list[str], write: bool = True) -> str:
+    """Print a dated section and, unless `write` is false, append it to benchmarks/RESULTS.md."""
+    text = results_section(title, body)
+    print(text)
+    if write:
+        with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as f:
+            f.write(text)
+    return text
