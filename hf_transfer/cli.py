@@ -22,7 +22,8 @@ Settings (override any of them as KEY=VALUE after the options; values are read a
 Examples:
   hf-transfer train --data path/to/images          # task and model chosen from the data (logged)
   hf-transfer train --config configs/lite0_linear_probe.yaml train.epochs=3 strategy=lora
-  accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml
+  accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml   # 2 GPUs
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml  # CPUs
 """
 
 AddArguments = Callable[[argparse.ArgumentParser], None]

@@ -21,7 +21,7 @@ from .checkpoints import checkpoint_identity
 from .config import RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults
-from .engine import Engine, FitData, FitResult
+from .engine import Engine, FitData, FitResult, check_launch
 from .errors import RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
@@ -80,7 +80,9 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
 
     set_seed(config.train.seed)
     # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
-    with PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).main_process_first():
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_launch(state.num_processes, state.device)  # before N processes each load the data as if alone
+    with state.main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
         splits = data_lib.load_splits(config, adapter, data)
