@@ -108,6 +108,30 @@ class FitResult:
     best_predictions: Predictions | None = None
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run actually trains with, whoever chose it (the config, `accelerate config`, launch flags):
+    logged when the engine starts, recorded in run_info.json and shown on the model card."""
+
+    num_processes: int
+    distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
+    device: str  # of the main process: cpu, cuda, mps, ...
+    mixed_precision: str  # no, fp16, bf16 (fp8 through `accelerate config`)
+    batch_size_per_device: int
+    gradient_accumulation_steps: int
+    effective_batch_size: int  # examples per optimizer step, over every process
+
+    def describe(self) -> str:
+        n = self.num_processes
+        where = self.device if self.distributed_type == "NO" else f"{self.device}, {self.distributed_type}"
+        return (
+            f"{n} process{'es' if n > 1 else ''} ({where}), mixed precision "
+            f"{self.mixed_precision}; batch {self.batch_size_per_device} per device x {n} x "
+            f"{self.gradient_accumulation_steps} accumulation step(s) = {self.effective_batch_size} examples per "
+            "optimizer step"
+        )
+
+
 @dataclass
 class _Plan:
     steps_per_epoch: int
@@ -181,6 +205,8 @@ class Engine:
         except LaunchError:
             AcceleratorState._reset_state()  # this Accelerator is never used: the next one may differ
             raise
+        chosen = "train.mixed_precision" if settings.mixed_precision else "`accelerate config` / launch flags"
+        logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
@@ -190,6 +216,19 @@ class Engine:
     @property
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def setup(self) -> RunSetup:
+        acc, batch = self.accelerator, self.settings.batch_size
+        return RunSetup(
+            num_processes=acc.num_processes,
+            distributed_type=acc.distributed_type.value,
+            device=acc.device.type,
+            mixed_precision=acc.mixed_precision,
+            batch_size_per_device=batch,
+            gradient_accumulation_steps=acc.gradient_accumulation_steps,
+            effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
+        )
 
     @property
     def device(self) -> torch.device:

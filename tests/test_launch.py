@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 from conftest import failure_lines, tiny_image_overrides
 
+from hf_transfer import load_config, train
 from hf_transfer.engine import check_launch
 from hf_transfer.errors import LaunchError
 
@@ -51,3 +55,35 @@ def test_multi_gpu_launch_on_cpus_stops_every_process_before_writing(color_data,
     assert all("one of 2 launched (WORLD_SIZE=2)" in line for line in errors)
     assert all("`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in line for line in errors)
     assert not out.exists()
+
+
+def test_a_one_process_run_records_what_it_used(color_data, tmp_path, caplog):
+    """A plain run (no launcher) is let through and says what it trained with: in the log, in
+    run_info.json, in config.yaml's resolved values and on the card."""
+    train_dir, val_dir = color_data
+    extra = {
+        "strategy": "linear_probe",
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.gradient_accumulation_steps": 2,
+    }
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "run", **extra))
+    assert config.train.mixed_precision is None  # left to Accelerate: its default here is "no"
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        result = train(config)
+    expected = {
+        "num_processes": 1,
+        "distributed_type": "NO",
+        "device": "cpu",
+        "mixed_precision": "no",
+        "batch_size_per_device": 4,
+        "gradient_accumulation_steps": 2,
+        "effective_batch_size": 8,
+    }
+    assert json.loads((result.output_dir / "run_info.json").read_text())["setup"] == expected
+    written = yaml.safe_load((result.output_dir / "config.yaml").read_text())["train"]
+    assert (written["mixed_precision"], written["gradient_accumulation_steps"]) == ("no", 2)
+    described = "1 process (cpu), mixed precision no; batch 4 per device x 1 x 2 accumulation step(s) = 8 examples"
+    assert any(described in record.getMessage() for record in caplog.records)
+    card = (result.output_dir / "README.md").read_text()
+    assert "warm-up.\n- **Setup:** " + described + " per optimizer step.\n- **Training augmentation:**" in card
