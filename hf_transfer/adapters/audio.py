@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import DataError, ModelError
 from ..rng import seeded
-from .base import ADAPTERS, FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .base import FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
 from .usage import peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
     return samples[start : start + max_samples]
 
 
-@ADAPTERS.register("audio-classification")
 class AudioClassificationAdapter(TaskAdapter):
     """Audio classification with any AutoModelForAudioClassification model (wav2vec2 family)."""
 
