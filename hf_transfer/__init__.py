@@ -2,47 +2,65 @@
 
 The PyPI distribution is `hf-transfer-learning`; the import name `hf_transfer` is shared with the
 unrelated download accelerator `hf-transfer`, so do not install both in one environment.
+
+The public names below are imported on first use (`hf_transfer.train` loads torch and friends,
+`import hf_transfer` alone does not), so the command line starts at once.
 """
 
-from .adapters import (
-    ADAPTERS,
-    AudioClassificationAdapter,
-    ImageClassificationAdapter,
-    TaskAdapter,
-    TextClassificationAdapter,
-)
-from .config import DataConfig, RunConfig, TrainConfig, load_config
-from .engine import Engine, FitResult
-from .errors import ConfigError, DataError, HFTransferError, ModelError
-from .log import configure_logging
-from .rank import Candidate, RankResult, rank
-from .strategies import STRATEGIES, LoraConfigSpec
-from .train import RunResult, train
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import keep_functions, lazy_getattr
+
+if TYPE_CHECKING:  # the same names for type checkers and editors (at run time, __getattr__ below imports them)
+    from .adapters import (  # noqa: F401
+        ADAPTERS,
+        AudioClassificationAdapter,
+        ImageClassificationAdapter,
+        TaskAdapter,
+        TextClassificationAdapter,
+    )
+    from .config import DataConfig, RunConfig, TrainConfig, load_config  # noqa: F401
+    from .engine import Engine, FitResult  # noqa: F401
+    from .errors import ConfigError, DataError, HFTransferError, ModelError  # noqa: F401
+    from .log import configure_logging  # noqa: F401
+    from .rank import Candidate, RankResult, rank  # noqa: F401
+    from .strategies import STRATEGIES, LoraConfigSpec  # noqa: F401
+    from .train import RunResult, train  # noqa: F401
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ADAPTERS",
-    "STRATEGIES",
-    "AudioClassificationAdapter",
-    "Candidate",
-    "ConfigError",
-    "DataConfig",
-    "DataError",
-    "Engine",
-    "FitResult",
-    "HFTransferError",
-    "ImageClassificationAdapter",
-    "LoraConfigSpec",
-    "ModelError",
-    "RankResult",
-    "RunConfig",
-    "RunResult",
-    "TaskAdapter",
-    "TextClassificationAdapter",
-    "TrainConfig",
-    "configure_logging",
-    "load_config",
-    "rank",
-    "train",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ADAPTERS": "adapters",
+    "AudioClassificationAdapter": "adapters",
+    "ImageClassificationAdapter": "adapters",
+    "TaskAdapter": "adapters",
+    "TextClassificationAdapter": "adapters",
+    "DataConfig": "config",
+    "RunConfig": "config",
+    "TrainConfig": "config",
+    "load_config": "config",
+    "Engine": "engine",
+    "FitResult": "engine",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "HFTransferError": "errors",
+    "ModelError": "errors",
+    "configure_logging": "log",
+    "Candidate": "rank",
+    "RankResult": "rank",
+    "rank": "rank",
+    "STRATEGIES": "strategies",
+    "LoraConfigSpec": "strategies",
+    "RunResult": "train",
+    "train": "train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+keep_functions(__name__, ["train", "rank"])
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

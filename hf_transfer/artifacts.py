@@ -7,19 +7,23 @@ half-written artifact beside a good one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .adapters.base import TaskAdapter
 from .config import RunConfig, dump_config
 from .rundir import RunDir
+
+if TYPE_CHECKING:
+    from .engine import RunSetup
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -100,12 +104,20 @@ def _set_base_model(adapter_dir: Path, base_model: str) -> None:
 
 
 def save_run_files(
-    config: RunConfig, labels: list[str], metrics: dict[str, Any], output_dir: Path, artifacts: list[str]
+    config: RunConfig,
+    labels: list[str],
+    metrics: dict[str, Any],
+    output_dir: Path,
+    artifacts: list[str],
+    setup: RunSetup | None = None,
 ) -> None:
-    """metrics.json, config.yaml, and last run_info.json, which marks the folder as a finished run and
-    lists the model files (`artifacts`) that belong to it."""
+    """metrics.json, config.yaml, and last run_info.json, which marks the folder as a finished run, lists
+    the model files (`artifacts`) that belong to it and records the `setup` it trained with (processes,
+    mixed precision, batch per device, accumulation, effective batch)."""
     run = RunDir(output_dir)
     write_json(run.metrics, metrics)
     write_text_atomic(run.config, dump_config(config))
     info = {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model}
+    if setup is not None:
+        info["setup"] = dataclasses.asdict(setup)
     write_json(run.run_info, {**info, "artifacts": artifacts})

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .adapters import TaskAdapter
+    from .engine import RunSetup
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 _FOLDER_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -51,6 +52,7 @@ class CardFacts:
     merged: bool = False  # ... with the merged plain model in merged/
     base_model: str | None = None  # the base's Hub id (None: a local model, local weights or random init)
     usage: str = ""  # Markdown: opening the saved model with its standard loader (the adapter's snippet)
+    setup: RunSetup | None = None  # processes, mixed precision and batch the run trained with
 
 
 def card_facts(
@@ -60,6 +62,7 @@ def card_facts(
     labels: list[str],
     augmentation: str,
     train_loss: list[list[float]],
+    setup: RunSetup | None = None,
 ) -> CardFacts:
     """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
     from peft import PeftModel
@@ -74,6 +77,7 @@ def card_facts(
         merged=peft and config.export.merge,
         base_model=base_id,
         usage=adapter.usage_snippet(config.hub.repo_id, labels, peft, base_id),
+        setup=setup,
     )
 
 
@@ -225,6 +229,7 @@ def _body_values(
         "scheduler": config.train.scheduler,
         "warmup": f"{config.train.warmup_ratio:g}",
         "batch_size": config.train.batch_size,
+        "setup": facts.setup.describe() if facts.setup else None,
         "augmentation": facts.augmentation,
         "labels": [markdown_text(label) for label in labels],
         "best_epoch": metrics.get("best_epoch"),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .config import describe_fields, load_config
 from .errors import HFTransferError
 from .log import configure_logging
+from .strategies import COMPARED_BY_DEFAULT
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -22,7 +23,8 @@ Settings (override any of them as KEY=VALUE after the options; values are read a
 Examples:
   hf-transfer train --data path/to/images          # task and model chosen from the data (logged)
   hf-transfer train --config configs/lite0_linear_probe.yaml train.epochs=3 strategy=lora
-  accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml
+  accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml   # 2 GPUs
+  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml  # CPUs
 """
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -117,13 +119,11 @@ add_command("config", "Print the fully resolved config (YAML) without training."
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from .compare import DEFAULT_STRATEGIES
-
     add_run_arguments(parser)
     parser.add_argument(
         "--strategies",
-        default=",".join(DEFAULT_STRATEGIES),
-        help=f"Comma-separated strategies to run, in order (default: {','.join(DEFAULT_STRATEGIES)}).",
+        default=",".join(COMPARED_BY_DEFAULT),
+        help=f"Comma-separated strategies to run, in order (default: {','.join(COMPARED_BY_DEFAULT)}).",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="Replace earlier runs in the strategies' folders (overwrite=true)."

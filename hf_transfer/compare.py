@@ -23,12 +23,10 @@ import torch
 from .artifacts import json_safe, write_json, write_text_atomic
 from .config import RunConfig
 from .plots import plot_comparison
-from .strategies import STRATEGIES
+from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
 from .train import prepare, train
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STRATEGIES = ("linear_probe", "lora", "full", "lp_ft")
 
 
 @dataclass
@@ -62,7 +60,7 @@ class Comparison:
         return "\n".join(lines) + f"\n\nPeak memory: {self.memory}.\n"
 
 
-def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = DEFAULT_STRATEGIES) -> Comparison:
+def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARED_BY_DEFAULT) -> Comparison:
     """Train `config` once per strategy (each in `<output_dir>/<strategy>`) and tabulate the results.
 
     Args:

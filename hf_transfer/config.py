@@ -8,6 +8,8 @@ what it must be, and for an unknown key the valid ones with a "did you mean".
 
 Choices are stated once: as `Literal` types (the schedule, mixed precision, the best-model metric)
 or as registries (task: ADAPTERS, strategy: STRATEGIES); help texts and errors are built from them.
+Neither registry imports torch to name its entries (adapters are imported on first use, strategies
+import what they need when they run), so loading a config and `--help` stay fast.
 
 A strategy's own settings (`lora:`, `linear_probe:`) are not written here: each strategy registers
 its settings dataclass with itself (strategies.py), and RunConfig is RunConfigBase plus one section
@@ -257,8 +259,8 @@ class RunConfigBase:
 
     def __post_init__(self) -> None:
         if self.task is not None:
-            ADAPTERS.get(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
-        STRATEGIES.get(self.strategy)
+            ADAPTERS.check(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
+        STRATEGIES.check(self.strategy)
         if self.push_to_hub and not self.hub.repo_id:
             raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")
 

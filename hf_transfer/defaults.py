@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .adapters import ADAPTERS
-from .data import in_memory_name, infer_task
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -49,10 +48,12 @@ def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None)
     notes = []
     task = config.task
     if task is None:
+        from .data import in_memory_name, infer_task  # reads the data: only when the task is unset
+
         task, why = infer_task(config.data.train, config.data.subset, data)
         source = in_memory_name(data) if data is not None else config.data.train
         notes.append(f"Task: {task} (from {source}: {why}; set task=... to change)")
-    ADAPTERS.get(task)  # an unknown task is named with the valid ones before anything else
+    ADAPTERS.check(task)  # an unknown task is named with the valid ones before anything else
     model, weights = config.model, config.weights
     if model is None:
         default = DEFAULT_MODELS[task]

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from transformers import get_scheduler
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
-from .errors import ConfigError, RunDirError, TrainingDiverged
+from .errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
 from .rundir import RunDir
@@ -106,6 +106,30 @@ class FitResult:
     step_offset: int = 0
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run actually trains with, whoever chose it (the config, `accelerate config`, launch flags):
+    logged when the engine starts, recorded in run_info.json and shown on the model card."""
+
+    num_processes: int
+    distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
+    device: str  # of the main process: cpu, cuda, mps, ...
+    mixed_precision: str  # no, fp16, bf16 (fp8 through `accelerate config`)
+    batch_size_per_device: int
+    gradient_accumulation_steps: int
+    effective_batch_size: int  # examples per optimizer step, over every process
+
+    def describe(self) -> str:
+        n = self.num_processes
+        where = self.device if self.distributed_type == "NO" else f"{self.device}, {self.distributed_type}"
+        return (
+            f"{n} process{'es' if n > 1 else ''} ({where}), mixed precision "
+            f"{self.mixed_precision}; batch {self.batch_size_per_device} per device x {n} x "
+            f"{self.gradient_accumulation_steps} accumulation step(s) = {self.effective_batch_size} examples per "
+            "optimizer step"
+        )
 
 
 @dataclass
@@ -176,6 +200,13 @@ class Engine:
             # The schedule is stepped here once per optimizer step, whatever the number of processes.
             step_scheduler_with_optimizer=False,
         )
+        try:
+            check_launch(self.accelerator.num_processes, self.accelerator.device)
+        except LaunchError:
+            AcceleratorState._reset_state()  # this Accelerator is never used: the next one may differ
+            raise
+        chosen = "train.mixed_precision" if settings.mixed_precision else "`accelerate config` / launch flags"
+        logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
@@ -185,6 +216,19 @@ class Engine:
     @property
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def setup(self) -> RunSetup:
+        acc, batch = self.accelerator, self.settings.batch_size
+        return RunSetup(
+            num_processes=acc.num_processes,
+            distributed_type=acc.distributed_type.value,
+            device=acc.device.type,
+            mixed_precision=acc.mixed_precision,
+            batch_size_per_device=batch,
+            gradient_accumulation_steps=acc.gradient_accumulation_steps,
+            effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -608,6 +652,33 @@ class Engine:
             {"params": decay, "weight_decay": self.settings.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+
+# Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
+# MPI (the others). The same variables Accelerate reads to set up a CPU process group.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def check_launch(num_processes: int, device: torch.device, environ: Mapping[str, str] = os.environ) -> None:
+    """Stop a launch of N processes that Accelerate set up as one: each process would then train the
+    whole run alone, act as the main process and write the same output_dir. It happens on a machine
+    without GPUs, where `accelerate launch --multi_gpu` (or torchrun) starts N processes but Accelerate
+    builds a process group over CPUs only when ACCELERATE_USE_CPU says so."""
+    sizes = {name: environ[name] for name in WORLD_SIZE_VARIABLES if environ.get(name, "").strip().isdigit()}
+    name, launched = max(((n, int(v)) for n, v in sizes.items()), key=lambda item: item[1], default=("", 1))
+    if launched <= 1 or num_processes > 1:
+        return
+    if device.type == "cpu":
+        fix = (
+            f"on CPUs launch with `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} "
+            "-m hf_transfer train ...` (`accelerate launch --cpu` starts one process, whatever --num_processes says)"
+        )
+    else:
+        fix = f"launch with `accelerate launch --multi_gpu --num_processes {launched} ...`, one process per GPU"
+    raise LaunchError(
+        f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
+        f"so each of them would train the whole run alone and write the same output_dir: {fix}."
+    )
 
 
 def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:

@@ -25,6 +25,10 @@ class RunDirError(HFTransferError, RuntimeError):
     """output_dir belongs to another run, or a checkpoint belongs to another run or cannot be trusted."""
 
 
+class LaunchError(HFTransferError, RuntimeError):
+    """The processes were launched in a way that would not train as one run (e.g. N copies of one process)."""
+
+
 class TrainingDiverged(HFTransferError, RuntimeError):
     """The training loss became NaN or infinite; the run stopped, earlier checkpoints are kept."""
 

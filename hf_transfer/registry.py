@@ -1,8 +1,14 @@
-"""A small generic registry: named constructors with a helpful error on a miss."""
+"""A small generic registry: named constructors with a helpful error on a miss.
+
+An entry is registered as the object itself (`register`) or declared by where it is defined
+(`declare(name, "package.module:attribute")`), imported on first `get`: naming the entries (choices,
+--help, config checks) then imports nothing heavy, so the CLI answers `--help` without loading torch.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -12,36 +18,50 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to objects. `register` refuses duplicates, `get` lists valid names on a miss."""
+    """Maps names to objects. `register`/`declare` refuse duplicates, `get` lists valid names on a miss."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._declared: dict[str, str] = {}  # name -> "package.module:attribute", until first imported
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._refuse_duplicate(name)
             self._items[name] = obj
             return obj
 
         return decorator
 
+    def declare(self, name: str, target: str) -> None:
+        """Register the object at `target` ("package.module:attribute"), imported by the first `get(name)`."""
+        self._refuse_duplicate(name)
+        self._declared[name] = target
+
     def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=1) if isinstance(name, str) else []
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Unknown {self.kind} {name!r}. Valid {self.kind}s: {', '.join(sorted(self._items))}.{hint}"
-            ) from None
+        self.check(name)
+        if name not in self._items:
+            module, _, attribute = self._declared[name].partition(":")
+            self._items[name] = getattr(importlib.import_module(module), attribute)
+        return self._items[name]
+
+    def check(self, name: str) -> None:
+        """Raise the error `get` raises for an unknown name, without importing anything."""
+        if name in self:
+            return
+        close = difflib.get_close_matches(name, self.names(), n=1) if isinstance(name, str) else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown {self.kind} {name!r}. Valid {self.kind}s: {', '.join(self.names())}.{hint}")
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted({*self._items, *self._declared})
+
+    def _refuse_duplicate(self, name: str) -> None:
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._declared
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())

@@ -20,17 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .adapters.base import TaskAdapter
 from .errors import ConfigError, ModelError
 from .fields import check_number, setting
 from .registry import Registry
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from .adapters.base import TaskAdapter
     from .config import RunConfig, TrainConfig  # config.py imports this module to build RunConfig's sections
 
-Apply = Callable[[nn.Module, TaskAdapter, "RunConfig"], nn.Module]
+# No torch at import time: config.py (and so `hf-transfer --help`) reads this registry; the strategies
+# import what they need when they run.
+Apply = Callable[["nn.Module", "TaskAdapter", "RunConfig"], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
+# What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
+COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
 
 def register_strategy(
@@ -171,6 +175,8 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
     except ValueError as err:
         if "not found in the base model" not in str(err) and "No modules were targeted" not in str(err):
             raise
+        from torch import nn
+
         layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         raise ModelError(
             f"LoRA target_modules {targets} match no module of {type(model).__name__}. "

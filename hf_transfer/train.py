@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from accelerate.logging import get_logger
@@ -18,10 +18,10 @@ from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import save_model_artifact, save_run_files, write_json
 from .card import card_facts, write_model_card
 from .checkpoints import checkpoint_identity
-from .config import RunConfig, TrainConfig, to_dict
+from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults
-from .engine import Engine, FitData, FitResult
+from .engine import Engine, FitData, FitResult, check_launch
 from .errors import RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
@@ -80,7 +80,9 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
 
     set_seed(config.train.seed)
     # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
-    with PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).main_process_first():
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_launch(state.num_processes, state.device)  # before N processes each load the data as if alone
+    with state.main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
         splits = data_lib.load_splits(config, adapter, data)
@@ -119,7 +121,7 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
     # What the defaults resolve to is recorded in config.yaml, so the run says exactly what it did.
     config = resolved(config)
     engine = Engine(config.train, config.output_dir, num_workers=config.data.num_workers)
-    config = replace(config, data=replace(config.data, num_workers=engine.loader_settings.num_workers))
+    config = with_setup(config, engine)
     run_dir = RunDir(config.output_dir)
     # Only the main process checks and locks the folder; every process then stops or goes on together.
     problem = (
@@ -210,7 +212,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     if engine.is_main_process:
         base_model = resolve_model(config.model)
         artifacts = save_model_artifact(model, adapter, labels, output_dir, base_model, merge=config.export.merge)
-        save_run_files(config, labels, metrics, output_dir, artifacts)
+        save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -223,7 +225,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         augmentation = adapter.augmentation(done[-1].stage.augment)
-        facts = card_facts(config, adapter, model, labels, augmentation, _train_loss(done))
+        facts = card_facts(config, adapter, model, labels, augmentation, _train_loss(done), engine.setup)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
@@ -296,6 +298,19 @@ def _stage_summary(done: StageFit) -> dict[str, Any]:
 def _train_loss(done: list[StageFit]) -> list[list[float]]:
     """The training loss of every stage, on the run's step axis (each stage counts its steps from 0)."""
     return [[d.fit.step_offset + step, loss] for d in done for step, loss in d.fit.train_loss]
+
+
+def with_setup(config: RunConfig, engine: Engine) -> RunConfig:
+    """`config` with what the engine resolved: data workers, and the mixed precision and gradient
+    accumulation in effect (`accelerate config` or launch flags choose them when the config does not)."""
+    setup = engine.setup
+    precision = setup.mixed_precision if setup.mixed_precision in get_args(MixedPrecision) else None
+    train = replace(
+        config.train,
+        mixed_precision=precision or config.train.mixed_precision,
+        gradient_accumulation_steps=setup.gradient_accumulation_steps,
+    )
+    return replace(config, train=train, data=replace(config.data, num_workers=engine.loader_settings.num_workers))
 
 
 def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:

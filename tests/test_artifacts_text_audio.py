@@ -20,9 +20,16 @@ from huggingface_hub import ModelCard
 from peft import AutoPeftModelForSequenceClassification, PeftModel
 from test_audio import TOY_CLASSES, audio_overrides
 from test_text import _logits, overrides, toy_rows, write_rows, write_tokenizer_and_model
-from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    pipeline,
+)
 
 from hf_transfer import load_config, train
+from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
 from hf_transfer.cli import main
 from hf_transfer.inference import load_run
 from hf_transfer.samples import write_note_folders
@@ -293,6 +300,29 @@ def test_audio_card_snippet_needs_no_ffmpeg_and_agrees(audio, capsys):
     assert "soundfile.read(" in code and '"sampling_rate": rate' in code
     exec(code.replace("path/to/this/folder", str(out)).replace("clip.wav", str(clip)), {})
     by_snippet = ast.literal_eval(capsys.readouterr().out.strip())  # what the snippet printed
+    ours = _our_predictions(out, [clip])[0][0]
+    assert by_snippet[0]["label"] == ours["label"] and by_snippet[0]["score"] == pytest.approx(ours["score"], abs=1e-4)
+
+
+def test_audio_lora_card_snippet_on_a_local_base_runs_once_filled_in(tmp_path, capsys):
+    """A LoRA run on a local base folder: the card's snippet names a placeholder for the base (and says
+    so), and once the placeholders are filled in it runs the pipeline on the array form (no FFmpeg)
+    and prints our prediction."""
+    base = write_tiny_wav2vec2(tmp_path / "tiny-w2v2", hidden_size=32)
+    torch.manual_seed(0)
+    AutoModelForAudioClassification.from_config(AutoConfig.from_pretrained(base)).save_pretrained(base)
+    train_dir = write_note_folders(tmp_path / "train", TOY_CLASSES, per_class=6, seed=0)
+    val_dir = write_note_folders(tmp_path / "validation", TOY_CLASSES, per_class=2, seed=1)
+    extra = {"pretrained": True, "strategy": "lora", "train.epochs": 1, "data.max_duration_s": 1.0}
+    out = train(load_config(None, audio_overrides(train_dir, val_dir, tmp_path / "lora", base, **extra))).output_dir
+    card = ModelCard.load(out / "README.md").text
+    assert "FFmpeg" in card and '`{"raw": samples, "sampling_rate": rate}`' in card
+    code = _card_code(card)
+    assert base.name not in code and f"replace {BASE_PLACEHOLDER}" in code
+    clip = sorted(val_dir.rglob("*.wav"))[0]
+    filled = code.replace(BASE_PLACEHOLDER, str(base)).replace(LOCAL_FOLDER, str(out)).replace("clip.wav", str(clip))
+    exec(filled, {})
+    by_snippet = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])  # what the snippet printed
     ours = _our_predictions(out, [clip])[0][0]
     assert by_snippet[0]["label"] == ours["label"] and by_snippet[0]["score"] == pytest.approx(ours["score"], abs=1e-4)
 

@@ -5,6 +5,7 @@ metric in train.extra_metrics that cannot load."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from conftest import tiny_image_overrides
@@ -19,7 +20,8 @@ from hf_transfer.adapters.text import TextClassificationAdapter
 from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
 from hf_transfer.card import hub_model_id, write_model_card
 from hf_transfer.config import DataConfig, HubConfig, RunConfig
-from hf_transfer.errors import ConfigError
+from hf_transfer.errors import ConfigError, HubError
+from hf_transfer.hub import require_token
 from hf_transfer.metrics import load_metric
 
 LABELS = ["cat", "dog"]
@@ -68,6 +70,38 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
     assert "FFmpeg" in usage and "16000 Hz" in usage
     code = _code(audio.usage_snippet("me/notes", LABELS, True, "facebook/wav2vec2-base"))
     assert 'AutoModelForAudioClassification.from_pretrained(\n    "facebook/wav2vec2-base"' in code
+
+
+def test_audio_snippets_show_the_array_form_and_say_that_paths_need_ffmpeg():
+    """Plain and LoRA runs alike: the code decodes with soundfile and calls the pipeline on the array
+    (no FFmpeg), and the text says that a file path would need FFmpeg."""
+    audio = _audio_adapter()
+    for peft, base_id in ((False, None), (True, None), (True, "facebook/wav2vec2-base")):
+        usage = audio.usage_snippet(None, LABELS, peft, base_id)
+        code = _code(usage)
+        assert 'samples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)' in code
+        assert 'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))' in code
+        assert "Given a file path, the pipeline decodes it with FFmpeg, which must then be installed" in usage
+        assert (
+            '`{"raw": samples, "sampling_rate": rate}` (decoded with soundfile, as above) it needs no FFmpeg' in usage
+        )
+    lora = _code(audio.usage_snippet(None, LABELS, True, None))
+    assert f'extractor = AutoFeatureExtractor.from_pretrained("{LOCAL_FOLDER}")' in lora
+    assert 'pipeline("audio-classification", model=model.merge_and_unload(), feature_extractor=extractor)' in lora
+    assert f'"{BASE_PLACEHOLDER}"' in lora and f"replace {BASE_PLACEHOLDER} with your copy of it" in lora
+
+
+def test_readme_and_errors_name_the_same_login_command(monkeypatch, tmp_path):
+    """`hf auth login` (huggingface_hub >= 0.34), never the older `huggingface-cli login`."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    sources = {path: path.read_text() for path in (root / "hf_transfer").rglob("*.py")}
+    assert "`hf auth login`" in readme
+    assert [str(p) for p, text in {root / "README.md": readme, **sources}.items() if "huggingface-cli" in text] == []
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))  # no login cache either
+    with pytest.raises(HubError, match="run `hf auth login`"):
+        require_token()
 
 
 def test_base_model_hub_id_comes_from_the_adapter():

@@ -301,6 +301,8 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     out = subprocess.run(cmd + overrides, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, failure_lines(out.stderr)
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    setup = json.loads((tmp_path / "two" / "run_info.json").read_text())["setup"]
+    assert (setup["num_processes"], setup["distributed_type"], setup["effective_batch_size"]) == (2, "MULTI_CPU", 8)
     assert two["global_step"] == single.metrics["global_step"]
     assert two["accuracy"] == single.metrics["accuracy"]
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)

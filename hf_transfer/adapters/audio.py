@@ -23,8 +23,8 @@ from torch import nn
 
 from ..errors import DataError, ModelError
 from ..rng import seeded
-from .base import ADAPTERS, FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
-from .usage import peft_transformers_code, pipeline_code, python_block
+from .base import FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
     return samples[start : start + max_samples]
 
 
-@ADAPTERS.register("audio-classification")
 class AudioClassificationAdapter(TaskAdapter):
     """Audio classification with any AutoModelForAudioClassification model (wav2vec2 family)."""
 
@@ -149,16 +148,24 @@ class AudioClassificationAdapter(TaskAdapter):
         self.feature_extractor.save_pretrained(directory)
 
     def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        if peft:
-            code = peft_transformers_code("AutoModelForAudioClassification", repo_id, labels, base_id)
-        else:
-            # The array form: a file path would be decoded by the pipeline with FFmpeg.
+        if peft:  # the pipeline over the adapted model, with the feature extractor saved beside the adapter
+            folder = repo_id or LOCAL_FOLDER
+            auto = "AutoModelForAudioClassification"
             code = (
                 "import soundfile\n"
-                + pipeline_code(self.pipeline_tag, repo_id)
-                + '\n\nsamples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)\n'
-                'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))  # channels mixed to mono'
+                + peft_transformers_code(auto, repo_id, labels, base_id, ", AutoFeatureExtractor, pipeline")
+                + f'\nextractor = AutoFeatureExtractor.from_pretrained("{folder}")'
+                # Merged: the pipeline takes a plain transformers model (it warns about a PeftModel).
+                + f'\nclassifier = pipeline("{self.pipeline_tag}", model=model.merge_and_unload(), '
+                "feature_extractor=extractor)"
             )
+        else:
+            code = "import soundfile\n" + pipeline_code(self.pipeline_tag, repo_id)
+        # The array form: a file path would be decoded by the pipeline with FFmpeg.
+        code += (
+            '\n\nsamples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)\n'
+            'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))  # channels mixed to mono'
+        )
         seconds, rate = f"{self.config.data.max_duration_s:g} s", self.sampling_rate
         return (
             f"{python_block(code)}\n\nTrained on clips of at most {seconds} (evaluated on the centre crop); longer "

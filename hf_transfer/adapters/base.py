@@ -19,7 +19,6 @@ from torch import nn
 
 from ..errors import ModelError, raise_if_offline_cache_miss
 from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
-from ..registry import Registry
 from ..rundir import RunDir
 from ..specs import resolve_model
 
@@ -43,7 +42,7 @@ class FeatureSplit:
 
 
 class TaskAdapter(ABC):
-    """One modality. Subclasses are registered in `ADAPTERS` under their task name."""
+    """One modality. Subclasses are declared in `ADAPTERS` (adapters/__init__.py) under their `task`."""
 
     task: ClassVar[str]
     # The datasets builder for a local directory of class sub-folders (imagefolder, audiofolder, ...).
@@ -335,6 +334,3 @@ def hf_head_modules(model: nn.Module) -> list[str]:
     if not heads:
         raise ModelError(f"Could not find the classification head of {type(model).__name__}")
     return heads
-
-
-ADAPTERS: Registry[type[TaskAdapter]] = Registry("task")

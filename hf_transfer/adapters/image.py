@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 from ..errors import ConfigError, DataError
 from ..layer_decay import LayerIds
 from ..rng import seeded
-from .base import ADAPTERS, FeatureSplit, TaskAdapter
+from .base import FeatureSplit, TaskAdapter
 from .usage import python_block
 
 if TYPE_CHECKING:
@@ -188,7 +188,6 @@ def backend_for(spec: str) -> type[ImageBackend]:
     return TimmBackend if TimmBackend.accepts(spec) else TransformersImageBackend
 
 
-@ADAPTERS.register("image-classification")
 class ImageClassificationAdapter(TaskAdapter):
     """Image classification with timm or transformers backbones (the backend follows the model spec)."""
 

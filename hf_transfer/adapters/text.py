@@ -17,13 +17,12 @@ from torch import nn
 
 from ..cache import fingerprint
 from ..errors import DataError, ModelError
-from .base import ADAPTERS, TaskAdapter, hf_head_modules, load_transformers
+from .base import TaskAdapter, hf_head_modules, load_transformers
 from .usage import LOCAL_FOLDER, pipeline_code, python_block
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
 
 
-@ADAPTERS.register("text-classification")
 class TextClassificationAdapter(TaskAdapter):
     """Text classification (single texts or pairs) with any AutoModelForSequenceClassification encoder."""
 

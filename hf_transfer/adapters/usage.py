@@ -21,12 +21,14 @@ def pipeline_code(tag: str, repo_id: str | None) -> str:
     return f'from transformers import pipeline\n\nclassifier = pipeline("{tag}", model="{repo_id or LOCAL_FOLDER}")'
 
 
-def peft_transformers_code(auto_class: str, repo_id: str | None, labels: list[str], base_id: str | None) -> str:
+def peft_transformers_code(
+    auto_class: str, repo_id: str | None, labels: list[str], base_id: str | None, also_import: str = ""
+) -> str:
     """A LoRA adapter over a transformers base: the base re-headed for `labels`, then PeftModel (which
-    restores the trained head from the adapter)."""
+    restores the trained head from the adapter). `also_import`: more names from transformers (", pipeline")."""
     id2label = dict(enumerate(labels))
     return (
-        f"from peft import PeftModel\nfrom transformers import {auto_class}\n\n"
+        f"from peft import PeftModel\nfrom transformers import {auto_class}{also_import}\n\n"
         + ("" if base_id else BASE_COMMENT)
         + f'base = {auto_class}.from_pretrained(\n    "{base_id or BASE_PLACEHOLDER}", num_labels={len(labels)}, '
         f"id2label={id2label!r}, ignore_mismatched_sizes=True\n)  # the head's weights come from the adapter\n"
