@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "checkpoints",
             "metrics",
             "logme",
+            "lazy",
         ),
     ),
     ("run folder and specs", ("rundir", "specs")),

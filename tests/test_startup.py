@@ -20,7 +20,7 @@ HEAVY = ("torch", "transformers", "timm", "datasets", "peft", "accelerate", "tor
 def _loaded_after(code: str) -> list[str]:
     """The heavy packages in sys.modules after running `code` in a fresh interpreter."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.splitlines()[-1])
 
