@@ -19,8 +19,11 @@ from .errors import RunDirError
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.safetensors"  # the run's best weights as of this checkpoint
 
-# Files Accelerate's save_state writes for this engine (no custom objects are registered), and ours.
-_SAFE_FORMATS = re.compile(r"(model(_\d+)?\.safetensors|" + re.escape(BEST_FILE) + "|" + re.escape(STATE_FILE) + ")")
+# Files Accelerate's save_state writes for this engine (no custom objects are registered), and ours (each
+# process's position in a training stream, streaming.py, is JSON too).
+_SAFE_FORMATS = re.compile(
+    r"(model(_\d+)?\.safetensors|stream_state_\d+\.json|" + re.escape(BEST_FILE) + "|" + re.escape(STATE_FILE) + ")"
+)
 _TORCH_PICKLES = re.compile(
     r"(optimizer(_\d+)?\.bin|sampler(_\d+)?\.bin|dl_state_dict(_\d+)?\.bin|scaler\.pt|"
     r"random_states_\d+\.pkl)"

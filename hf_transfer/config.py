@@ -106,6 +106,22 @@ class DataConfig:
         None,
         "Where decoded inputs and backbone features are cached; default $HF_TRANSFER_CACHE or $HF_HOME/hf_transfer.",
     )
+    labels: list[str] | None = setting(
+        None,
+        "Class names, in the order of the model's outputs. Default: read from the data (a ClassLabel's names, "
+        "else the sorted distinct labels); a stream (data.streaming) whose label column is no ClassLabel needs it.",
+    )
+    streaming: bool = setting(
+        False,
+        "Read the training data as a stream (a datasets IterableDataset): shard by shard, decoded on the fly, never "
+        "loaded or cached whole. Needs train.max_steps. See the README, 'Scaling out'.",
+    )
+    shuffle_buffer: int = setting(
+        1000,
+        "Streaming: examples in the shuffle buffer, reshuffled every pass over the stream (shard order is shuffled "
+        "too). 0 shuffles the shard order only; resuming mid-pass is exact only then (datasets does not save the "
+        "buffer's content).",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.validation_split < 1.0:
@@ -118,6 +134,10 @@ class DataConfig:
             raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
         check_number("data.hflip", self.hflip, "in [0, 1]", lambda v: 0 <= v <= 1)
         check_number("data.max_duration_s", self.max_duration_s, "> 0", lambda v: v > 0)
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"data.shuffle_buffer must be >= 0 (0: shard order only), got {self.shuffle_buffer}")
+        if self.labels is not None and (len(set(self.labels)) < 2 or len(set(self.labels)) != len(self.labels)):
+            raise ConfigError(f"data.labels must name at least 2 distinct classes, each once, got {self.labels}")
 
 
 @dataclass
@@ -263,6 +283,11 @@ class RunConfigBase:
         STRATEGIES.check(self.strategy)
         if self.push_to_hub and not self.hub.repo_id:
             raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")
+        if self.data.streaming and self.train.max_steps is None:
+            raise ConfigError(
+                "data.streaming is true but train.max_steps is not set: a stream has no length to count epochs by, "
+                "so set train.max_steps=N (optimizer steps)."
+            )
 
 
 C = TypeVar("C", bound=RunConfigBase)

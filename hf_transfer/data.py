@@ -11,6 +11,11 @@ A data source (`data.train`, `data.validation`, `hf-transfer evaluate --data`) i
 
 `SOURCE:SPLIT` names one split of a source that has several (`ROOT:test`, `glue:validation`).
 Split names follow datasets' conventions (a `val/` or `dev/` folder is the `validation` split).
+
+Opened with `streaming=True` (data.streaming; see streaming.py), each split is a `datasets.IterableDataset`:
+data files and Hub datasets through `load_dataset(..., streaming=True)`, nothing converted or cached;
+tables that are already Arrow or small (save_to_disk folders, in-memory datasets, the file listing of
+an image/audio folder) through `to_iterable_dataset`, so their rows too are decoded on the fly.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 from datasets.exceptions import DatasetGenerationError
 
 from .cache import fingerprint
@@ -45,6 +50,8 @@ LABEL_COLUMNS = ("label", "labels", "class", "target")
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
 # A Dataset/DatasetDict passed in memory is named so in config.yaml and the model card.
 IN_MEMORY_PREFIX = "in-memory:"
+# Shards of a table read as a stream: enough for every process and DataLoader worker to read its own.
+STREAM_SHARDS = 64
 _TASKS = {"image": "image-classification", "audio": "audio-classification", "text": "text-classification"}
 
 
@@ -57,7 +64,7 @@ class Source:
 
     spec: str  # as given
     location: str  # the spec without its ':SPLIT'
-    splits: dict[str, Dataset]
+    splits: dict[str, Dataset | IterableDataset]  # IterableDataset when opened as a stream
     origins: dict[str, str]  # split -> where it came from, for the log
     split: str | None = None  # the split the spec names
     base_dir: Path | None = None  # relative file paths in its columns are relative to this folder
@@ -91,18 +98,19 @@ def open_source(
     folder_builder: str | None,
     subset: str | None = None,
     memory: Dataset | DatasetDict | None = None,
+    streaming: bool = False,
 ) -> Source:
     """Open a data source (see the module's docstring) as named splits. `folder_builder` (imagefolder,
     audiofolder, or None for tables) says how a folder of media files is read; `memory` is the dataset
-    that an `in-memory:` source names."""
+    that an `in-memory:` source names; `streaming` opens each split as an IterableDataset."""
     if not isinstance(source, str):
         source, memory = in_memory_name(source), source
     if source.startswith(IN_MEMORY_PREFIX):
-        return _open_in_memory(source, memory)
+        return _streamed(_open_in_memory(source, memory), streaming)
     location, split = _split_spec(resolve_data(source))
     path = Path(location).expanduser()
     if path.is_dir():
-        return _open_folder(source, location, split, path, folder_builder, subset)
+        return _open_folder(source, location, split, path, folder_builder, subset, streaming)
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
@@ -110,11 +118,11 @@ def open_source(
                 f"Cannot read {source!r}: unsupported file type {path.suffix!r}. Use one of "
                 f"{', '.join(sorted(_FILE_BUILDERS))}, a folder, or a Hub dataset id."
             )
-        dataset = _load_file(path, builder, location)
+        dataset = _load_file(path, builder, location, streaming)
         return Source(source, location, {"train": dataset}, {"train": location}, split, path.resolve().parent, "file")
     if location.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
         raise DataError(f"Data path {location!r} does not exist. Check data.train / data.validation.")
-    splits = _load_dataset(location, subset, split, hub=True)
+    splits = _load_dataset(location, subset, split, hub=True, streaming=streaming)
     shown = location + (f" (subset {subset})" if subset else "")
     return Source(source, location, splits, {s: f"{shown}:{s}" for s in splits}, split)
 
@@ -153,6 +161,16 @@ def _open_in_memory(spec: str, memory: Dataset | DatasetDict | None) -> Source:
     return Source(spec, location, splits, origins, split or None)
 
 
+def _streamed(source: Source, streaming: bool) -> Source:
+    """A source opened as tables, its splits read as streams when `streaming` (see the module's docstring)."""
+    if streaming:
+        source.splits = {
+            name: split.to_iterable_dataset(num_shards=max(1, min(len(split), STREAM_SHARDS)))
+            for name, split in source.splits.items()
+        }
+    return source
+
+
 def _split_spec(source: str) -> tuple[str, str | None]:
     """'ROOT:test' -> ('ROOT', 'test') where ROOT exists (a path may hold ':' itself); 'id:split' for Hub ids."""
     if Path(source).expanduser().exists():
@@ -166,11 +184,15 @@ def _split_spec(source: str) -> tuple[str, str | None]:
     return repo, split or None
 
 
-def _load_dataset(path: str, subset: str | None, split: str | None, hub: bool) -> dict[str, Dataset]:
+def _load_dataset(
+    path: str, subset: str | None, split: str | None, hub: bool, streaming: bool = False
+) -> dict[str, Dataset | IterableDataset]:
     """`datasets.load_dataset(path, name=subset, split=split)` (a Hub id, or a local folder in the Hub's
-    layout) as named splits, cached by datasets (HF_DATASETS_OFFLINE=1 reads the cache only)."""
+    layout) as named splits, cached by datasets (HF_DATASETS_OFFLINE=1 reads the cache only); with
+    `streaming`, read from the files as iterated (nothing is converted or cached)."""
+    kwargs = {"streaming": True} if streaming else {}
     try:
-        loaded = datasets.load_dataset(path, name=subset, split=split)
+        loaded = datasets.load_dataset(path, name=subset, split=split, **kwargs)
     except Exception as err:  # noqa: BLE001 - the Hub and the builders raise many types; the user needs one message
         raise _load_error(path, subset, err, hub) from None
     return {split: loaded} if split is not None else dict(loaded)
@@ -198,12 +220,15 @@ def _load_error(path: str, subset: str | None, err: Exception, hub: bool) -> Dat
     return DataError(f"Cannot read folder {path!r} as a dataset: {type(err).__name__}: {text}")
 
 
-def _load_file(path: Path, builder: str, source: str) -> Dataset:
-    """A csv/json/parquet file as one split, with one message for a file that holds no examples or cannot be parsed."""
+def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -> Dataset | IterableDataset:
+    """A csv/json/parquet file as one split, with one message for a file that holds no examples or cannot be
+    parsed (a stream's rows are parsed as it is read: there, the builder's own error)."""
     no_rows = f"Data file {source!r} holds no examples"
     if path.stat().st_size == 0:
         raise DataError(f"{no_rows} (0 bytes): write one row per example (for csv, after a header row).")
     kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if streaming:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **kwargs)
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except DatasetGenerationError as err:
@@ -225,18 +250,26 @@ def _load_file(path: Path, builder: str, source: str) -> Dataset:
 
 
 def _open_folder(
-    spec: str, location: str, split: str | None, path: Path, folder_builder: str | None, subset: str | None
+    spec: str,
+    location: str,
+    split: str | None,
+    path: Path,
+    folder_builder: str | None,
+    subset: str | None,
+    streaming: bool = False,
 ) -> Source:
     if _is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, DatasetDict):
-            return Source(spec, location, dict(loaded), {s: str(path / s) for s in loaded}, split, kind="folder")
-        return Source(spec, location, {"train": loaded}, {"train": location}, split, kind="folder")
+            saved = Source(spec, location, dict(loaded), {s: str(path / s) for s in loaded}, split, kind="folder")
+        else:
+            saved = Source(spec, location, {"train": loaded}, {"train": location}, split, kind="folder")
+        return _streamed(saved, streaming)
     files = _visible_files(path)
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
-        return _open_media_folder(spec, location, split, path.resolve(), folder_builder)
+        return _streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
     if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
-        splits = _load_dataset(str(path), subset, None, hub=False)
+        splits = _load_dataset(str(path), subset, None, hub=False, streaming=streaming)
         origins = {s: f"{location}:{s}" for s in splits}
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")
     if folder_builder is None:
@@ -392,10 +425,14 @@ def _inside(metadata: Path) -> Callable[[list[str]], dict[str, list[str]]]:
 
 
 def infer_task(
-    source: str | None, subset: str | None = None, memory: Dataset | DatasetDict | None = None
+    source: str | None,
+    subset: str | None = None,
+    memory: Dataset | DatasetDict | None = None,
+    streaming: bool = False,
 ) -> tuple[str, str]:
     """The task data is for, and why: a folder of image (audio) files is an image (audio) task; else an
-    Image/Audio column, or a column of image/audio file names; else a table with text is a text task."""
+    Image/Audio column, or a column of image/audio file names; else a table with text is a text task.
+    With `streaming`, a data file or Hub dataset is read as a stream (its first rows only)."""
     if memory is not None:
         source = in_memory_name(memory)
     if not source:
@@ -417,19 +454,23 @@ def infer_task(
                 return _TASKS[found[0]], f"{found[0]} files"
             if not suffixes & set(_FILE_BUILDERS):
                 raise ConfigError(f"Folder {source!r} holds no image, audio or csv/json/parquet files.")
-    opened = open_source(source, None, subset, memory)
+    opened = open_source(source, None, subset, memory, streaming)
     names = list(opened.splits)
     dataset = opened.splits[opened.split or ("train" if "train" in names else names[0])]
     return _task_from_columns(dataset, source)
 
 
-def _task_from_columns(dataset: Dataset, source: str) -> tuple[str, str]:
+def _task_from_columns(dataset: Dataset | IterableDataset, source: str) -> tuple[str, str]:
+    if dataset.features is None:  # a stream whose columns are known only once read
+        raise ConfigError(
+            f"Cannot tell the task from {source!r} before reading it: set task=... ({', '.join(_TASKS.values())})."
+        )
     for column, feature in dataset.features.items():
         if isinstance(feature, (datasets.Image, datasets.Audio)):
             kind = "image" if isinstance(feature, datasets.Image) else "audio"
             return _TASKS[kind], f"its {column!r} column holds {kind}s"
     texts = [c for c, f in dataset.features.items() if isinstance(f, datasets.Value) and f.dtype.endswith("string")]
-    head = dataset.select_columns(texts)[:20] if texts else {}
+    head = _head(dataset, texts, 20) if texts else {}
     for column in texts:
         suffixes = {Path(v).suffix.lower() for v in head[column] if v}
         for kind in ("image", "audio"):
@@ -441,6 +482,14 @@ def _task_from_columns(dataset: Dataset, source: str) -> tuple[str, str]:
         f"Cannot tell the task from {source!r} (columns: {', '.join(dataset.column_names)}): set task=... "
         f"({', '.join(_TASKS.values())})."
     )
+
+
+def _head(dataset: Dataset | IterableDataset, columns: list[str], rows: int) -> dict[str, list]:
+    """The first `rows` values of `columns` (of a stream: read from its start)."""
+    if isinstance(dataset, IterableDataset):
+        head = list(dataset.select_columns(columns).take(rows))
+        return {column: [row[column] for row in head] for column in columns}
+    return dataset.select_columns(columns)[:rows]
 
 
 # --------------------------------------------------------------------------- columns and labels
@@ -511,12 +560,18 @@ def _find_column(
     )
 
 
-def _labelled(
-    dataset: Dataset, source: Source, adapter: TaskAdapter, columns: Columns, labels: list[str] | None, where: str
-) -> tuple[Dataset, list[str]]:
+def labelled(
+    dataset: Dataset | IterableDataset,
+    source: Source,
+    adapter: TaskAdapter,
+    columns: Columns,
+    labels: list[str] | None,
+    where: str,
+) -> tuple[Dataset | IterableDataset, list[str]]:
     """A split ready for the adapter: its input column named as the adapter reads it, relative file paths
     made absolute, prepared, and an integer `labels` column encoded against `labels` (a validation or
-    test split: every label must be known) or against its own label set (a training split)."""
+    test split, or data.labels: every label must be known) or against its own label set (a training
+    split). A stream is prepared lazily, as it is read."""
     if columns.input != adapter.input_column:
         if adapter.input_column in dataset.column_names:
             dataset = dataset.remove_columns(adapter.input_column)
@@ -532,16 +587,18 @@ def _labelled(
     return encode_labels(dataset, columns.label, labels, where), labels
 
 
-def _absolute_paths(dataset: Dataset, column: str, base: Path) -> Dataset:
+def _absolute_paths(dataset: Dataset | IterableDataset, column: str, base: Path) -> Dataset | IterableDataset:
     """Relative file paths in a data file are relative to the file's own folder, as a user writing the
     CSV beside the files expects."""
     if column not in dataset.column_names or dataset.features[column].dtype not in ("string", "large_string"):
         return dataset
-    return dataset.map(
-        lambda batch: {column: [str(base / p) if p else p for p in batch[column]]},
-        batched=True,
-        desc="Resolving file paths",
-    )
+
+    def resolve(batch: dict) -> dict:
+        return {column: [str(base / p) if p else p for p in batch[column]]}
+
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(resolve, batched=True, features=dataset.features)
+    return dataset.map(resolve, batched=True, desc="Resolving file paths")
 
 
 def load_labelled(
@@ -565,7 +622,7 @@ def load_labelled(
     split = opened.choose("evaluate")
     dataset, where = opened.splits[split], opened.origins[split]
     columns = resolve_columns(dataset, adapter, label_column, input_column, where, keys, prefer)
-    return _labelled(dataset, opened, adapter, columns, labels, where)
+    return labelled(dataset, opened, adapter, columns, labels, where)
 
 
 # --------------------------------------------------------------------------- a run's splits
@@ -576,7 +633,7 @@ class Splits:
     """A run's data: the training and validation sets (with an integer `labels` column), the class names,
     and the config with what was resolved against the data (the column names, an in-memory source)."""
 
-    train: Dataset
+    train: Dataset | IterableDataset  # a stream with data.streaming (see streaming.py)
     validation: Dataset
     labels: list[str]
     config: RunConfig
@@ -587,6 +644,11 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
     own validation split (a validation/ folder, a Hub or save_to_disk split), else a seeded stratified
     part of the training set. `data`: a Dataset or DatasetDict given in memory instead of `data.train`."""
     d = config.data if data is None else _in_memory_config(config.data, data)
+    if d.streaming:
+        raise ConfigError(
+            "data.streaming is true, but this reads the whole training set (hf-transfer compare and rank do): set "
+            "data.streaming=false (only hf-transfer train reads streams)."
+        )
     if not d.train:
         raise ConfigError("data.train is not set: point it at a folder, a data file or a Hub dataset id.")
     key = f"data.{adapter.input_column_key}"
@@ -604,7 +666,7 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         columns.label,
         columns.label_how,
     )
-    train, labels = _labelled(source.splits[name], source, adapter, columns, None, where)
+    train, labels = labelled(source.splits[name], source, adapter, columns, d.labels, where)
     used = {name}
     prefer = (columns.label, columns.input)
     if d.validation:
@@ -648,7 +710,7 @@ def _validation(
     dataset, where = source.splits[split], source.origins[split]
     given = getattr(d, adapter.input_column_key)
     columns = resolve_columns(dataset, adapter, d.label_column, given, where, keys, prefer)
-    return _labelled(dataset, source, adapter, columns, labels, where)[0]
+    return labelled(dataset, source, adapter, columns, labels, where)[0]
 
 
 def _in_memory_config(d: DataConfig, data: Dataset | DatasetDict) -> DataConfig:
@@ -659,11 +721,17 @@ def _in_memory_config(d: DataConfig, data: Dataset | DatasetDict) -> DataConfig:
     return replace(d, train=in_memory_name(data), validation=validation)
 
 
-def resolve_labels(dataset: Dataset, column: str) -> list[str]:
-    """Class names: a ClassLabel's names, in their order; else the sorted distinct values (numbers as numbers)."""
+def resolve_labels(dataset: Dataset | IterableDataset, column: str) -> list[str]:
+    """Class names: a ClassLabel's names, in their order; else the sorted distinct values (numbers as numbers).
+    A stream is not read whole for them: its label column must be a ClassLabel, else data.labels names them."""
     feature = dataset.features[column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
+    if isinstance(dataset, IterableDataset):
+        raise DataError(
+            f"The label column {column!r} of the stream is not a ClassLabel, so its classes are known only after "
+            "reading all of it: set data.labels=[name,name,...] (the class names, in the order of the outputs)."
+        )
     values = dataset.unique(column)
     if any(v is None for v in values):
         raise DataError(f"Label column {column!r} has empty values; every example needs a label.")
@@ -672,29 +740,35 @@ def resolve_labels(dataset: Dataset, column: str) -> list[str]:
     return sorted(str(v) for v in values)
 
 
-def encode_labels(dataset: Dataset, column: str, labels: list[str], source: str) -> Dataset:
-    """Add an integer `labels` column (a ClassLabel over `labels`), checking every value is known."""
+def encode_labels(
+    dataset: Dataset | IterableDataset, column: str, labels: list[str], source: str
+) -> Dataset | IterableDataset:
+    """Add an integer `labels` column (a ClassLabel over `labels`), checking every value is known (in a
+    stream: as it is read)."""
     index = {name: i for i, name in enumerate(labels)}
     feature = dataset.features[column]
     names = feature.names if isinstance(feature, ClassLabel) else None
 
-    def encode(batch: dict, indices: list[int]) -> dict:
+    def encode(batch: dict, indices: list[int] | None = None) -> dict:
         out = []
-        for row, value in zip(indices, batch[column], strict=True):
+        for j, value in enumerate(batch[column]):
             name = names[value] if names is not None and value is not None and value >= 0 else value
             key = None if name is None else str(name)
             if key not in index:
+                # A stream's rows have no stable number (each process reads its own part): the label says it.
+                row = f"Row {indices[j]} of {source!r}" if indices is not None else f"An example of {source!r}"
                 raise DataError(
-                    f"Row {row} of {source!r} has label {name!r}, which is not in the training labels "
-                    f"({', '.join(labels)}). Fix the row or add examples of that class to the training data."
+                    f"{row} has label {name!r}, which is not in the training labels ({', '.join(labels)}). "
+                    "Fix the row, add examples of that class to the training data, or add it to data.labels."
                 )
             out.append(index[key])
         return {"labels": out}
 
     features = dataset.features.copy()
     features["labels"] = ClassLabel(names=labels)
-    encoded = dataset.map(encode, batched=True, with_indices=True, features=features, desc="Encoding labels")
-    return encoded
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(encode, batched=True, features=features)
+    return dataset.map(encode, batched=True, with_indices=True, features=features, desc="Encoding labels")
 
 
 def split_train(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -88,17 +88,22 @@ class ExampleView(TorchDataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         rows = self.data[list(indices)]  # one Arrow read for the whole batch
-        if not self.decoded:
-            rows = {k: v for k, v in rows.items() if k not in self.adapter.input_columns} | self.adapter.decode(
-                rows, self.augment
-            )
         epoch = int(self._epoch)
-        out = []
-        for j, index in enumerate(indices):
-            example = {key: values[j] for key, values in rows.items()}
-            seed = example_seed(self.seed, epoch, int(index)) if self.augment else None
-            out.append(self.adapter.transform(example, self.augment, seed))
-        return out
+        seeds = [example_seed(self.seed, epoch, int(index)) if self.augment else None for index in indices]
+        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds)
+
+
+def model_examples(
+    adapter: TaskAdapter, rows: dict[str, list[Any]], decoded: bool, augment: bool, seeds: Sequence[int | None]
+) -> list[dict[str, Any]]:
+    """A batch of rows (decoded, or decoded here) as model inputs, one example each, the i-th augmented
+    under `seeds[i]` (None without augmentation)."""
+    if not decoded:
+        rows = {k: v for k, v in rows.items() if k not in adapter.input_columns} | adapter.decode(rows, augment)
+    return [
+        adapter.transform({key: values[j] for key, values in rows.items()}, augment, seed)
+        for j, seed in enumerate(seeds)
+    ]
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,15 @@ class LoaderSettings:
     @property
     def prefetch_factor(self) -> int | None:
         return 4 if self.num_workers > 0 else None
+
+    def dataloader_kwargs(self) -> dict[str, Any]:
+        """These settings as a DataLoader's keyword arguments."""
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "prefetch_factor": self.prefetch_factor,
+        }
 
 
 def loader_settings(requested: int | None, device: torch.device, local_processes: int) -> LoaderSettings:

@@ -50,7 +50,7 @@ def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None)
     if task is None:
         from .data import in_memory_name, infer_task  # reads the data: only when the task is unset
 
-        task, why = infer_task(config.data.train, config.data.subset, data)
+        task, why = infer_task(config.data.train, config.data.subset, data, config.data.streaming)
         source = in_memory_name(data) if data is not None else config.data.train
         notes.append(f"Task: {task} (from {source}: {why}; set task=... to change)")
     ADAPTERS.check(task)  # an unknown task is named with the valid ones before anything else

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -43,6 +44,7 @@ from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
 from .rundir import RunDir
 from .strategies import set_train_mode
+from .streaming import StreamLoader
 
 logger = get_logger(__name__)
 
@@ -51,7 +53,8 @@ Logits = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 @dataclass
 class FitData:
-    """What the engine trains on: map-style datasets of examples, how to batch them, how to call the model."""
+    """What the engine trains on: map-style datasets of examples (training: or a `datasets.IterableDataset`,
+    see streaming.py), how to batch them, how to call the model."""
 
     train: TorchDataset
     eval: TorchDataset
@@ -146,7 +149,7 @@ class _Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    train_dl: DataLoader
+    train_dl: DataLoader | StreamLoader
     eval_dl: DataLoader
     data: FitData
     state: TrainState
@@ -350,16 +353,27 @@ class Engine:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
         for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
             load_metric(name)
-        train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
         optimizer = torch.optim.AdamW(param_groups or self._param_groups(model), lr=s.lr)
-        model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-        if len(train_dl) == 0:
-            raise ConfigError(
-                f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
-                f"{acc.num_processes} process(es): lower train.batch_size or add data."
-            )
-        plan = self._plan(len(train_dl))
+        if isinstance(data.train, datasets.IterableDataset):
+            # A stream: each process already reads its own part; it runs until max_steps (see streaming.py).
+            if not s.max_steps:
+                raise ConfigError(
+                    "Training on a stream (data.streaming) needs train.max_steps, as a stream has no length: set it "
+                    "(a stage that counts epochs, such as lp_ft's probe, cannot stream)."
+                )
+            train_dl = StreamLoader(data.train, data.collate, s.batch_size, self.loader_settings, acc.device, s.seed)
+            model, optimizer, eval_dl = acc.prepare(model, optimizer, eval_dl)
+            plan = self._plan(s.max_steps * acc.gradient_accumulation_steps)  # one "epoch" of max_steps
+        else:
+            train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
+            model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
+            if len(train_dl) == 0:
+                raise ConfigError(
+                    f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
+                    f"{acc.num_processes} process(es): lower train.batch_size or add data."
+                )
+            plan = self._plan(len(train_dl))
         scheduler = get_scheduler(
             s.scheduler,
             optimizer,
@@ -368,7 +382,7 @@ class Engine:
         )
         identity = {**(identity or {}), "labels": list(labels)}
         if s.resume_from_checkpoint:
-            state = self._resume(identity, scheduler)
+            state = self._resume(identity, scheduler, train_dl)
         else:
             state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset)
         if self._fits == 1:
@@ -417,9 +431,12 @@ class Engine:
     def _train_epoch(self, run: _Run) -> bool:
         """Train until the epoch ends; True when the run must stop (last step, early stopping)."""
         acc, s, state = self.accelerator, run.settings, run.state
-        run.train_dl.set_epoch(state.epoch)
-        skip = state.batches_in_epoch
-        batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
+        if isinstance(run.train_dl, StreamLoader):
+            batches = run.train_dl  # passes and position are its own (restored by _resume)
+        else:
+            run.train_dl.set_epoch(state.epoch)
+            skip = state.batches_in_epoch
+            batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
         set_train_mode(run.model)
         for batch in batches:
             with acc.accumulate(run.model):
@@ -566,6 +583,8 @@ class Engine:
         final = self.run_dir.checkpoints / f"step_{state.step_offset + state.global_step:07d}"
         tmp = final.with_name(f"{final.name}.tmp")
         acc.save_state(str(tmp))
+        if isinstance(run.train_dl, StreamLoader):
+            run.train_dl.save(tmp, acc.process_index, acc.num_processes)
         acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
@@ -583,7 +602,7 @@ class Engine:
         for old in ours[: -self.settings.save_total_limit]:
             shutil.rmtree(old)
 
-    def _resume(self, identity: dict[str, Any], scheduler: Any) -> TrainState:
+    def _resume(self, identity: dict[str, Any], scheduler: Any, train_dl: DataLoader | StreamLoader) -> TrainState:
         where = self.settings.resume_from_checkpoint
         path = self.run_dir.latest_checkpoint() if where == "latest" else Path(where)
         if path is None or not (path / STATE_FILE).is_file():
@@ -620,6 +639,8 @@ class Engine:
             ) from None
         if state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
+        if isinstance(train_dl, StreamLoader):
+            train_dl.load(path, self.accelerator.process_index, self.accelerator.num_processes)
         best = self.run_dir.best_weights
         if self.accelerator.is_main_process and (path / BEST_FILE).is_file():
             # The best weights as of the checkpoint, whichever folder it came from: what the resumed run's

@@ -9,7 +9,7 @@ from typing import Any, get_args
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 from torch import nn
 
 from . import data as data_lib
@@ -29,6 +29,7 @@ from .hub import push_run, require_token
 from .rundir import RunDir
 from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
+from .streaming import load_stream_splits, training_stream
 
 logger = get_logger(__name__)
 
@@ -154,8 +155,9 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     output_dir = Path(config.output_dir)
     if prepared is None:
         adapter = ADAPTERS.get(config.task)(config)
+        load = load_stream_splits if config.data.streaming else data_lib.load_splits
         with engine.main_process_first():  # one process builds the datasets cache, the others read it
-            splits = data_lib.load_splits(config, adapter, data)
+            splits = load(config, adapter, data)
         # From here on the config names the columns found in the data (and an in-memory source): config.yaml,
         # the card and the checkpoints' run identity say what the run read.
         config, train_set, eval_set, labels = splits.config, splits.train, splits.validation, splits.labels
@@ -169,7 +171,8 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
             prepared.model,
         )
         torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
-    logger.info(f"{len(train_set)} training / {len(eval_set)} validation examples, {len(labels)} classes")
+    shown = "a stream of" if isinstance(train_set, IterableDataset) else len(train_set)
+    logger.info(f"{shown} training / {len(eval_set)} validation examples, {len(labels)} classes")
     if config.train.gradient_checkpointing:
         adapter.enable_gradient_checkpointing(model)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice
@@ -255,7 +258,9 @@ def _fit_stage(
     )
     probe = None
     if not stage.strategy.trains_backbone and config.linear_probe.cache_features:
-        if stage.augment:
+        if config.data.streaming:
+            logger.info("Features are not cached: the training data is a stream (data.streaming)")
+        elif stage.augment:
             logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
@@ -339,17 +344,30 @@ def resolved(config: RunConfig) -> RunConfig:
 
 
 def training_data(
-    config: RunConfig, adapter: TaskAdapter, train_set: Dataset, eval_set: Dataset, engine: Engine, augment: bool
+    config: RunConfig,
+    adapter: TaskAdapter,
+    train_set: Dataset | IterableDataset,
+    eval_set: Dataset,
+    engine: Engine,
+    augment: bool,
 ) -> FitData:
-    """Both splits decoded once (cached), as per-example views: augmented for training when asked."""
-    d = config.data
+    """Both splits decoded once (cached), as per-example views: augmented for training when asked. A
+    training stream is decoded and augmented as it is read, each process reading its own part."""
+    d, seed = config.data, config.train.seed
+    streaming = isinstance(train_set, IterableDataset)
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
-        train_rows, train_decoded = decode_once(train_set, adapter, augment, d.decode_cache, d.cache_dir)
+        if not streaming:
+            train_rows, train_decoded = decode_once(train_set, adapter, augment, d.decode_cache, d.cache_dir)
         eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir)
     if not eval_decoded:
         check_decodable(eval_set, adapter)  # a broken validation file, found now rather than after an epoch
+    if streaming:
+        rank, processes = engine.accelerator.process_index, engine.num_processes
+        train = training_stream(train_set, adapter, augment, seed, d.shuffle_buffer, rank, processes)
+    else:
+        train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded)
     return FitData(
-        train=ExampleView(train_rows, adapter, augment, config.train.seed, decoded=train_decoded),
+        train=train,
         eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded),
         collate=adapter.collate,
         logits=adapter.logits,

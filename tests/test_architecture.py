@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("strategies", ("strategies",)),
     ("config", ("config",)),
-    ("data", ("data", "datapipe", "evaluation")),
+    ("data", ("data", "datapipe", "streaming", "evaluation")),
     ("engine", ("engine",)),
     ("around a run", ("features", "artifacts", "card", "hub", "defaults", "inference")),
     ("train", ("train",)),

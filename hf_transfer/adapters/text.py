@@ -134,7 +134,8 @@ class TextClassificationAdapter(TaskAdapter):
             if feature.dtype not in ("string", "large_string"):
                 # e.g. a CSV column of numbers read as int64: the tokenizer needs strings
                 dataset = dataset.cast_column(column, Value("string"))
-        _check_no_empty_text(dataset, self.input_columns)
+        if isinstance(dataset, Dataset):  # a stream (data.streaming) is not read whole before training
+            _check_no_empty_text(dataset, self.input_columns)
         return dataset
 
     def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
