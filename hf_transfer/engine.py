@@ -38,6 +38,7 @@ from transformers import get_scheduler
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
+from .distributed import check_launch
 from .errors import ConfigError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
@@ -176,6 +177,7 @@ class Engine:
             # The schedule is stepped here once per optimizer step, whatever the number of processes.
             step_scheduler_with_optimizer=False,
         )
+        check_launch(self.accelerator)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
