@@ -38,7 +38,7 @@ from transformers import get_scheduler
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
-from .distributed import check_launch
+from .distributed import check_launch, is_sharded, load_full_state_dict, structure_copy
 from .errors import ConfigError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
@@ -95,6 +95,8 @@ class FitResult:
         step_offset (`int`): optimizer steps of the run's earlier stages (0 for one-stage runs).
         best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
             this process (not before a resume).
+        unsharded_model (`nn.Module | None`): under FSDP, on the main process, a plain copy of the model with
+            the best weights (what to save); None otherwise.
     """
 
     best_metrics: dict[str, float]
@@ -107,6 +109,9 @@ class FitResult:
     step_offset: int = 0
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
+    # Under FSDP, on the main process: a plain copy of the model holding the best weights (the trained model
+    # stays sharded); None otherwise, where the model passed to fit holds them.
+    unsharded_model: nn.Module | None = None
 
 
 @dataclass
@@ -195,6 +200,11 @@ class Engine:
     @property
     def num_processes(self) -> int:
         return self.accelerator.num_processes
+
+    @property
+    def sharded(self) -> bool:
+        """Whether each process holds only a shard of the parameters (FSDP)."""
+        return is_sharded(self.accelerator)
 
     @contextmanager
     def main_process_first(self) -> Iterator[None]:
@@ -311,6 +321,8 @@ class Engine:
         train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
         optimizer = torch.optim.AdamW(param_groups or self._param_groups(model), lr=s.lr)
+        # Under FSDP the model is sharded in place: the main process keeps its structure to save it whole later.
+        plain = structure_copy(model) if self.sharded and acc.is_main_process else None
         model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
         if len(train_dl) == 0:
             raise ConfigError(
@@ -358,8 +370,9 @@ class Engine:
         progress.close()
         runtime = time.perf_counter() - start
 
-        self._load_best(model)
+        plain = self._load_best(model, plain)
         return FitResult(
+            unsharded_model=plain,
             best_metrics=state.best_metrics,
             best_predictions=run.best_predictions,
             best_epoch=state.best_epoch,
@@ -512,11 +525,25 @@ class Engine:
             os.replace(tmp, path)  # atomic: a crash leaves the previous best intact
         self.accelerator.wait_for_everyone()
 
-    def _load_best(self, model: nn.Module) -> None:
+    def _load_best(self, model: nn.Module, plain: nn.Module | None) -> nn.Module | None:
+        """The best weights back into `model`; under FSDP also whole into `plain` (main process), returned."""
         path = self.run_dir.best_weights
         self.accelerator.wait_for_everyone()
-        if path.is_file():
-            self.unwrap(model).load_state_dict(load_file(str(path)))
+        if not self.sharded:
+            if path.is_file():
+                self.unwrap(model).load_state_dict(load_file(str(path)))
+            return None
+        # The main process reads the file, every process loads its shard; with no best file (no evaluation
+        # ever improved) the plain copy takes the last weights, gathered.
+        main = self.accelerator.is_main_process
+        if self.broadcast(path.is_file()):
+            weights = load_file(str(path)) if main else {}
+            load_full_state_dict(model, weights, main)
+        else:
+            weights = self.accelerator.get_state_dict(model)
+        if main:
+            plain.load_state_dict(weights, assign=True)
+        return plain
 
     def _checkpoint(self, run: _Run) -> None:
         acc, state = self.accelerator, run.state

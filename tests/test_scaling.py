@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
+import pickle
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, train
+from hf_transfer.checkpoints import verify_checkpoint
+from hf_transfer.errors import RunDirError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -98,3 +105,126 @@ def test_a_process_left_alone_by_the_cpu_launcher_is_reported(tmp_path, monkeypa
     Engine(TrainConfig(lr=1e-3, log_with=[]), tmp_path).close()
     assert "trains alone although MASTER_ADDR is set" in caplog.text
     assert "--multi_gpu" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ FSDP
+
+
+class _RunsCode:
+    """A pickle that runs a command when loaded: what the checkpoint checks must stop."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_fsdp2_on_cpu_restores_the_best_weights_and_its_sharded_checkpoint_is_checked(tmp_path):
+    """torch's FSDP2 runs on the CPU over gloo (Accelerate does not route FSDP there): the engine's FSDP steps,
+    on a LoRA BERT sharded over 2 processes, bring back exactly the best weights, sharded and in the plain
+    copy; the checkpoint in save_state's sharded layout passes the resume check, and a tampered one does not."""
+    out = tmp_path / "fsdp"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    done = subprocess.run(
+        [*cmd, str(ROOT / "tests" / "fsdp_worker.py"), str(out)],
+        capture_output=True,
+        text=True,
+        env=_cpu_env(),
+        timeout=600,
+    )
+    assert done.returncode == 0, failure_lines(done.stderr)
+    result = json.loads((out / "result.json").read_text())
+    best, moved, restored, plain = (torch.tensor(result[k]) for k in ("best", "moved", "restored", "plain"))
+    assert not torch.allclose(moved, best, atol=1e-3)  # training went on past the best weights
+    assert torch.allclose(restored, best, atol=1e-6) and torch.allclose(plain, best, atol=1e-6)
+    assert result["meta_left"] == []
+
+    checkpoint = out / "checkpoint"
+    verify_checkpoint(checkpoint)  # model and optimizer folders, non-tensor entries (lr, betas, ...) included
+
+    marker = tmp_path / "ran"
+    optimizer = checkpoint / "optimizer_0"
+    with open(optimizer / ".metadata", "rb") as file:
+        metadata = pickle.load(file)  # the test's own, trusted file
+    # A non-tensor entry (the learning rate) swapped for a pickle that runs code.
+    index = next(i for i in metadata.storage_data if i.fqn.endswith("param_groups.0.lr"))
+    info = metadata.storage_data[index]
+    shard = optimizer / info.relative_path
+    payload = io.BytesIO()
+    torch.save(_RunsCode(marker), payload)
+    metadata.storage_data[index] = dataclasses.replace(
+        info, offset=shard.stat().st_size, length=len(payload.getvalue())
+    )
+    with open(shard, "ab") as file:
+        file.write(payload.getvalue())
+    with open(optimizer / ".metadata", "wb") as file:
+        pickle.dump(metadata, file)
+    with pytest.raises(RunDirError, match="optimizer_0 does not read as plain tensors"):
+        verify_checkpoint(checkpoint)
+    # The metadata itself swapped for one.
+    (optimizer / ".metadata").write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(RunDirError, match=r"UnpicklingError: posix.system is not part of"):
+        verify_checkpoint(checkpoint)
+    assert not marker.exists()
+
+
+def _launch_with_config(config: str, processes: int, overrides: list[str], **env: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file configs/accelerate/CONFIG -m hf_transfer train OVERRIDES`."""
+    cmd = [*LAUNCH, "--config_file", str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes)]
+    cmd += ["--main_process_port", str(_free_port()), "-m", "hf_transfer", "train", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_cpu_env(**env), timeout=600)
+
+
+def test_the_fsdp_config_on_cpu_is_refused_not_run_as_ddp(color_data, tmp_path):
+    """Accelerate 1.15 turns FSDP on only over a GPU backend: on CPUs (gloo) the FSDP config would train a
+    whole model per process under DDP. The run says so and stops."""
+    train_dir, val_dir = color_data
+    done = _launch_with_config("fsdp.yaml", 2, tiny_image_overrides(train_dir, val_dir, tmp_path / "run"))
+    assert done.returncode != 0  # each process stops with the error; torchrun exits 1
+    assert "asks for FSDP (ACCELERATE_USE_FSDP=true) but Accelerate runs this process as MULTI_CPU" in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="Accelerate runs FSDP only on GPUs (on CPUs it is refused, test above)"
+)
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_fsdp_trains_saves_the_gathered_best_model_and_resumes_from_sharded_checkpoints(strategy, color_data, tmp_path):
+    """FSDP2 through configs/accelerate/fsdp.yaml (a tiny ViT: its layers are FSDP units): the saved model is
+    the best one, whole; checkpoints are sharded; a resume from one ends where the uninterrupted run ends."""
+    from conftest import write_tiny_vit
+
+    from hf_transfer.inference import evaluate_run, load_run
+
+    write_tiny_vit(tmp_path / "vit")
+    train_dir, val_dir = color_data
+    processes = min(torch.cuda.device_count(), 2)
+    common = {"model": tmp_path / "vit", "strategy": strategy, "train.lr": 0.01, "train.epochs": 2}
+    common["train.mixed_precision"] = "no"  # fp32, as the evaluation of the saved model below
+    common |= {"train.checkpoint_every_steps": 2, "train.save_total_limit": 20, "train.batch_size": 8 // processes}
+    done = _launch_with_config(
+        "fsdp.yaml",
+        processes,
+        tiny_image_overrides(train_dir, val_dir, tmp_path / "a", **common),
+        ACCELERATE_USE_CPU="0",
+    )
+    assert done.returncode == 0, failure_lines(done.stderr)
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    first = tmp_path / "a" / "checkpoints" / "step_0000002"
+    assert (first / "pytorch_model_fsdp_0" / ".metadata").is_file() and not (first / "model.safetensors").exists()
+    report, _ = evaluate_run(load_run(tmp_path / "a"), str(val_dir))
+    assert report["metrics"]["accuracy"] == metrics["accuracy"]  # the saved model is the best one, whole
+
+    crashed = tmp_path / "b"  # a crash after step 8 (epoch 0 has 6 steps)
+    shutil.copytree(tmp_path / "a" / "checkpoints", crashed / "checkpoints")
+    for checkpoint in (crashed / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.split("_")[1]) > 8:
+            shutil.rmtree(checkpoint)
+    resume = tiny_image_overrides(train_dir, val_dir, crashed, **common, **{"train.resume_from_checkpoint": "latest"})
+    done = _launch_with_config("fsdp.yaml", processes, resume, ACCELERATE_USE_CPU="0")
+    assert done.returncode == 0, failure_lines(done.stderr)
+    resumed = json.loads((crashed / "metrics.json").read_text())
+    assert resumed["global_step"] == metrics["global_step"]
+    assert [round(h["loss"], 4) for h in resumed["history"]] == [round(h["loss"], 4) for h in metrics["history"]]
