@@ -44,6 +44,13 @@ def _cpu_env(**extra: str) -> dict[str, str]:
     }
 
 
+def _launch_with_config(config: str, processes: int, overrides: list[str], **env: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file configs/accelerate/CONFIG -m hf_transfer train OVERRIDES`."""
+    cmd = [*LAUNCH, "--config_file", str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes)]
+    cmd += ["--main_process_port", str(_free_port()), "-m", "hf_transfer", "train", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_cpu_env(**env), timeout=600)
+
+
 # ------------------------------------------------------------------------------------ multi-node
 
 
@@ -105,6 +112,39 @@ def test_a_process_left_alone_by_the_cpu_launcher_is_reported(tmp_path, monkeypa
     Engine(TrainConfig(lr=1e-3, log_with=[]), tmp_path).close()
     assert "trains alone although MASTER_ADDR is set" in caplog.text
     assert "--multi_gpu" in caplog.text
+
+
+# ------------------------------------------------------------------------------- accelerate configs
+
+
+# What each shipped accelerate config must say: its distributed type, and entries of its own section.
+ACCELERATE_CONFIGS = {
+    "ddp.yaml": ("MULTI_GPU", None, {}),
+    "fsdp.yaml": ("FSDP", "fsdp_config", {"fsdp_version": 2, "fsdp_state_dict_type": "SHARDED_STATE_DICT"}),
+    "deepspeed_zero2.yaml": ("DEEPSPEED", "deepspeed_config", {"zero_stage": 2}),
+}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load_with_accelerates_own_loader(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kind, section, expected = ACCELERATE_CONFIGS[path.name]
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value == kind and config.num_machines == 1 and not config.use_cpu
+    assert expected.items() <= (getattr(config, section) if section else {}).items()
+
+
+def test_the_ddp_config_runs_two_cpu_processes(color_data, tmp_path):
+    """configs/accelerate/ddp.yaml as shipped, on CPUs (gloo) through ACCELERATE_USE_CPU=1."""
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir, val_dir, tmp_path / "run", strategy="linear_probe", **{"train.epochs": 1}
+    )
+    done = _launch_with_config("ddp.yaml", 2, [*overrides, "train.mixed_precision='no'"])
+    assert done.returncode == 0, failure_lines(done.stderr)
+    assert "2 process(es) x batch 8" in done.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 3  # 49 // 16
 
 
 # ------------------------------------------------------------------------------------------ FSDP
@@ -170,13 +210,6 @@ def test_fsdp2_on_cpu_restores_the_best_weights_and_its_sharded_checkpoint_is_ch
     assert not marker.exists()
 
 
-def _launch_with_config(config: str, processes: int, overrides: list[str], **env: str) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file configs/accelerate/CONFIG -m hf_transfer train OVERRIDES`."""
-    cmd = [*LAUNCH, "--config_file", str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes)]
-    cmd += ["--main_process_port", str(_free_port()), "-m", "hf_transfer", "train", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_cpu_env(**env), timeout=600)
-
-
 def test_the_fsdp_config_on_cpu_is_refused_not_run_as_ddp(color_data, tmp_path):
     """Accelerate 1.15 turns FSDP on only over a GPU backend: on CPUs (gloo) the FSDP config would train a
     whole model per process under DDP. The run says so and stops."""
@@ -202,7 +235,7 @@ def test_fsdp_trains_saves_the_gathered_best_model_and_resumes_from_sharded_chec
     train_dir, val_dir = color_data
     processes = min(torch.cuda.device_count(), 2)
     common = {"model": tmp_path / "vit", "strategy": strategy, "train.lr": 0.01, "train.epochs": 2}
-    common["train.mixed_precision"] = "no"  # fp32, as the evaluation of the saved model below
+    common["train.mixed_precision"] = "'no'"  # fp32, as the evaluation of the saved model below
     common |= {"train.checkpoint_every_steps": 2, "train.save_total_limit": 20, "train.batch_size": 8 // processes}
     done = _launch_with_config(
         "fsdp.yaml",
