@@ -35,6 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
@@ -78,6 +79,7 @@ class TrainState:
     identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
     step_offset: int = 0  # optimizer steps of the run's earlier stages: checkpoints are named run-wide
     nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
+    batch_size: int | None = None  # per process: the size of the micro-batches batches_in_epoch counts
 
 
 @dataclass
@@ -97,6 +99,8 @@ class FitResult:
             this process (not before a resume).
         unsharded_model (`nn.Module | None`): under FSDP, on the main process, a plain copy of the model with
             the best weights (what to save); None otherwise.
+        batch_size (`int`), gradient_accumulation_steps (`int`): what the fit trained with, per process
+            (`train.auto_find_batch_size` halves the one and doubles the other after an out-of-memory error).
     """
 
     best_metrics: dict[str, float]
@@ -112,6 +116,8 @@ class FitResult:
     # Under FSDP, on the main process: a plain copy of the model holding the best weights (the trained model
     # stays sharded); None otherwise, where the model passed to fit holds them.
     unsharded_model: nn.Module | None = None
+    batch_size: int = 0  # per process, as trained (train.auto_find_batch_size may have lowered it)
+    gradient_accumulation_steps: int = 1  # as trained
 
 
 @dataclass
@@ -183,6 +189,8 @@ class Engine:
             step_scheduler_with_optimizer=False,
         )
         check_launch(self.accelerator)
+        # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
+        self.accumulation = self.accelerator.gradient_accumulation_steps
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
@@ -309,10 +317,32 @@ class Engine:
         Returns:
             `FitResult`.
         """
+        settings = settings or self.settings
+        if not settings.auto_find_batch_size:
+            return self._fit(model, data, labels, tracker_config, identity, settings, param_groups, step_offset)
+        return fit_finding_batch_size(
+            self.accelerator,
+            lambda s: self._fit(model, data, labels, tracker_config, identity, s, param_groups, step_offset),
+            model,
+            settings,
+            self.accumulation,
+        )
+
+    def _fit(
+        self,
+        model: nn.Module,
+        data: FitData,
+        labels: list[str],
+        tracker_config: dict[str, Any] | None,
+        identity: dict[str, Any] | None,
+        settings: TrainConfig,
+        param_groups: list[dict[str, Any]] | None,
+        step_offset: int,
+    ) -> FitResult:
         if self._fits:
             self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
         self._fits += 1
-        self.settings = settings or self.settings
+        self.settings = settings
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
@@ -340,7 +370,7 @@ class Engine:
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler)
         else:
-            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset)
+            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset, batch_size=s.batch_size)
         if self._fits == 1:
             acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
@@ -382,6 +412,8 @@ class Engine:
             train_runtime=runtime,
             train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
             step_offset=state.step_offset,
+            batch_size=s.batch_size,
+            gradient_accumulation_steps=acc.gradient_accumulation_steps,
         )
 
     # -------------------------------------------------------------------------- one epoch, steps
@@ -577,6 +609,10 @@ class Engine:
                 + (f" (looked in {self.run_dir.checkpoints})" if where == "latest" else "")
             )
         state = TrainState(**json.loads((path / STATE_FILE).read_text()))
+        if state.batch_size and state.batch_size != self.settings.batch_size:  # e.g. auto_find_batch_size lowered it
+            # Checkpoints fall on optimizer steps: the examples consumed fill whole micro-batches of either size.
+            state.batches_in_epoch = state.batches_in_epoch * state.batch_size // self.settings.batch_size
+        state.batch_size = self.settings.batch_size
         if state.labels != identity["labels"]:
             raise ConfigError(
                 f"Checkpoint {path} was trained on labels {state.labels}, but this run's data has "

@@ -206,6 +206,9 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
         "feature_runtime": next((d.feature_seconds for d in done if d.feature_seconds is not None), None),
         "train_samples_per_second": fit.train_samples_per_second,
+        # Per process, as trained: train.auto_find_batch_size may have halved the batch and doubled accumulation.
+        "batch_size": fit.batch_size,
+        "gradient_accumulation_steps": fit.gradient_accumulation_steps,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "history": [{**h, "stage": d.stage.name} for d in done for h in d.fit.history],

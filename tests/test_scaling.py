@@ -261,3 +261,72 @@ def test_fsdp_trains_saves_the_gathered_best_model_and_resumes_from_sharded_chec
     resumed = json.loads((crashed / "metrics.json").read_text())
     assert resumed["global_step"] == metrics["global_step"]
     assert [round(h["loss"], 4) for h in resumed["history"]] == [round(h["loss"], 4) for h in metrics["history"]]
+
+
+# ---------------------------------------------------------------------------- automatic batch size
+
+
+def _out_of_memory_above(monkeypatch, limit: int, after: int = 0) -> None:
+    """The tiny EfficientNet's training forward fails as CUDA does when out of memory, for batches above `limit`
+    from the `after`+1-th such forward on (the earlier ones train: a retry must undo them)."""
+    from timm.models.efficientnet import EfficientNet
+
+    forward, seen = EfficientNet.forward, [0]
+
+    def failing(self, x):
+        if self.training and x.shape[0] > limit:
+            seen[0] += 1
+            if seen[0] > after:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return forward(self, x)
+
+    monkeypatch.setattr(EfficientNet, "forward", failing)
+
+
+def test_auto_find_batch_size_halves_the_batch_doubles_accumulation_and_changes_nothing_else(
+    color_data, tmp_path, monkeypatch, caplog
+):
+    """Out of memory at batch 8 after two optimizer steps: the fit starts again at 4 x 2 from the same weights and
+    random state, and ends exactly where a run started at 4 x 2 ends."""
+    _out_of_memory_above(monkeypatch, limit=4, after=2)
+    train_dir, val_dir = color_data
+    common = {"strategy": "full", "train.epochs": 2}
+    auto = train(
+        load_config(
+            None,
+            tiny_image_overrides(
+                train_dir, val_dir, tmp_path / "auto", **common, **{"train.auto_find_batch_size": True}
+            ),
+        )
+    )
+    started = {"train.batch_size": 4, "train.gradient_accumulation_steps": 2}
+    direct = train(
+        load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "direct", **common, **started))
+    )
+
+    assert (auto.fit.batch_size, auto.fit.gradient_accumulation_steps) == (4, 2)
+    assert (auto.metrics["batch_size"], auto.metrics["gradient_accumulation_steps"]) == (4, 2)
+    assert "Out of memory at a per-device batch of 8: starting again at 4 x accumulation 2" in caplog.text
+    assert auto.metrics["global_step"] == direct.metrics["global_step"] == 12
+    assert [h["loss"] for h in auto.metrics["history"]] == pytest.approx([h["loss"] for h in direct.metrics["history"]])
+    assert auto.metrics["accuracy"] == direct.metrics["accuracy"]
+    a, b = auto.model.state_dict(), direct.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_auto_find_batch_size_stops_at_one_with_the_ways_out(color_data, tmp_path, monkeypatch):
+    from hf_transfer.autobatch import smaller_batches
+    from hf_transfer.errors import ConfigError
+
+    assert (list(smaller_batches(32)), list(smaller_batches(6)), list(smaller_batches(5))) == (
+        [16, 8, 4, 2, 1],
+        [3, 1],
+        [1],
+    )
+    _out_of_memory_above(monkeypatch, limit=0)
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(
+        train_dir, val_dir, tmp_path / "run", strategy="full", **{"train.auto_find_batch_size": True}
+    )
+    with pytest.raises(ConfigError, match="even at a per-device batch of 1 .*mixed_precision=bf16"):
+        train(load_config(None, overrides))
