@@ -3,16 +3,23 @@
 A checkpoint folder is data a user may have copied from anywhere. Accelerate's `load_state` unpickles
 registered custom objects with full pickle (code can run) and silently skips random states it cannot
 read; so before it runs, every file must be one this tool writes, and every pickle-format file must
-load as plain tensors and numbers (`weights_only=True`). The run's identity (task, model, strategy,
-data, labels) is recorded beside each checkpoint and must match the run that resumes from it.
+load as plain tensors and numbers (`weights_only=True`). A sharded FSDP checkpoint (torch's
+distributed checkpoint format) reads its `.metadata` with pickle and its non-tensor entries with full
+`torch.load`: the metadata is read here first with only that format's own classes allowed, and each
+non-tensor entry must load with `weights_only=True`. The run's identity (task, model, strategy, data,
+labels) is recorded beside each checkpoint and must match the run that resumes from it.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .errors import RunDirError
 
@@ -26,8 +33,31 @@ _SAFE_FORMATS = re.compile(
 )
 _TORCH_PICKLES = re.compile(
     r"(optimizer(_\d+)?\.bin|sampler(_\d+)?\.bin|dl_state_dict(_\d+)?\.bin|scaler\.pt|"
-    r"random_states_\d+\.pkl)"
+    r"random_states_\d+\.pkl|pytorch_model_fsdp(_\d+)?\.bin)"  # the last: FSDP with FULL_STATE_DICT
 )
+# FSDP with SHARDED_STATE_DICT: one distributed-checkpoint folder for the model, one for the optimizer.
+_SHARDED = re.compile(r"(?P<folder>(pytorch_model_fsdp|optimizer)_\d+)/(\.metadata|__\d+_\d+\.distcp)")
+_SHARD_FILE = re.compile(r"__\d+_\d+\.distcp")
+# Everything a distributed checkpoint's .metadata pickle refers to (torch 2.4 - 2.14).
+_METADATA_GLOBALS = {
+    *(
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "Metadata",
+            "MetadataIndex",
+            "StorageMeta",
+            "TensorStorageMetadata",
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "TensorProperties",
+            "_MEM_FORMAT_ENCODING",
+        )
+    ),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch.serialization", "_get_layout"),
+    ("torch", "Size"),
+    *((module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "WindowsPath")),
+}
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -35,11 +65,16 @@ def verify_checkpoint(path: Path) -> None:
     more than tensors and numbers to load."""
     from accelerate.utils import load  # accelerate's own loader: weights_only=True with its RNG-state types
 
+    sharded = set()
     for file in sorted(path.rglob("*")):
         if file.is_dir():
             continue
         name = file.relative_to(path).as_posix()
         if _SAFE_FORMATS.fullmatch(name):
+            continue
+        match = _SHARDED.fullmatch(name)
+        if match:
+            sharded.add(path / match["folder"])
             continue
         if not _TORCH_PICKLES.fullmatch(name):
             raise RunDirError(
@@ -53,6 +88,43 @@ def verify_checkpoint(path: Path) -> None:
                 f"Checkpoint file {file} does not load as plain tensors and numbers ({type(err).__name__}); "
                 "it may have been tampered with: refusing to resume from it."
             ) from None
+    for folder in sorted(sharded):
+        _verify_sharded(folder)
+
+
+def _verify_sharded(folder: Path) -> None:
+    """A distributed-checkpoint folder: its metadata refers only to the format's own classes, every entry it
+    lists lies in one of the folder's shard files, and every non-tensor entry is plain data. (Tensor entries
+    torch itself loads with `weights_only=True`.)"""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    try:
+        with open(folder / ".metadata", "rb") as file:
+            metadata = _MetadataUnpickler(file).load()
+        for index, info in metadata.storage_data.items():
+            if not _SHARD_FILE.fullmatch(info.relative_path) or info.transform_descriptors:
+                raise ValueError(f"entry {index.fqn} is stored as {info.relative_path!r} {info.transform_descriptors}")
+            if isinstance(metadata.state_dict_metadata.get(index.fqn), BytesStorageMetadata):
+                with open(folder / info.relative_path, "rb") as file:
+                    file.seek(info.offset)
+                    torch.load(io.BytesIO(file.read(info.length)), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure to read it as plain data means the same thing here
+        raise RunDirError(
+            f"Sharded checkpoint {folder} does not read as plain tensors and numbers ({type(err).__name__}: "
+            f"{str(err)[:200]}); it may have been tampered with: refusing to resume from it."
+        ) from None
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """pickle restricted to what a distributed checkpoint's metadata refers to: its own dataclasses, torch
+    sizes, dtypes and layouts, and paths."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _METADATA_GLOBALS or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a distributed checkpoint's metadata")
 
 
 def checkpoint_identity(path: Path) -> dict[str, Any]:

@@ -416,5 +416,6 @@ def _out_of_memory_advice(command: str) -> str:
         return "Out of memory on the device: lower --batch-size (or use --device cpu)."
     return (
         "Out of memory on the device: lower train.batch_size (raising train.gradient_accumulation_steps keeps "
-        "the effective batch), or set train.mixed_precision=bf16 or train.gradient_checkpointing=true."
+        "the effective batch; train.auto_find_batch_size=true does both), or set train.mixed_precision=bf16 or "
+        "train.gradient_checkpointing=true."
     )

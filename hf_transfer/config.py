@@ -151,6 +151,11 @@ class TrainConfig:
     scheduler: Scheduler = setting("cosine", f"Learning-rate schedule: {choices(Scheduler)}.")
     warmup_ratio: float = setting(0.1, "Fraction of optimizer steps spent warming up linearly.")
     gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.")
+    auto_find_batch_size: bool = setting(
+        False,
+        "On out-of-memory, start the fit again with half the per-device batch and twice the accumulation (the "
+        "same effective batch, the same start: the same results); one process or DDP.",
+    )
     max_grad_norm: float | None = setting(1.0, "Clip gradients to this norm; null disables clipping.")
     label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.")
     mixed_precision: MixedPrecision | None = setting(

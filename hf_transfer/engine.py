@@ -36,9 +36,11 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
+from .distributed import check_distributed_setup, is_sharded, load_full_state_dict, structure_copy
 from .errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
@@ -80,6 +82,7 @@ class TrainState:
     identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
     step_offset: int = 0  # optimizer steps of the run's earlier stages: checkpoints are named run-wide
     nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
+    batch_size: int | None = None  # per process: the size of the micro-batches batches_in_epoch counts
 
 
 @dataclass
@@ -97,6 +100,10 @@ class FitResult:
         step_offset (`int`): optimizer steps of the run's earlier stages (0 for one-stage runs).
         best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
             this process (not before a resume).
+        unsharded_model (`nn.Module | None`): under FSDP, on the main process, a plain copy of the model with
+            the best weights (what to save); None otherwise.
+        batch_size (`int`), gradient_accumulation_steps (`int`): what the fit trained with, per process
+            (`train.auto_find_batch_size` halves the one and doubles the other after an out-of-memory error).
     """
 
     best_metrics: dict[str, float]
@@ -109,6 +116,11 @@ class FitResult:
     step_offset: int = 0
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
+    # Under FSDP, on the main process: a plain copy of the model holding the best weights (the trained model
+    # stays sharded); None otherwise, where the model passed to fit holds them.
+    unsharded_model: nn.Module | None = None
+    batch_size: int = 0  # per process, as trained (train.auto_find_batch_size may have lowered it)
+    gradient_accumulation_steps: int = 1  # as trained
 
 
 @dataclass(frozen=True)
@@ -205,9 +217,12 @@ class Engine:
         )
         try:
             check_launch(self.accelerator.num_processes, self.accelerator.device)
-        except LaunchError:
+            check_distributed_setup(self.accelerator)
+        except (LaunchError, ConfigError):
             AcceleratorState._reset_state()  # this Accelerator is never used: the next one may differ
             raise
+        # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
+        self.accumulation = self.accelerator.gradient_accumulation_steps
         chosen = "train.mixed_precision" if settings.mixed_precision else "`accelerate config` / launch flags"
         logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -240,6 +255,11 @@ class Engine:
     @property
     def num_processes(self) -> int:
         return self.accelerator.num_processes
+
+    @property
+    def sharded(self) -> bool:
+        """Whether each process holds only a shard of the parameters (FSDP)."""
+        return is_sharded(self.accelerator)
 
     @contextmanager
     def main_process_first(self) -> Iterator[None]:
@@ -344,10 +364,32 @@ class Engine:
         Returns:
             `FitResult`.
         """
+        settings = settings or self.settings
+        if not settings.auto_find_batch_size:
+            return self._fit(model, data, labels, tracker_config, identity, settings, param_groups, step_offset)
+        return fit_finding_batch_size(
+            self.accelerator,
+            lambda s: self._fit(model, data, labels, tracker_config, identity, s, param_groups, step_offset),
+            model,
+            settings,
+            self.accumulation,
+        )
+
+    def _fit(
+        self,
+        model: nn.Module,
+        data: FitData,
+        labels: list[str],
+        tracker_config: dict[str, Any] | None,
+        identity: dict[str, Any] | None,
+        settings: TrainConfig,
+        param_groups: list[dict[str, Any]] | None,
+        step_offset: int,
+    ) -> FitResult:
         if self._fits:
             self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
         self._fits += 1
-        self.settings = settings or self.settings
+        self.settings = settings
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
@@ -363,10 +405,13 @@ class Engine:
                     "(a stage that counts epochs, such as lp_ft's probe, cannot stream)."
                 )
             train_dl = StreamLoader(data.train, data.collate, s.batch_size, self.loader_settings, acc.device, s.seed)
+            plain = structure_copy(model) if self.sharded and acc.is_main_process else None
             model, optimizer, eval_dl = acc.prepare(model, optimizer, eval_dl)
             plan = self._plan(s.max_steps * acc.gradient_accumulation_steps)  # one "epoch" of max_steps
         else:
             train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
+            # Under FSDP the model is sharded in place: the main process keeps its structure to save it whole later.
+            plain = structure_copy(model) if self.sharded and acc.is_main_process else None
             model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
             if len(train_dl) == 0:
                 raise ConfigError(
@@ -384,7 +429,7 @@ class Engine:
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler, train_dl)
         else:
-            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset)
+            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset, batch_size=s.batch_size)
         if self._fits == 1:
             acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
@@ -414,8 +459,9 @@ class Engine:
         progress.close()
         runtime = time.perf_counter() - start
 
-        self._load_best(model)
+        plain = self._load_best(model, plain)
         return FitResult(
+            unsharded_model=plain,
             best_metrics=state.best_metrics,
             best_predictions=run.best_predictions,
             best_epoch=state.best_epoch,
@@ -425,6 +471,8 @@ class Engine:
             train_runtime=runtime,
             train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
             step_offset=state.step_offset,
+            batch_size=s.batch_size,
+            gradient_accumulation_steps=acc.gradient_accumulation_steps,
         )
 
     # -------------------------------------------------------------------------- one epoch, steps
@@ -571,11 +619,25 @@ class Engine:
             os.replace(tmp, path)  # atomic: a crash leaves the previous best intact
         self.accelerator.wait_for_everyone()
 
-    def _load_best(self, model: nn.Module) -> None:
+    def _load_best(self, model: nn.Module, plain: nn.Module | None) -> nn.Module | None:
+        """The best weights back into `model`; under FSDP also whole into `plain` (main process), returned."""
         path = self.run_dir.best_weights
         self.accelerator.wait_for_everyone()
-        if path.is_file():
-            self.unwrap(model).load_state_dict(load_file(str(path)))
+        if not self.sharded:
+            if path.is_file():
+                self.unwrap(model).load_state_dict(load_file(str(path)))
+            return None
+        # The main process reads the file, every process loads its shard; with no best file (no evaluation
+        # ever improved) the plain copy takes the last weights, gathered.
+        main = self.accelerator.is_main_process
+        if self.broadcast(path.is_file()):
+            weights = load_file(str(path)) if main else {}
+            load_full_state_dict(model, weights, main)
+        else:
+            weights = self.accelerator.get_state_dict(model)
+        if main:
+            plain.load_state_dict(weights, assign=True)
+        return plain
 
     def _checkpoint(self, run: _Run) -> None:
         acc, state = self.accelerator, run.state
@@ -611,6 +673,10 @@ class Engine:
                 + (f" (looked in {self.run_dir.checkpoints})" if where == "latest" else "")
             )
         state = TrainState(**json.loads((path / STATE_FILE).read_text()))
+        if state.batch_size and state.batch_size != self.settings.batch_size:  # e.g. auto_find_batch_size lowered it
+            # Checkpoints fall on optimizer steps: the examples consumed fill whole micro-batches of either size.
+            state.batches_in_epoch = state.batches_in_epoch * state.batch_size // self.settings.batch_size
+        state.batch_size = self.settings.batch_size
         if state.labels != identity["labels"]:
             raise ConfigError(
                 f"Checkpoint {path} was trained on labels {state.labels}, but this run's data has "

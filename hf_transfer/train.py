@@ -22,7 +22,7 @@ from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults
 from .engine import Engine, FitData, FitResult, check_launch
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 from .evaluation import classification_report
 from .features import cached_probe
 from .hub import push_run, require_token
@@ -44,7 +44,8 @@ class RunResult:
         metrics (`dict`): what metrics.json holds: the best validation `accuracy`, `f1_macro`, `loss`,
             `best_epoch`, runtimes, parameter counts and the per-evaluation `history`.
         fit (`FitResult`): the engine's account of the training.
-        model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA).
+        model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA); under
+            FSDP a plain copy on the main process, the sharded model on the others.
         adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.model_inputs(...)`.
         is_main_process (`bool`): whether this process is the one that wrote the files.
     """
@@ -177,6 +178,8 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         adapter.enable_gradient_checkpointing(model)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice
     plan = stages(config)
+    if engine.sharded:
+        _check_sharded_plan(plan, config)
     first = _resumed_stage(plan, engine.run_dir, config.train.resume_from_checkpoint)
     tracker_config = _flat(to_dict(config))
     done: list[StageFit] = []
@@ -197,6 +200,8 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         )
     model = engine.unwrap(model)
     fit = done[-1].fit
+    # Under FSDP the trained model stays sharded: the main process saves a plain copy of its best weights.
+    whole = fit.unsharded_model if fit.unsharded_model is not None else model
     trainable, total = trainable_parameters(model)
     metrics = {
         **fit.best_metrics,
@@ -206,6 +211,9 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
         "feature_runtime": next((d.feature_seconds for d in done if d.feature_seconds is not None), None),
         "train_samples_per_second": fit.train_samples_per_second,
+        # Per process, as trained: train.auto_find_batch_size may have halved the batch and doubled accumulation.
+        "batch_size": fit.batch_size,
+        "gradient_accumulation_steps": fit.gradient_accumulation_steps,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "history": [{**h, "stage": d.stage.name} for d in done for h in d.fit.history],
@@ -214,7 +222,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         metrics["stages"] = [_stage_summary(d) for d in done]
     if engine.is_main_process:
         base_model = resolve_model(config.model)
-        artifacts = save_model_artifact(model, adapter, labels, output_dir, base_model, merge=config.export.merge)
+        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base_model, merge=config.export.merge)
         save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
@@ -228,12 +236,12 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         augmentation = adapter.augmentation(done[-1].stage.augment)
-        facts = card_facts(config, adapter, model, labels, augmentation, _train_loss(done), engine.setup)
+        facts = card_facts(config, adapter, whole, labels, augmentation, _train_loss(done), engine.setup)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
             push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
-    return RunResult(output_dir, labels, metrics, fit, model, adapter, engine.is_main_process)
+    return RunResult(output_dir, labels, metrics, fit, whole, adapter, engine.is_main_process)
 
 
 def _fit_stage(
@@ -276,6 +284,22 @@ def _fit_stage(
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset)
     return StageFit(stage, fit, None)
+
+
+def _check_sharded_plan(plan: list[Stage], config: RunConfig) -> None:
+    """Under FSDP a run trains the whole model in one stage: a strategy applied to an already sharded model
+    (LP-FT's second stage), or a head trained alone on cached features, would be sharded on its own."""
+    if len(plan) > 1:
+        raise ConfigError(
+            f"strategy={config.strategy} runs {len(plan)} stages, which FSDP does not support here: use full or lora "
+            "under FSDP, or launch LP-FT with DDP (configs/accelerate/ddp.yaml)."
+        )
+    stage = plan[0]
+    if not stage.strategy.trains_backbone and config.linear_probe.cache_features and not stage.augment:
+        raise ConfigError(
+            "A linear probe on cached features trains the head alone, which FSDP would shard by itself: set "
+            "linear_probe.cache_features=false, or launch the probe with DDP (configs/accelerate/ddp.yaml)."
+        )
 
 
 def _resumed_stage(plan: list[Stage], run_dir: RunDir, resume: str | None) -> int:

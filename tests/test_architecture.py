@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("strategies", ("strategies",)),
     ("config", ("config",)),
     ("data", ("data", "datapipe", "streaming", "evaluation")),
-    ("engine", ("engine",)),
+    ("engine", ("engine", "autobatch", "distributed")),
     ("around a run", ("features", "artifacts", "card", "hub", "defaults", "inference")),
     ("train", ("train",)),
     ("built on train", ("compare", "rank")),
