@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -23,3 +24,11 @@ def machine_line() -> str:
 def results_section(title: str, body: list[str]) -> str:
     """A dated section for benchmarks/RESULTS.md."""
     return "\n".join([f"\n## {title} — {date.today().isoformat()}\n", *body, ""])
+
+
+def publish(text: str, write: bool) -> None:
+    """Print a results section and, when `write`, append it to benchmarks/RESULTS.md."""
+    print(text)
+    if write:
+        with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as f:
+            f.write(text)
