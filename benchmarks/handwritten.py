@@ -277,23 +277,41 @@ def image_folder_loop(
 # ---------------------------------------------------------------- bare step loop
 
 
+def fused_adamw(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters as one kernel per parameter where torch has it (CPU, CUDA): the
+    fastest optimizer step, as the engine and the Trainer take it (torch's default on a CPU is a Python loop)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, fused=True if params[0].device.type in ("cpu", "cuda") else None)
+
+
 def _logits(model: nn.Module, inputs) -> torch.Tensor:
     out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
     return out.logits if hasattr(out, "logits") else out
 
 
-def bare_train_steps(model: nn.Module, batches: list, steps: int, lr: float, mixed_precision: str = "no") -> dict:
+def bare_train_steps(
+    model: nn.Module,
+    batches: list,
+    steps: int,
+    lr: float,
+    mixed_precision: str = "no",
+    optimizer: torch.optim.Optimizer | None = None,
+    warmup: int | None = None,
+) -> dict:
     """The minimal training loop on pre-built batches already on the device: the floor for per-step overhead.
     `batches` is a list of (inputs, labels); inputs is a tensor or a dict of tensors (transformers models).
-    No `.item()` per step, so the host never waits on the device inside the loop."""
+    No `.item()` per step, so the host never waits on the device inside the loop. The first `warmup` steps
+    (default: up to 3) are not timed; pass the `optimizer` of an earlier call to go on training where it ended."""
     if mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
     device_type = batches[0][1].device.type
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
     scaler = torch.amp.GradScaler(device_type, enabled=mixed_precision == "fp16")
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    if optimizer is None:
+        optimizer = fused_adamw(model, lr)
     model.train()
-    warmup = min(3, max(0, steps - 1))  # first steps pay for allocation and kernel selection
+    if warmup is None:
+        warmup = min(3, max(0, steps - 1))  # first steps pay for allocation and kernel selection
 
     def sync() -> None:
         if device_type == "cuda":
@@ -340,8 +358,11 @@ def text_trainer(
     seed: int = 0,
     text_column: str = "text",
     label_column: str = "label",
+    save_strategy: str = "no",
+    bf16: bool = False,
 ) -> dict:
-    """Full fine-tuning of a local sequence-classification checkpoint with the stock transformers.Trainer."""
+    """Full fine-tuning of a local sequence-classification checkpoint with the stock transformers.Trainer.
+    `save_strategy="epoch"` writes a resumable checkpoint every epoch, as hf_transfer's engine does."""
     from datasets import load_dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -386,12 +407,13 @@ def text_trainer(
             warmup_steps=0.1,  # transformers 5: a value below 1 is a ratio of the total steps
             lr_scheduler_type="linear",
             eval_strategy="epoch",
-            save_strategy="no",
+            save_strategy=save_strategy,
             logging_strategy="epoch",
             report_to=[],
             seed=seed,
             dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(),
+            bf16=bf16,
             disable_tqdm=True,
         )
         trainer = Trainer(
@@ -463,7 +485,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from hf_transfer.samples import resolve_data  # only to locate the repository's sample datasets
+    from hf_transfer.specs import resolve_data  # only to locate the repository's sample datasets
 
     if args.command == "image":
         return image_folder_loop(

@@ -1,0 +1,41 @@
+"""benchmarks/speed.py runs end to end on tiny models and prints every row (figures are not checked:
+machines are noisy, and --quick models say nothing about speed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [
+    "engine vs bare PyTorch loop, train samples/s",
+    "end to end `train` vs hand-written script, wall",
+    "engine vs transformers.Trainer, train samples/s",
+    "cached vs uncached linear probe, wall",
+    "cached vs uncached linear probe, |delta accuracy|",
+    "image data path vs model step, samples/s",
+    "audio data path vs model step, samples/s",
+    "LoRA vs full (text), trainable parameters",
+    "LoRA vs full (text), peak memory",
+    "LoRA vs full (image), trainable parameters",
+    "LoRA vs full (image), peak memory",
+    "2 CPU processes vs 1, |delta metrics|",
+    "2 CPU processes vs 1, train samples/s",
+]
+
+
+def test_quick_run_prints_every_row(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine (see speed.py)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--no-write", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("| measurement |") :]
+    verdicts = r"(met|\*\*missed\*\*|recorded)"
+    for name in ROWS:  # | name | value | goal | verdict | detail | load |
+        row = re.search(rf"^\| {re.escape(name)} \| [\d.]+(x| pt) \| [^|]+ \| {verdicts} \|", table, re.M)
+        assert row, f"no row {name!r} in:\n{table}"
+    assert list(tmp_path.iterdir()) == []  # the work folder is removed
