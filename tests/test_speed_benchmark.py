@@ -15,14 +15,14 @@ ROWS = [
     "end to end `train` vs hand-written script, wall",
     "engine vs transformers.Trainer, train samples/s",
     "cached vs uncached linear probe, wall",
-    "cached vs uncached linear probe, |delta accuracy|",
+    "cached vs uncached linear probe, accuracy difference",
     "image data path vs model step, samples/s",
     "audio data path vs model step, samples/s",
     "LoRA vs full (text), trainable parameters",
     "LoRA vs full (text), peak memory",
     "LoRA vs full (image), trainable parameters",
     "LoRA vs full (image), peak memory",
-    "2 CPU processes vs 1, |delta metrics|",
+    "2 CPU processes vs 1, metrics difference",
     "2 CPU processes vs 1, train samples/s",
 ]
 
