@@ -548,7 +548,7 @@ def cached_probe(bench: Bench) -> list[Row]:
             load,
         ),
         Row(
-            "cached vs uncached linear probe, |delta accuracy|",
+            "cached vs uncached linear probe, accuracy difference",
             f"{delta:.1f} pt",
             "<= 1 pt",
             verdict(delta <= 1),
@@ -743,7 +743,7 @@ def two_processes(bench: Bench) -> list[Row]:
     )
     return [
         Row(
-            "2 CPU processes vs 1, |delta metrics|",
+            "2 CPU processes vs 1, metrics difference",
             f"{delta:.1f} pt",
             "<= 1 pt",
             verdict(delta <= 1),

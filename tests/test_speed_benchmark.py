@@ -9,24 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [
     "engine vs bare PyTorch loop, train samples/s",
     "end to end `train` vs hand-written script, wall",
     "engine vs transformers.Trainer, train samples/s",
     "cached vs uncached linear probe, wall",
-    "cached vs uncached linear probe, |delta accuracy|",
+    "cached vs uncached linear probe, accuracy difference",
     "image data path vs model step, samples/s",
     "audio data path vs model step, samples/s",
     "LoRA vs full (text), trainable parameters",
     "LoRA vs full (text), peak memory",
     "LoRA vs full (image), trainable parameters",
     "LoRA vs full (image), peak memory",
-    "2 CPU processes vs 1, |delta metrics|",
+    "2 CPU processes vs 1, metrics difference",
     "2 CPU processes vs 1, train samples/s",
 ]
 
 
+@pytest.mark.slow  # about 2 minutes: seven child processes each import torch (run with pytest -m slow)
 def test_quick_run_prints_every_row(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine (see speed.py)
