@@ -390,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message, code = _one_line(err, args.command)
-        print(f"hf-transfer: error: {message}", file=sys.stderr)
+        # One write of the whole line: print() writes the text and its newline separately, and the
+        # processes of one launch share stderr, so their messages would interleave mid-line.
+        sys.stderr.write(f"hf-transfer: error: {message}\n")
+        sys.stderr.flush()
         return code
 
 
