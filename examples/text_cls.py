@@ -13,11 +13,10 @@ the recipe configs/minilm_lora.yaml. KEY=VALUE overrides apply on top of either.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from hf_transfer import configure_logging, load_config, train
-from hf_transfer.cli import add_run_arguments, summary
+from hf_transfer import load_config, train
+from hf_transfer.cli import example_arguments, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 # The default: what to learn (a task file) and how (a recipe), both offline.
@@ -26,14 +25,7 @@ DEFAULT_OVERRIDES = ["output_dir=runs/text_cls"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser)  # without --config: the embedded default
-    args = parser.parse_args(argv)
-    configure_logging()
-
-    configs, overrides = (
-        (args.config, args.overrides) if args.config else (DEFAULT_CONFIGS, DEFAULT_OVERRIDES + args.overrides)
-    )
+    configs, overrides = example_arguments(__doc__, DEFAULT_CONFIGS, DEFAULT_OVERRIDES, argv)
     result = train(load_config(configs, overrides))
     if result.is_main_process:
         print(summary(result))

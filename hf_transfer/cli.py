@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import describe_fields, load_config
@@ -57,6 +58,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "from tasks/ then a recipe from configs/; later files win.",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides, e.g. train.epochs=3.")
+
+
+def example_arguments(
+    description: str, default_configs: list[Path], default_overrides: list[str], argv: list[str] | None = None
+) -> tuple[list[Path] | list[str], list[str]]:
+    """An example script's command line (--config files, KEY=VALUE overrides) as (configs, overrides) for
+    `load_config`: without --config, the example's embedded default with the overrides on top. Also sets up
+    logging, as the `hf-transfer` command does."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging()
+    if args.config:
+        return args.config, args.overrides
+    return default_configs, default_overrides + args.overrides
 
 
 def _train(args: argparse.Namespace) -> int:
