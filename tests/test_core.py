@@ -288,21 +288,24 @@ def test_adapters_in_a_hand_written_loop_example(color_data, tmp_path, capsys):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path):
-    """accelerate launch with 2 CPU processes (gloo) ends where 1 process with twice the batch ends;
-    the validation set (18) does not split evenly, so gather_for_metrics must drop the duplicates."""
+    """accelerate launch with 2 CPU processes (gloo), through configs/accelerate/ddp.yaml as shipped, ends
+    where 1 process with twice the batch ends; the validation set (18) does not split evenly, so
+    gather_for_metrics must drop the duplicates."""
     train_dir, val_dir = color_data
     common = {"strategy": "linear_probe", "train.epochs": 2, "train.lr": 0.05, "train.eval_batch_size": 4}
     single = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "one", **common)))
 
     overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "two", **common, **{"train.batch_size": 4})
+    overrides.append("train.mixed_precision='no'")  # ddp.yaml asks for bf16 where the run leaves it unset
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_transfer", "train"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2"]
+    cmd += ["--config_file", str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "-m", "hf_transfer", "train"]
     out = subprocess.run(cmd + overrides, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, failure_lines(out.stderr)
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     setup = json.loads((tmp_path / "two" / "run_info.json").read_text())["setup"]
     assert (setup["num_processes"], setup["distributed_type"], setup["effective_batch_size"]) == (2, "MULTI_CPU", 8)
+    assert setup["mixed_precision"] == "no"  # the run's setting wins over the accelerate config's
     assert two["global_step"] == single.metrics["global_step"]
     assert two["accuracy"] == single.metrics["accuracy"]
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)

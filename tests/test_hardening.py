@@ -10,6 +10,10 @@ import os
 import pickle
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,6 +231,41 @@ def test_a_checkpoint_without_its_best_weights_is_refused(checkpointed, tmp_path
     config = _config(train_dir, val_dir, tmp_path / "new", **{"train.resume_from_checkpoint": str(checkpoint)})
     with pytest.raises(RunDirError, match="records a best epoch.*best.safetensors"):
         train(config)
+
+
+@pytest.mark.slow  # about half a minute: a launched process (its imports) and three trainings
+def test_a_run_killed_mid_training_resumes_to_the_end_of_the_uninterrupted_run(color_data, tmp_path):
+    """kill -9 of an `hf-transfer train` process once it has checkpointed (it may be inside the next
+    checkpoint's write), then `train.resume_from_checkpoint=latest` in the same folder: the killed run's
+    lock and half-written state do not block it, and it ends bit-identical to a run never interrupted."""
+    train_dir, val_dir = color_data
+    common = {
+        "strategy": "full",
+        "train.epochs": 2,  # 12 steps: the process is killed at about step 2, long before its end
+        "train.checkpoint_every_steps": 2,
+        "data.augment": True,
+        "data.crop_scale": "[0.5, 1.0]",
+        "data.hflip": 0.5,
+    }
+    whole = train(_config(train_dir, val_dir, tmp_path / "whole", **common))
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "hf_transfer", "train", *tiny_image_overrides(train_dir, val_dir, out, **common)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list((out / "checkpoints").glob("step_*[0-9]")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    stderr = process.communicate()[1].decode()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{stderr[-2000:]}"
+    assert not (out / "metrics.json").exists()
+
+    resumed = train(_config(train_dir, val_dir, out, **common, **{"train.resume_from_checkpoint": "latest"}))
+    assert resumed.fit.global_step == whole.fit.global_step == 12
+    assert resumed.metrics["loss"] == whole.metrics["loss"]
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------- found before training

@@ -135,18 +135,6 @@ def test_shipped_accelerate_configs_load_with_accelerates_own_loader(path):
     assert expected.items() <= (getattr(config, section) if section else {}).items()
 
 
-def test_the_ddp_config_runs_two_cpu_processes(color_data, tmp_path):
-    """configs/accelerate/ddp.yaml as shipped, on CPUs (gloo) through ACCELERATE_USE_CPU=1."""
-    train_dir, val_dir = color_data
-    overrides = tiny_image_overrides(
-        train_dir, val_dir, tmp_path / "run", strategy="linear_probe", **{"train.epochs": 1}
-    )
-    done = _launch_with_config("ddp.yaml", 2, [*overrides, "train.mixed_precision='no'"])
-    assert done.returncode == 0, failure_lines(done.stderr)
-    assert "2 process(es) x batch 8" in done.stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 3  # 49 // 16
-
-
 # ------------------------------------------------------------------------------------------ FSDP
 
 

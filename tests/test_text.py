@@ -344,6 +344,7 @@ def test_unseen_validation_label(toy, tmp_path):
 # ------------------------------------------------------------------------- two processes, example
 
 
+@pytest.mark.slow  # half a minute of launched processes; tests/test_core.py runs the same check on images
 def test_two_processes_match_one_with_the_same_global_batch(toy, tmp_path):
     """accelerate launch with 2 CPU processes (gloo) ends where 1 process with twice the batch ends.
     Dropout off: ranks would draw other masks than one process does. Each rank pads its own half."""
