@@ -219,6 +219,7 @@ def _body_values(
         "task": config.task,
         "base": base,
         "source": public(config.data.train or "unknown"),
+        "warnings": [markdown_text(w) for w in metrics.get("warnings", [])],
         "strategy": {
             "full": "full fine-tuning (every parameter trains)",
             "linear_probe": "linear probe (backbone frozen, only the new head trains)",

@@ -102,6 +102,24 @@ def summary_metrics(predictions: Predictions, num_labels: int, extra: Sequence[s
     return metrics | named_metrics(extra, predictions.predicted, refs, reported=list(metrics))
 
 
+def learned_nothing(report: dict[str, Any]) -> str | None:
+    """A warning when the model's validation accuracy in `report` (a `classification_report`) is no better
+    than always answering the most frequent validation class: whatever the run printed, it learned nothing."""
+    supports = {name: r["support"] for name, r in report["per_class"].items()}
+    total = sum(supports.values())
+    if total == 0 or sum(1 for n in supports.values() if n) < 2:
+        return None  # one class in the validation set: the baseline is perfect, no comparison says anything
+    majority = max(supports, key=supports.get)
+    share, accuracy = supports[majority] / total, report["metrics"]["accuracy"]
+    if accuracy > share + 1e-9:
+        return None
+    return (
+        f"The best model is no better than always answering {majority!r}, the most frequent validation class "
+        f"(accuracy {accuracy:.4f} vs {share:.4f}): it has not learned the task. Lower train.lr by 10x, raise "
+        "train.warmup_ratio or train.epochs; with LoRA, check lora.target_modules."
+    )
+
+
 def classification_report(predictions: Predictions, labels: list[str]) -> dict[str, Any]:
     """accuracy, f1_macro and loss as the engine reports them, plus per-class precision/recall/F1/support
     and the confusion matrix (rows: true class, columns: predicted class)."""

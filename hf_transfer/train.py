@@ -23,7 +23,7 @@ from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
-from .evaluation import classification_report
+from .evaluation import classification_report, learned_nothing
 from .features import cached_probe
 from .hub import push_run, require_token
 from .rundir import RunDir
@@ -220,10 +220,6 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     }
     if len(plan) > 1:
         metrics["stages"] = [_stage_summary(d) for d in done]
-    if engine.is_main_process:
-        base_model = resolve_model(config.model)
-        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base_model, merge=config.export.merge)
-        save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -232,6 +228,14 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         view = ExampleView(eval_set, adapter, augment=False, decoded=False)
         predictions = engine.predict(model, adapter.logits, view, adapter.collate)
     validation = classification_report(predictions, labels)
+    # A run that learned nothing still ends; it says so in the log, metrics.json and the card.
+    metrics["warnings"] = [w for w in [learned_nothing(validation)] if w]
+    for warning in metrics["warnings"]:
+        logger.warning(warning)
+    if engine.is_main_process:
+        base_model = resolve_model(config.model)
+        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base_model, merge=config.export.merge)
+        save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     engine.wait_for_everyone()
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)

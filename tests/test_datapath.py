@@ -3,6 +3,8 @@ workers and resumes change nothing, cached-feature probing, evaluation cadence, 
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -13,6 +15,7 @@ from conftest import tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.datapipe import ExampleView, decode_once, loader_settings
+from hf_transfer.evaluation import learned_nothing
 
 AUGMENTED = {"data.crop_scale": "[0.5, 1.0]", "data.hflip": 0.5, "data.augment": True}
 
@@ -188,8 +191,34 @@ def test_a_loss_that_does_not_move_warns_with_the_knob_to_turn(color_data, tmp_p
 def test_a_learning_run_does_not_warn(color_data, tmp_path, caplog):
     train_dir, val_dir = color_data
     with caplog.at_level(logging.WARNING):
-        _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **{"train.logging_steps": 2})
+        result = _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **{"train.logging_steps": 2})
     assert "has not moved" not in caplog.text
+    assert result.metrics["warnings"] == [] and "**Warning:**" not in (tmp_path / "a" / "README.md").read_text()
+
+
+def _report(accuracy: float, supports: dict[str, int]) -> dict:
+    return {"metrics": {"accuracy": accuracy}, "per_class": {k: {"support": n} for k, n in supports.items()}}
+
+
+def test_a_model_no_better_than_the_majority_class_is_named():
+    warning = learned_nothing(_report(0.6, {"cat": 6, "dog": 3, "owl": 1}))
+    assert "always answering 'cat'" in warning and "accuracy 0.6000 vs 0.6000" in warning
+    assert "train.lr" in warning
+    assert learned_nothing(_report(0.7, {"cat": 6, "dog": 3, "owl": 1})) is None
+    assert learned_nothing(_report(1.0, {"cat": 6, "dog": 0})) is None  # one class present: nothing to compare
+
+
+def test_a_run_that_learned_nothing_says_so_in_metrics_card_and_log(color_data, tmp_path, caplog, monkeypatch):
+    train_module = importlib.import_module("hf_transfer.train")  # the module: hf_transfer.train is the function
+    seen = []
+    monkeypatch.setattr(train_module, "learned_nothing", lambda report: seen.append(report) or "Not <learned>.")
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.WARNING):
+        _run(train_dir, val_dir, tmp_path / "a", tmp_path / "cache", **{"train.epochs": 1})
+    assert seen and seen[0]["num_examples"] == 18  # judged on the best model's validation report
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["warnings"] == ["Not <learned>."]
+    assert "> **Warning:** Not &lt;learned&gt;." in (tmp_path / "a" / "README.md").read_text()
+    assert "Not <learned>." in caplog.text
 
 
 def test_gradient_checkpointing_changes_memory_not_results(color_data, tmp_path):
