@@ -229,8 +229,9 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         predictions = engine.predict(model, adapter.logits, view, adapter.collate)
     validation = classification_report(predictions, labels)
     # A run that learned nothing still ends; it says so in the log, metrics.json and the card.
-    metrics["warnings"] = [w for w in [learned_nothing(validation)] if w]
-    for warning in metrics["warnings"]:
+    warning = learned_nothing(validation)
+    metrics["warnings"] = [warning] if warning else []
+    if warning:
         logger.warning(warning)
     if engine.is_main_process:
         base_model = resolve_model(config.model)

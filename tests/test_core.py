@@ -306,6 +306,7 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     setup = json.loads((tmp_path / "two" / "run_info.json").read_text())["setup"]
     assert (setup["num_processes"], setup["distributed_type"], setup["effective_batch_size"]) == (2, "MULTI_CPU", 8)
     assert setup["mixed_precision"] == "no"  # the run's setting wins over the accelerate config's
+    assert "2 process(es) x batch 4" in out.stderr  # and the log says what was launched
     assert two["global_step"] == single.metrics["global_step"]
     assert two["accuracy"] == single.metrics["accuracy"]
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)

@@ -235,9 +235,9 @@ def test_a_checkpoint_without_its_best_weights_is_refused(checkpointed, tmp_path
 
 @pytest.mark.slow  # about half a minute: a launched process (its imports) and three trainings
 def test_a_run_killed_mid_training_resumes_to_the_end_of_the_uninterrupted_run(color_data, tmp_path):
-    """kill -9 of an `hf-transfer train` process once it has checkpointed (it may be inside the next
-    checkpoint's write), then `train.resume_from_checkpoint=latest` in the same folder: the killed run's
-    lock and half-written state do not block it, and it ends bit-identical to a run never interrupted."""
+    """kill -9 of an `hf-transfer train` process once it has checkpointed, then
+    `train.resume_from_checkpoint=latest` in the same folder: the killed run's lock and a checkpoint it was
+    still writing do not stop or mislead it, and it ends bit-identical to a run never interrupted."""
     train_dir, val_dir = color_data
     common = {
         "strategy": "full",
@@ -260,6 +260,13 @@ def test_a_run_killed_mid_training_resumes_to_the_end_of_the_uninterrupted_run(c
     stderr = process.communicate()[1].decode()
     assert process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{stderr[-2000:]}"
     assert not (out / "metrics.json").exists()
+    assert (out / ".hf_transfer.lock").exists()  # left behind by the killed process, its flock released
+    # What a kill inside save_state leaves (whether or not this kill landed there): a later step's
+    # folder still under its temporary name, its files cut short. `latest` must not take it.
+    newest = max((out / "checkpoints").glob("step_*[0-9]"))
+    half = shutil.copytree(newest, out / "checkpoints" / "step_9999999.tmp")
+    for file in half.glob("*.safetensors"):
+        file.write_bytes(file.read_bytes()[:100])
 
     resumed = train(_config(train_dir, val_dir, out, **common, **{"train.resume_from_checkpoint": "latest"}))
     assert resumed.fit.global_step == whole.fit.global_step == 12
