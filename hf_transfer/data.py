@@ -34,6 +34,7 @@ from datasets.exceptions import DatasetGenerationError
 from .cache import fingerprint
 from .errors import ConfigError, DataError
 from .specs import resolve_data
+from .yaml_reader import read_front_matter
 
 if TYPE_CHECKING:
     from .adapters.base import TaskAdapter
@@ -269,6 +270,8 @@ def _open_folder(
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
         return _streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
     if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
+        if (path / "README.md").is_file():  # datasets reads its `configs:`: through the guarded loader first
+            read_front_matter(path / "README.md", DataError)
         splits = _load_dataset(str(path), subset, None, hub=False, streaming=streaming)
         origins = {s: f"{location}:{s}" for s in splits}
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -45,6 +44,7 @@ from .plots import plot_ranking
 from .rundir import RunDir
 from .strategies import STRATEGIES
 from .train import resolved, train
+from .yaml_reader import read_yaml_file
 
 logger = get_logger(__name__)
 
@@ -115,10 +115,7 @@ def load_candidates(path: str | Path) -> list[Candidate]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Candidates file {str(path)!r} does not exist.")
-    try:
-        items = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Candidates file {str(path)!r} is not valid YAML: {err}") from None
+    items = read_yaml_file(path, "Candidates file")
     if not isinstance(items, list):
         raise ConfigError(f"Candidates file {str(path)!r} must hold a list of {{name, overrides}} items.")
     candidates = []

@@ -286,3 +286,56 @@ def test_a_broken_validation_file_is_found_before_training(color_data, tmp_path,
     with pytest.raises(DataError, match="broken.png"):
         train(_config(train_dir, val_dir, out, **{"data.decode_cache": decode_cache, "train.epochs": 1}))
     assert not (out / "checkpoints").exists()  # no training step was spent
+
+
+# ------------------------------------------------------------------------- YAML a user did not write
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    """A flow list of `levels` anchors, each repeating the one before 9 times: 9**levels values."""
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    anchors += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"[{', '.join(anchors)}]"
+
+
+@pytest.mark.parametrize("where", ["config file", "override", "candidates file", "dataset card"])
+def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
+    """9**12 values from a few hundred bytes: every YAML the package reads goes through one loader that
+    refuses it at once, naming what it read (a loader that accepts it leaves a merge that never ends)."""
+    from hf_transfer.data import load_source
+    from hf_transfer.errors import ConfigError
+    from hf_transfer.rank import candidate_config, load_candidates
+
+    bomb = _alias_bomb()
+    start = time.monotonic()
+    if where == "config file":
+        path = tmp_path / "config.yaml"
+        path.write_text(f"data:\n  labels: {bomb}\n")
+        with pytest.raises(ConfigError, match=f"{path.name}.*aliases"):
+            load_config(path)
+    elif where == "override":
+        with pytest.raises(ConfigError, match="data.labels=.*aliases"):
+            load_config(None, [f"data.labels={bomb}"])
+    elif where == "candidates file":
+        path = tmp_path / "candidates.yaml"
+        path.write_text(f"- name: bomb\n  overrides:\n    data.labels: {bomb}\n")
+        with pytest.raises(ConfigError, match=f"{path.name}.*aliases"):
+            for candidate in load_candidates(path):
+                candidate_config(load_config(None, ["task=image-classification", "model=x"]), candidate)
+    else:
+        folder = tmp_path / "reviews"
+        folder.mkdir()
+        (folder / "train.csv").write_text("text,label\ngood,1\nbad,0\n")
+        (folder / "README.md").write_text(f"---\ntags: {bomb}\n---\n# Reviews\n")
+        with pytest.raises(DataError, match="README.md.*aliases"):
+            load_source(str(folder), None)
+    assert time.monotonic() - start < 10
+
+
+def test_the_yaml_loader_reads_configs_as_before(tmp_path):
+    """Numbers such as 1e-3, dates kept as text: read as OmegaConf read them."""
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  extra_metrics: [matthews_correlation]\ndata:\n  labels: [2024-01-01, b]\n")
+    config = load_config(path, ["train.weight_decay=5e-4", "data.crop_scale=[0.5, 1.0]"])
+    assert config.train.lr == 1e-3 and config.train.weight_decay == 5e-4 and config.data.labels == ["2024-01-01", "b"]
+    assert config.data.crop_scale == [0.5, 1.0]
