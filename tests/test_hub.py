@@ -4,6 +4,7 @@ the right repository, only files the loaders open, once and from the main proces
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import artifact_runs as R
@@ -137,6 +138,31 @@ def test_push_from_main_process_only(tmp_path_factory, tmp_path, hub, monkeypatc
     train(load_config(None, overrides))
     assert hub == []
     assert not (tmp_path / "run" / "README.md").exists()
+
+
+def test_push_uploads_no_link_and_nothing_outside_the_run_folder(tmp_path_factory, tmp_path, hub, caplog):
+    """A tampered run folder: its picture a symbolic link to the token file, a listed model file a link to a
+    folder outside, merged/ a link. Only the regular files inside the folder are uploaded."""
+    out = Path(shutil.copytree(R.timm_lora(tmp_path_factory).output_dir, tmp_path / "run"))
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "token").write_text(R.TOKEN)
+    (secret / "model.safetensors").write_text(R.TOKEN)
+    (out / "training_curves.png").unlink()
+    (out / "training_curves.png").symlink_to(secret / "token")
+    shutil.rmtree(out / "merged")
+    (out / "merged").symlink_to(secret, target_is_directory=True)
+    (out / "elsewhere").symlink_to(secret, target_is_directory=True)
+    info = json.loads((out / "run_info.json").read_text())
+    (out / "run_info.json").write_text(json.dumps({**info, "artifacts": [*info["artifacts"], "elsewhere"]}))
+
+    assert main(["push", str(out), "--repo-id", "me/x"]) == 0
+    files = next(kwargs for name, kwargs in hub if name == "upload_folder")["files"]
+    assert "adapter_model.safetensors" in files and "README.md" in files
+    assert not [f for f in files if f.split("/")[0] in ("training_curves.png", "merged", "elsewhere")]
+    for name in files:
+        assert R.TOKEN.encode() not in (out / name).read_bytes(), name
+    assert "Not uploading elsewhere, merged, training_curves.png" in caplog.text
 
 
 def test_push_without_token_is_one_clear_line(tmp_path_factory, tmp_path, monkeypatch, capsys):
