@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from .config import RunConfig
 
@@ -89,6 +91,12 @@ class RunDir:
         return self.root / self.CONFUSION
 
     def eval_report(self, name: str) -> Path:
+        """eval/NAME.json; NAME comes from the user (`evaluate --name`), so it must name a file in eval/."""
+        if not _plain_name(name):
+            raise ConfigError(
+                f"Report name {name!r} is not a plain file name: give a name without '/', '\\' or '..' (the report "
+                f"is written to {self.root / self.EVAL}/NAME.json)."
+            )
         return self.root / self.EVAL / f"{name}.json"
 
     def checkpoint_dirs(self) -> list[Path]:

@@ -339,3 +339,18 @@ def test_the_yaml_loader_reads_configs_as_before(tmp_path):
     config = load_config(path, ["train.weight_decay=5e-4", "data.crop_scale=[0.5, 1.0]"])
     assert config.train.lr == 1e-3 and config.train.weight_decay == 5e-4 and config.data.labels == ["2024-01-01", "b"]
     assert config.data.crop_scale == [0.5, 1.0]
+
+
+# ------------------------------------------------------------------------- what a run may write, and where
+
+
+@pytest.mark.parametrize("name", ["../x", "sub/x", "..", "a\\b"])
+def test_evaluate_writes_its_report_only_into_eval(name, tmp_path_factory, capsys):
+    import artifact_runs as R
+
+    out = R.timm_full(tmp_path_factory).output_dir
+    before = sorted(p for p in out.parent.rglob("*"))
+    validation = R.image_data(tmp_path_factory)[1]
+    assert main(["evaluate", str(out), "--data", str(validation), "--name", name, "--device", "cpu"]) == 2
+    assert "is not a plain file name" in capsys.readouterr().err
+    assert sorted(p for p in out.parent.rglob("*")) == before  # nothing written, inside the run or beside it
