@@ -126,7 +126,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="Replace the run already in output_dir (its files are removed first); same as overwrite=true.",
+        help="Replace the run already in output_dir (only its own files, once the new run has a checkpoint); "
+        "same as overwrite=true.",
     )
 
 

@@ -278,7 +278,9 @@ class RunConfigBase:
     train: TrainConfig = section(TrainConfig, "Optimisation settings.")
     output_dir: str = setting("runs/run", "Where metrics, config, checkpoints and the model are written.")
     overwrite: bool = setting(
-        False, "Replace the run already in output_dir (its files are removed first); otherwise that is an error."
+        False,
+        "Replace the run already in output_dir (only its own files; kept until the new run has a checkpoint, "
+        "and put back if the new run fails before); otherwise that is an error.",
     )
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     export: ExportConfig = section(ExportConfig, "Export settings.")

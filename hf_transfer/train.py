@@ -133,13 +133,16 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
     if problem:
         engine.close()
         raise RunDirError(problem)
+    succeeded = False
     try:
         if prepared is None:
             with engine.main_process_first():  # one process reads (or downloads) the data to infer the task
                 config = apply_defaults(config, data)
-        return _run(config, engine, data, prepared)
+        result = _run(config, engine, data, prepared)
+        succeeded = True
+        return result
     finally:
-        run_dir.release()
+        run_dir.release(succeeded)  # a run that failed leaving nothing puts back the run it replaced
         engine.close()
 
 

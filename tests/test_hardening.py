@@ -25,7 +25,7 @@ from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
 from hf_transfer.artifacts import json_safe, write_json
 from hf_transfer.cli import main
-from hf_transfer.errors import DataError, RunDirError, TrainingDiverged
+from hf_transfer.errors import DataError, ModelError, RunDirError, TrainingDiverged
 from hf_transfer.inference import evaluate_run, load_run
 
 
@@ -147,17 +147,85 @@ def test_metrics_and_predictions_are_always_valid_json(tmp_path):
 def test_a_folder_holding_a_finished_run_is_refused_then_overwritten_on_request(checkpointed, tmp_path):
     train_dir, val_dir, result = checkpointed
     out = result.output_dir
-    (out / "notes.txt").write_text("mine")  # not the run's: must survive an overwrite
+    # Not the run's, even inside the folders the run writes into: each must survive an overwrite.
+    mine = [out / "notes.txt", out / "logs" / "notes.txt", out / "eval" / "notes.txt", out / "checkpoints" / "x.txt"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
     stale = json.loads((out / "run_info.json").read_text())["artifacts"]
     assert "model.safetensors" in stale
     with pytest.raises(RunDirError, match="already holds a finished run.*--overwrite"):
         train(_config(train_dir, val_dir, out, **{"train.epochs": 1}))
     (out / "model.safetensors").write_bytes(b"marker of the old run")
     replaced = train(_config(train_dir, val_dir, out, **{"train.epochs": 1, "overwrite": True}))
-    assert (out / "notes.txt").read_text() == "mine"
+    assert all(path.read_text() == "mine" for path in mine)
+    assert not (out / ".hf_transfer.previous").exists()  # the old run, moved aside, is gone once the new one ended
     assert (out / "model.safetensors").read_bytes() != b"marker of the old run"
     assert [p.name for p in (out / "checkpoints").glob("step_*")] == ["step_0000006"]  # only the new run's
     assert json.loads((out / "metrics.json").read_text())["global_step"] == replaced.fit.global_step == 6
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_of_other_files_is_never_written(color_data, tmp_path, overwrite):
+    """A folder that holds no run but files of the names a run writes (a model downloaded from the Hub, a
+    project): nothing in it is replaced or removed, --overwrite or not, and nothing is added."""
+    train_dir, val_dir = color_data
+    out = tmp_path / "downloaded"
+    theirs = {"README.md": "# my model", "config.yaml": "mine: 1", "tokenizer.json": "{}", "logs/x.txt": "x"}
+    for name, text in theirs.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(RunDirError, match=r"holds no hf-transfer run \(README.md, config.yaml, logs, tokenizer.json\)"):
+        train(_config(train_dir, val_dir, out, **{"train.epochs": 1, "overwrite": overwrite}))
+    assert {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()} == theirs
+
+
+@pytest.mark.parametrize("broken", ["validation image", "training image", "model"])
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_checkpoint(checkpointed, tmp_path, broken):
+    """--overwrite replaces the old run only once the new one has something to put there: a corrupt image
+    or a model that cannot load leaves the old run exactly as it was."""
+    train_dir, val_dir, result = checkpointed
+    out = result.output_dir
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    train_dir, val_dir = (shutil.copytree(d, tmp_path / "copy" / d.name) for d in (train_dir, val_dir))
+    extra = {"train.epochs": 1, "overwrite": True, "data.decode_cache": False}
+    if broken == "model":
+        extra["model"] = "no_such_timm_model_xyz"
+    else:
+        ((val_dir if broken == "validation image" else train_dir) / "red" / "000.png").write_bytes(b"not a png")
+    with pytest.raises((DataError, ModelError, RuntimeError)):
+        train(_config(train_dir, val_dir, out, **extra))
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_replacing_run_killed_before_its_first_checkpoint_gives_the_old_run_back(checkpointed):
+    """kill -9 of a run that was replacing another (moved aside when the folder was claimed): the next
+    claim of the folder puts the old run back, so nothing was lost."""
+    from hf_transfer.rundir import RunDir
+
+    _, _, result = checkpointed
+    out = result.output_dir
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    killed = RunDir(out)
+    assert killed.claim(resume=False, overwrite=True) is None
+    assert not (out / "run_info.json").exists()  # moved aside
+    (out / "logs" / "hf_transfer").mkdir(parents=True)  # what the killed run had written: its tracker's start
+    killed._lock.release()  # a killed process's lock is released by the system
+    later = RunDir(out)
+    assert "already holds a finished run" in later.claim(resume=False, overwrite=False)
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and not (out / "logs").exists()
+
+
+def test_a_failed_run_leaves_no_folder_behind(color_data, tmp_path):
+    train_dir, _ = color_data
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(DataError):
+        train(_config(train_dir, empty, out, **{"train.epochs": 1}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_folder_another_run_is_writing_is_refused(color_data, tmp_path):
