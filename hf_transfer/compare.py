@@ -28,6 +28,8 @@ from accelerate import PartialState
 
 from .artifacts import json_safe, write_json, write_text_atomic
 from .config import RunConfig
+from .data import check_output_outside_data
+from .defaults import with_output_dir
 from .errors import HFTransferError
 from .plots import plot_comparison
 from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
@@ -86,8 +88,10 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     """
     for name in strategies:
         STRATEGIES.get(name)  # an unknown name fails now, with the valid ones listed
-    root = Path(config.output_dir)
     shared = prepare(config)
+    # runs/<data>-<model>-compare unless set; checked as a run's folder is, before any strategy trains.
+    root = Path(with_output_dir(replace(shared.config, output_dir=config.output_dir), kind="compare").output_dir)
+    check_output_outside_data(replace(shared.config, output_dir=str(root)))
     rows: list[Row] = []
     failure: tuple[str, Exception] | None = None
     for name in strategies:

@@ -276,7 +276,11 @@ class RunConfigBase:
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )
     train: TrainConfig = section(TrainConfig, "Optimisation settings.")
-    output_dir: str = setting("runs/run", "Where metrics, config, checkpoints and the model are written.")
+    output_dir: str | None = setting(
+        None,
+        "Where metrics, config, checkpoints and the model are written: a new or empty folder, or a run's. Default: "
+        "runs/<data name>-<model name> (compare: ...-compare; rank: runs/<data name>-rank).",
+    )
     overwrite: bool = setting(
         False,
         "Replace the run already in output_dir (only its own files; kept until the new run has a checkpoint, "

@@ -172,6 +172,25 @@ def _streamed(source: Source, streaming: bool) -> Source:
     return source
 
 
+def check_output_outside_data(config: RunConfig) -> None:
+    """Refuse an output_dir inside a local data folder: every later run on that folder would read the run's
+    files as data (an image folder's sub-folder is a class, a table folder's json files are rows)."""
+    output = Path(config.output_dir).expanduser().resolve()
+    for key, source in (("data.train", config.data.train), ("data.validation", config.data.validation)):
+        location = Path(source_location(source)).expanduser() if source else None
+        if location is not None and location.is_dir() and output.is_relative_to(location.resolve()):
+            raise ConfigError(
+                f"output_dir {config.output_dir} is inside the data folder {str(location)!r} ({key}): the run's "
+                "files would be read as data by every later run on that folder (a sub-folder as a class). Give "
+                f"an output_dir outside it, e.g. output_dir=runs/{location.resolve().name}."
+            )
+
+
+def source_location(source: str) -> str:
+    """The folder, file or Hub id a data source names, without its ':SPLIT'."""
+    return _split_spec(source)[0]
+
+
 def _split_spec(source: str) -> tuple[str, str | None]:
     """'ROOT:test' -> ('ROOT', 'test') where ROOT exists (a path may hold ':' itself); 'id:split' for Hub ids."""
     if Path(source).expanduser().exists():

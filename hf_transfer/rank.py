@@ -34,8 +34,8 @@ from accelerate.utils import set_seed
 from .adapters import ADAPTERS
 from .artifacts import write_json, write_text_atomic
 from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
-from .data import load_splits
-from .defaults import apply_defaults
+from .data import check_output_outside_data, load_splits
+from .defaults import apply_defaults, with_output_dir
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
 from .features import backbone_features, probe_data
@@ -180,6 +180,8 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
     if top_k < 0:
         raise ConfigError(f"top_k must be >= 0, got {top_k}.")
     _check_names(candidates)
+    config = with_output_dir(config, kind="rank")  # runs/<data>-rank unless set
+    check_output_outside_data(config)
     configs = {c.name: candidate_config(config, c) for c in candidates}  # every candidate's settings, checked first
     output_dir = Path(config.output_dir)
 

@@ -422,3 +422,38 @@ def test_evaluate_writes_its_report_only_into_eval(name, tmp_path_factory, capsy
     assert main(["evaluate", str(out), "--data", str(validation), "--name", name, "--device", "cpu"]) == 2
     assert "is not a plain file name" in capsys.readouterr().err
     assert sorted(p for p in out.parent.rglob("*")) == before  # nothing written, inside the run or beside it
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_an_output_dir_inside_the_data_folder_is_refused(command, color_data, tmp_path, capsys):
+    """Written inside the image folder, a run would be a new class folder of every later run on that data."""
+    train_dir, val_dir = color_data
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
+    overrides = tiny_image_overrides(train_dir, val_dir, train_dir / "runs" / "x", **{"train.epochs": 1})
+    assert main([command, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir {train_dir / 'runs' / 'x'} is inside the data folder '{train_dir}' (data.train)" in err
+    assert "output_dir=runs/train" in err  # the fix
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
+
+
+def test_runs_without_output_dir_are_named_after_their_data_and_model(color_data, tmp_path, monkeypatch, capsys):
+    """No output_dir: runs/<data>-<model>. Runs on other data never meet in one folder; a second run on
+    the same data and model is refused with the ways on (another output_dir, --overwrite, resuming)."""
+    train_dir, val_dir = color_data
+    monkeypatch.chdir(tmp_path)
+    photos, scans = (shutil.copytree(train_dir, tmp_path / name) for name in ("photos", "scans"))
+
+    def overrides(data: Path) -> list[str]:
+        values = tiny_image_overrides(data, val_dir, tmp_path / "unused", **{"train.epochs": 1})
+        return [value for value in values if not value.startswith("output_dir=")]
+
+    assert main(["config", *overrides(photos)]) == 0
+    assert "output_dir: runs/photos-test_efficientnet" in capsys.readouterr().out
+    first = train(load_config(None, overrides(photos)))
+    second = train(load_config(None, overrides(scans)))
+    assert first.output_dir == Path("runs/photos-test_efficientnet")
+    assert second.output_dir == Path("runs/scans-test_efficientnet")
+    assert all((tmp_path / r.output_dir / "run_info.json").is_file() for r in (first, second))
+    with pytest.raises(RunDirError, match="runs/photos-test_efficientnet already holds a finished run.*--overwrite"):
+        train(load_config(None, overrides(photos)))
