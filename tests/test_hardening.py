@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -398,6 +399,21 @@ def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
         with pytest.raises(DataError, match="README.md.*aliases"):
             load_source(str(folder), None)
     assert time.monotonic() - start < 10
+
+
+def test_yaml_is_read_in_one_place():
+    """The guard holds only if nothing reads YAML around it: no yaml.load / safe_load / full_load, no
+    OmegaConf.load / from_dotlist / create(text) outside yaml_reader.py."""
+    reading = re.compile(r"yaml\.(safe_|full_|unsafe_)?load\b|\bsafe_load\(|OmegaConf\.(load|from_dotlist|create)\(")
+    package = Path(__file__).resolve().parents[1] / "hf_transfer"
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "yaml_reader.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reading.search(line)
+    ]
+    assert offenders == []
 
 
 def test_the_yaml_loader_reads_configs_as_before(tmp_path):
