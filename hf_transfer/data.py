@@ -21,6 +21,7 @@ an image/audio folder) through `to_iterable_dataset`, so their rows too are deco
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -179,10 +180,11 @@ def check_output_outside_data(config: RunConfig) -> None:
     for key, source in (("data.train", config.data.train), ("data.validation", config.data.validation)):
         location = Path(source_location(source)).expanduser() if source else None
         if location is not None and location.is_dir() and output.is_relative_to(location.resolve()):
+            beside = os.path.relpath(location.resolve().parent / "runs" / location.resolve().name)
             raise ConfigError(
                 f"output_dir {config.output_dir} is inside the data folder {str(location)!r} ({key}): the run's "
                 "files would be read as data by every later run on that folder (a sub-folder as a class). Give "
-                f"an output_dir outside it, e.g. output_dir=runs/{location.resolve().name}."
+                f"an output_dir outside it, e.g. output_dir={beside}."
             )
 
 

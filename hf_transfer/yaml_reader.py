@@ -77,7 +77,7 @@ def _check_expansion(root: yaml.Node) -> None:
 
     if size(root) > limit:
         raise _TooLarge(
-            f"its aliases (*name) would repeat more than {MAX_REPEATED_NODES:,} nodes (it has {written:,} as "
+            f"its aliases (*name) would repeat more than {MAX_REPEATED_NODES:,} nodes (it has {written:,} nodes as "
             "written), as a 'billion laughs' document does"
         )
 
