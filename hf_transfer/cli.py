@@ -97,11 +97,11 @@ def summary(result: RunResult) -> str:
 
 def _show_config(args: argparse.Namespace) -> int:
     from .config import dump_config
-    from .defaults import apply_defaults
+    from .defaults import apply_defaults, with_output_dir
 
     config = load_config(args.config, _data_override(args) + args.overrides)
-    if config.data.train:  # the task and model that training would choose
-        config = apply_defaults(config)
+    if config.data.train:  # the task, model and output_dir that training would choose
+        config = with_output_dir(apply_defaults(config))
     print(dump_config(config), end="")
     return 0
 
@@ -126,7 +126,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="Replace the run already in output_dir (its files are removed first); same as overwrite=true.",
+        help="Replace the run already in output_dir (only its own files, once the new run has a checkpoint); "
+        "same as overwrite=true.",
     )
 
 

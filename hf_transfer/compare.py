@@ -4,6 +4,11 @@ Each strategy is a normal run in `<output_dir>/<strategy>/` (artifacts, card, ev
 for any run). What the runs share is done once: the data is loaded and the model built once (each run
 trains a copy), decoded inputs and backbone features come from the cache (linear_probe and LP-FT's probe
 stage share features). The table (Markdown, JSON, bar chart) goes to `<output_dir>/comparison.*`.
+
+A strategy that fails ends the comparison: the table is written for what this comparison ran (the
+strategies done, the one that failed with its error, those not run), never left listing an earlier
+comparison's results, and the error is raised. The failed strategy's folder keeps its earlier run
+unless the failed run got as far as a checkpoint (see RunDir: a run replaces another only then).
 """
 
 from __future__ import annotations
@@ -13,15 +18,19 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
+from accelerate import PartialState
 
 from .artifacts import json_safe, write_json, write_text_atomic
 from .config import RunConfig
+from .data import check_output_outside_data
+from .defaults import with_output_dir
+from .errors import HFTransferError
 from .plots import plot_comparison
 from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
 from .train import prepare, train
@@ -46,6 +55,8 @@ class Comparison:
     rows: list[Row]
     memory: str  # what peak_memory_mb measures here
     output_dir: Path
+    failed: dict[str, str] = field(default_factory=dict)  # strategy -> its error, when one failed
+    not_run: list[str] = field(default_factory=list)  # the strategies after a failed one
 
     def markdown(self) -> str:
         lines = [
@@ -57,7 +68,11 @@ class Comparison:
             f"{r.wall_seconds:.1f} | {r.train_samples_per_second:.1f} | {r.peak_memory_mb:.0f} |"
             for r in self.rows
         ]
-        return "\n".join(lines) + f"\n\nPeak memory: {self.memory}.\n"
+        notes = [f"Peak memory: {self.memory}."]
+        notes += [f"**{name} failed** (not in the table): {error}" for name, error in self.failed.items()]
+        if self.not_run:
+            notes.append(f"Not run (after the failure): {', '.join(self.not_run)}.")
+        return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
 def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARED_BY_DEFAULT) -> Comparison:
@@ -73,18 +88,24 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     """
     for name in strategies:
         STRATEGIES.get(name)  # an unknown name fails now, with the valid ones listed
-    root = Path(config.output_dir)
     shared = prepare(config)
-    rows = []
-    is_main = True
+    # runs/<data>-<model>-compare unless set; checked as a run's folder is, before any strategy trains.
+    root = Path(with_output_dir(replace(shared.config, output_dir=config.output_dir), kind="compare").output_dir)
+    check_output_outside_data(replace(shared.config, output_dir=str(root)))
+    rows: list[Row] = []
+    failure: tuple[str, Exception] | None = None
     for name in strategies:
         # The shared config: the task, model and columns resolved once against the data.
         run_config = replace(shared.config, strategy=name, output_dir=str(root / name))
         run = replace(shared, model=copy.deepcopy(shared.model))
-        with _PeakMemory() as peak:
-            start = time.perf_counter()
-            result = train(run_config, prepared=run)
-            wall = time.perf_counter() - start
+        try:
+            with _PeakMemory() as peak:
+                start = time.perf_counter()
+                result = train(run_config, prepared=run)
+                wall = time.perf_counter() - start
+        except Exception as err:  # noqa: BLE001 - the table is written for what ran, then err is raised
+            failure = (name, err)
+            break
         m = result.metrics
         rows.append(
             Row(
@@ -98,15 +119,32 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
                 str(result.output_dir),
             )
         )
-        is_main = result.is_main_process
         logger.info("compare: %s done in %.1f s (accuracy %.4f)", name, wall, m["accuracy"])
     comparison = Comparison(rows, _PeakMemory.what(), root)
-    if is_main:
-        write_text_atomic(root / "comparison.md", comparison.markdown())
-        write_json(root / "comparison.json", {"memory": comparison.memory, "rows": [asdict(r) for r in rows]})
-        names = [r.strategy for r in rows]
-        plot_comparison(names, [r.accuracy for r in rows], [r.wall_seconds for r in rows], root / "comparison.png")
+    if failure is not None:
+        comparison.failed = {failure[0]: " ".join(str(failure[1]).split()) or type(failure[1]).__name__}
+        comparison.not_run = list(strategies[len(rows) + 1 :])
+    if PartialState().is_main_process:
+        _write(comparison)
+    if failure is not None:
+        name, err = failure
+        if isinstance(err, HFTransferError):  # one line a user can act on, with where the rest went
+            raise type(err)(f"compare: strategy {name!r} failed: {err} ({root}/comparison.md lists what ran).") from err
+        raise err
     return comparison
+
+
+def _write(comparison: Comparison) -> None:
+    """comparison.md, .json and .png (the chart only when a strategy finished: an old one is removed)."""
+    root, rows = comparison.output_dir, comparison.rows
+    write_text_atomic(root / "comparison.md", comparison.markdown())
+    saved = {"memory": comparison.memory, "rows": [asdict(r) for r in rows]}
+    write_json(root / "comparison.json", {**saved, "failed": comparison.failed, "not_run": comparison.not_run})
+    chart = root / "comparison.png"
+    if rows:
+        plot_comparison([r.strategy for r in rows], [r.accuracy for r in rows], [r.wall_seconds for r in rows], chart)
+    else:
+        chart.unlink(missing_ok=True)
 
 
 class _PeakMemory:

@@ -1,10 +1,12 @@
-"""Run configuration: dataclasses with help text, loaded by OmegaConf from YAML files and dotted overrides.
+"""Run configuration: dataclasses with help text, built by OmegaConf from YAML files and dotted overrides.
 
 Every field carries `metadata={"help": ...}`: the CLI's `--help` is generated from it, so the
-documentation cannot drift from the code. OmegaConf (structured configs over these dataclasses)
-merges the YAML files in order, applies the KEY=VALUE overrides, rejects unknown keys and checks
-types; `__post_init__` checks ranges. This module only words OmegaConf's errors our way: the key,
-what it must be, and for an unknown key the valid ones with a "did you mean".
+documentation cannot drift from the code. The package's one YAML loader (yaml_reader.py) reads the
+files and override values; OmegaConf (structured configs over these dataclasses) merges them in
+order, rejects unknown keys and checks types; `__post_init__` checks ranges. Values are literal:
+OmegaConf's `${...}` interpolation is refused (`refuse_interpolation`). This module only words
+OmegaConf's errors our way: the key, what it must be, and for an unknown key the valid ones with a
+"did you mean".
 
 Choices are stated once: as `Literal` types (the schedule, mixed precision, the best-model metric)
 or as registries (task: ADAPTERS, strategy: STRATEGIES); help texts and errors are built from them.
@@ -30,13 +32,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .adapters import ADAPTERS
 from .errors import ConfigError
 from .fields import check_choice, check_number, choices, section, setting
 from .strategies import STRATEGIES, Strategy
+from .yaml_reader import load_yaml, read_yaml_file
 
 Scheduler = Literal["linear", "cosine", "constant"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -273,9 +276,15 @@ class RunConfigBase:
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )
     train: TrainConfig = section(TrainConfig, "Optimisation settings.")
-    output_dir: str = setting("runs/run", "Where metrics, config, checkpoints and the model are written.")
+    output_dir: str | None = setting(
+        None,
+        "Where metrics, config, checkpoints and the model are written: a new or empty folder, or a run's. Default: "
+        "runs/<data name>-<model name> (compare: ...-compare; rank: runs/<data name>-rank).",
+    )
     overwrite: bool = setting(
-        False, "Replace the run already in output_dir (its files are removed first); otherwise that is an error."
+        False,
+        "Replace the run already in output_dir (only its own files; kept until the new run has a checkpoint, "
+        "and put back if the new run fails before); otherwise that is an error.",
     )
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     export: ExportConfig = section(ExportConfig, "Export settings.")
@@ -329,6 +338,8 @@ def load_config(
     elif isinstance(paths, (str, Path)):
         paths = [paths]
     sources = [_read_yaml(Path(path)) for path in paths] + [_read_override(text) for text in overrides or []]
+    for values in sources:
+        refuse_interpolation(values)
     try:
         config = OmegaConf.merge(OmegaConf.structured(schema), *(_conform(values, schema) for values in sources))
         return typing.cast(C, OmegaConf.to_object(config))
@@ -369,11 +380,31 @@ def _set(values: dict[str, Any], path: list[str], value: Any, what: str, merge: 
 def with_overrides(config: C, values: dict[str, Any]) -> C:
     """`config` with nested `values` (as a YAML config file holds them) merged on top, validated again."""
     schema = type(config)
+    refuse_interpolation(to_dict(config))  # a config built in Python is merged again here
+    refuse_interpolation(values)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(config), _conform(values, schema))
         return typing.cast(C, OmegaConf.to_object(merged))
     except OmegaConfBaseException as err:
         raise _config_error(err) from None
+
+
+def refuse_interpolation(values: Any, key: str = "") -> None:
+    """Refuse any `${...}` in the settings' values. OmegaConf would resolve it when the config is built, and
+    `${oc.env:HF_TOKEN}` would then write a secret into config.yaml, the model card and a Hub commit
+    message; so values are literal, and a `${` in one is an error (naming the setting, not its value)."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            refuse_interpolation(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            refuse_interpolation(value, f"{key}[{index}]")
+    elif isinstance(values, str) and "${" in values:
+        raise ConfigError(
+            f"{key} uses OmegaConf interpolation (${{...}}), which hf-transfer does not resolve: an environment "
+            "variable (a token, a password) would be written into config.yaml, the model card and the Hub commit "
+            "message. Write the value itself."
+        )
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -390,13 +421,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file {str(path)!r} does not exist")
-    try:
-        loaded = OmegaConf.load(path)  # YAML 1.1 as PyYAML reads it, except that `1e-3` is a number
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(loaded, DictConfig):
+    loaded = read_yaml_file(path, "Config file")
+    if not isinstance(loaded, dict):
         raise ConfigError(f"Config file {str(path)!r} must hold a mapping of settings")
-    return typing.cast(dict[str, Any], OmegaConf.to_container(loaded))
+    return loaded
 
 
 def _read_override(text: str) -> dict[str, Any]:
@@ -405,10 +433,10 @@ def _read_override(text: str) -> dict[str, Any]:
     key = key.strip().lstrip("-")
     if not sep or not key:
         raise ConfigError(f"Override {text!r} is not of the form key=value (e.g. train.epochs=3)")
-    try:
-        return typing.cast(dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={raw}"])))
-    except (yaml.YAMLError, OmegaConfBaseException) as err:
-        raise ConfigError(f"Override {text!r}: cannot read value {raw!r}: {err}") from None
+    value = load_yaml(raw, f"Override {text!r}: its value {raw!r}")
+    values: dict[str, Any] = {}
+    _set(values, key.split("."), value, f"Override {text!r}")
+    return values
 
 
 def _conform(values: dict[str, Any], cls: type, prefix: str = "") -> dict[str, Any]:

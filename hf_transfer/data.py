@@ -21,6 +21,7 @@ an image/audio folder) through `to_iterable_dataset`, so their rows too are deco
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from datasets.exceptions import DatasetGenerationError
 from .cache import fingerprint
 from .errors import ConfigError, DataError
 from .specs import resolve_data
+from .yaml_reader import read_front_matter
 
 if TYPE_CHECKING:
     from .adapters.base import TaskAdapter
@@ -171,6 +173,26 @@ def _streamed(source: Source, streaming: bool) -> Source:
     return source
 
 
+def check_output_outside_data(config: RunConfig) -> None:
+    """Refuse an output_dir inside a local data folder: every later run on that folder would read the run's
+    files as data (an image folder's sub-folder is a class, a table folder's json files are rows)."""
+    output = Path(config.output_dir).expanduser().resolve()
+    for key, source in (("data.train", config.data.train), ("data.validation", config.data.validation)):
+        location = Path(source_location(source)).expanduser() if source else None
+        if location is not None and location.is_dir() and output.is_relative_to(location.resolve()):
+            beside = os.path.relpath(location.resolve().parent / "runs" / location.resolve().name)
+            raise ConfigError(
+                f"output_dir {config.output_dir} is inside the data folder {str(location)!r} ({key}): the run's "
+                "files would be read as data by every later run on that folder (a sub-folder as a class). Give "
+                f"an output_dir outside it, e.g. output_dir={beside}."
+            )
+
+
+def source_location(source: str) -> str:
+    """The folder, file or Hub id a data source names, without its ':SPLIT'."""
+    return _split_spec(source)[0]
+
+
 def _split_spec(source: str) -> tuple[str, str | None]:
     """'ROOT:test' -> ('ROOT', 'test') where ROOT exists (a path may hold ':' itself); 'id:split' for Hub ids."""
     if Path(source).expanduser().exists():
@@ -269,6 +291,8 @@ def _open_folder(
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
         return _streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
     if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
+        if (path / "README.md").is_file():  # datasets reads its `configs:`: through the guarded loader first
+            read_front_matter(path / "README.md", DataError)
         splits = _load_dataset(str(path), subset, None, hub=False, streaming=streaming)
         origins = {s: f"{location}:{s}" for s in splits}
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")

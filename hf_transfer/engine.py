@@ -434,7 +434,7 @@ class Engine:
         else:
             state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset, batch_size=s.batch_size)
         if self._fits == 1:
-            acc.init_trackers("hf_transfer", config=tracker_config)
+            acc.init_trackers(RunDir.TRACKER_PROJECT, config=tracker_config)
         logger.info(
             f"Training {plan.epochs} epochs, {plan.total_steps} optimizer steps; {acc.num_processes} process(es) "
             f"x batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}; lr {s.lr:g} "

@@ -1,11 +1,12 @@
 """Push a finished run to the Hugging Face Hub: create_repo + upload_folder.
 
-Only what the standard loaders open and the card with what it shows are uploaded: upload_folder's
-allow_patterns name the model files the run lists in run_info.json, the card, its pictures and
-metrics.json; its ignore_patterns keep out, even inside those, what never belongs on the Hub
-(temporary and hidden files, pickles). So checkpoints, tracker logs, evaluation dumps, the run's
-local bookkeeping (config.yaml / run_info.json hold local paths; the card carries a cleaned copy of
-the config) and anything else in the folder stay here.
+Only what the standard loaders open and the card with what it shows are uploaded: the model files the
+run lists in run_info.json, the card, its pictures and metrics.json, less what never belongs on the Hub
+even inside those (temporary and hidden files, pickles). A run folder is data (it may have been copied
+or tampered with): only regular files that lie inside it are uploaded, never a symbolic link or what it
+points at, and upload_folder is given their exact paths as its allow_patterns. So checkpoints, tracker
+logs, evaluation dumps, the run's local bookkeeping (config.yaml / run_info.json hold local paths; the
+card carries a cleaned copy of the config) and anything else in the folder stay here.
 The token is never handled here: huggingface_hub finds it (HF_TOKEN, the login cache).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from pathlib import Path
 
 from .errors import HubError
@@ -35,12 +37,35 @@ def push_patterns(output_dir: Path) -> tuple[list[str], list[str]]:
 
 def files_to_push(output_dir: Path) -> list[str]:
     """Relative paths (posix) of the files a push uploads from output_dir: huggingface_hub's own filter
-    (the one upload_folder applies) over the folder's files."""
+    (the one upload_folder applies) over the folder's regular files; a symbolic link that the patterns
+    would take is left out, with a warning."""
     from huggingface_hub.utils import filter_repo_objects
 
     allow, ignore = push_patterns(output_dir)
-    every = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file())
-    return list(filter_repo_objects(every, allow_patterns=allow, ignore_patterns=ignore))
+    regular, links = _walk(output_dir)
+    skipped = list(filter_repo_objects(links, allow_patterns=allow, ignore_patterns=ignore))
+    if skipped:
+        logger.warning(
+            f"Not uploading {', '.join(skipped)} from {output_dir}: a symbolic link (or inside one), and a push "
+            "uploads only regular files inside the run folder. Replace it with the file itself to upload it."
+        )
+    return list(filter_repo_objects(regular, allow_patterns=allow, ignore_patterns=ignore))
+
+
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """The regular files under `root` that resolve inside it, and the symbolic links (to files or folders,
+    never followed), as sorted relative posix paths."""
+    inside = root.resolve()
+    regular, links = [], []
+    for folder, names, files in os.walk(root, followlinks=False):
+        for name in [*names, *files]:
+            path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                links.append(relative)
+            elif name in files and path.is_file() and path.resolve().is_relative_to(inside):
+                regular.append(relative)
+    return sorted(regular), sorted(links)
 
 
 def require_token() -> None:
@@ -65,7 +90,6 @@ def push_run(
     from huggingface_hub import HfApi
 
     output_dir = Path(output_dir)
-    allow, ignore = push_patterns(output_dir)
     files = files_to_push(output_dir)
     if not any(f.endswith(".safetensors") for f in files):
         raise HubError(f"{output_dir} holds no model weights (*.safetensors): is it the output_dir of a finished run?")
@@ -79,8 +103,8 @@ def push_run(
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=str(output_dir),
-            allow_patterns=allow,
-            ignore_patterns=ignore,
+            allow_patterns=[glob.escape(name) for name in files],  # these files exactly: no link, nothing else
+            ignore_patterns=IGNORE_PATTERNS,
             repo_type="model",
             revision=revision,
             commit_message=commit_message,

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -35,8 +34,8 @@ from accelerate.utils import set_seed
 from .adapters import ADAPTERS
 from .artifacts import write_json, write_text_atomic
 from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
-from .data import load_splits
-from .defaults import apply_defaults
+from .data import check_output_outside_data, load_splits
+from .defaults import apply_defaults, with_output_dir
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
 from .features import backbone_features, probe_data
@@ -45,6 +44,7 @@ from .plots import plot_ranking
 from .rundir import RunDir
 from .strategies import STRATEGIES
 from .train import resolved, train
+from .yaml_reader import read_yaml_file
 
 logger = get_logger(__name__)
 
@@ -115,10 +115,7 @@ def load_candidates(path: str | Path) -> list[Candidate]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Candidates file {str(path)!r} does not exist.")
-    try:
-        items = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Candidates file {str(path)!r} is not valid YAML: {err}") from None
+    items = read_yaml_file(path, "Candidates file")
     if not isinstance(items, list):
         raise ConfigError(f"Candidates file {str(path)!r} must hold a list of {{name, overrides}} items.")
     candidates = []
@@ -183,6 +180,8 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
     if top_k < 0:
         raise ConfigError(f"top_k must be >= 0, got {top_k}.")
     _check_names(candidates)
+    config = with_output_dir(config, kind="rank")  # runs/<data>-rank unless set
+    check_output_outside_data(config)
     configs = {c.name: candidate_config(config, c) for c in candidates}  # every candidate's settings, checked first
     output_dir = Path(config.output_dir)
 

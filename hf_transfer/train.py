@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import torch
 from accelerate.logging import get_logger
@@ -20,7 +20,7 @@ from .card import card_facts, write_model_card
 from .checkpoints import checkpoint_identity
 from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
-from .defaults import apply_defaults
+from .defaults import apply_defaults, with_output_dir
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
@@ -30,6 +30,9 @@ from .rundir import RunDir
 from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
 from .streaming import load_stream_splits, training_stream
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 logger = get_logger(__name__)
 
@@ -77,14 +80,8 @@ class Prepared:
 
 def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
     """Load the data and build the model once, as `train` would (same seed, same defaults)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     set_seed(config.train.seed)
-    # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    check_launch(state.num_processes, state.device)  # before N processes each load the data as if alone
-    with state.main_process_first():
+    with _processes().main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
         splits = data_lib.load_splits(config, adapter, data)
@@ -93,12 +90,24 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
     return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng)
 
 
+def _processes() -> PartialState:
+    """The processes' state before the engine exists, set up as the Accelerator will (a CPU launch says so
+    in the environment, or the state is built for GPUs) and checked before N processes each read the data
+    as if alone."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_launch(state.num_processes, state.device)
+    return state
+
+
 def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared: Prepared | None = None) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
 
     Works the same in one process and under `accelerate launch` (each process calls it). The folder
     must not hold another run unless `config.overwrite` (or resuming with `train.resume_from_checkpoint`).
-    A task or model left unset is chosen from the data (see `hf_transfer.defaults`), and logged.
+    A task, model or output_dir left unset is chosen from the data (see `hf_transfer.defaults`), and logged.
 
     Args:
         config (`RunConfig`): the run's settings, e.g. `load_config(["task.yaml", "recipe.yaml"], ["train.epochs=3"])`.
@@ -122,6 +131,11 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
     set_seed(config.train.seed)
     # What the defaults resolve to is recorded in config.yaml, so the run says exactly what it did.
     config = resolved(config)
+    if config.output_dir is None and prepared is None:  # named after the data and the model: both known first
+        with _processes().main_process_first():  # one process reads (or downloads) the data to infer the task
+            config = apply_defaults(config, data)
+    config = with_output_dir(config, data)
+    data_lib.check_output_outside_data(config)  # before anything is written there
     engine = Engine(config.train, config.output_dir, num_workers=config.data.num_workers)
     config = with_setup(config, engine)
     run_dir = RunDir(config.output_dir)
@@ -133,13 +147,16 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
     if problem:
         engine.close()
         raise RunDirError(problem)
+    succeeded = False
     try:
         if prepared is None:
             with engine.main_process_first():  # one process reads (or downloads) the data to infer the task
                 config = apply_defaults(config, data)
-        return _run(config, engine, data, prepared)
+        result = _run(config, engine, data, prepared)
+        succeeded = True
+        return result
     finally:
-        run_dir.release()
+        run_dir.release(succeeded)  # a run that failed leaving nothing puts back the run it replaced
         engine.close()
 
 

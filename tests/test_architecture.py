@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metrics",
             "logme",
             "lazy",
+            "yaml_reader",
         ),
     ),
     ("run folder and specs", ("rundir", "specs")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
 from hf_transfer.cli import main
 from hf_transfer.compare import compare
-from hf_transfer.errors import ConfigError
+from hf_transfer.errors import ConfigError, TrainingDiverged
 
 COMMON = {"train.epochs": 2, "lp_ft.probe_epochs": 2}
 
@@ -69,6 +70,37 @@ def test_a_compared_run_is_the_run_train_makes(color_data, tmp_path):
     separate = load_file(str(tmp_path / "alone" / "adapter_model.safetensors"))
     assert compared.keys() == separate.keys()
     assert all(torch.allclose(compared[k], separate[k], atol=1e-6) for k in compared)
+
+
+def test_compare_overwrite_with_a_failing_strategy_keeps_its_old_run_and_says_so(color_data, tmp_path, monkeypatch):
+    """Run again with --overwrite, `full` fails before its first checkpoint: its earlier run stays, and the
+    new comparison.md lists what ran (linear_probe), that full failed and why, and what was not run."""
+    train_module = importlib.import_module("hf_transfer.train")  # `hf_transfer.train` is the function
+    train_dir, val_dir = color_data
+    cache, out = tmp_path / "cache", tmp_path / "cmp"
+    compare(_config(train_dir, val_dir, out, cache, **{"train.epochs": 1}), ["linear_probe", "full", "lora"])
+    before = (out / "full" / "model.safetensors").read_bytes()
+
+    original = train_module._fit_stage
+
+    def failing(config, *args, **kwargs):
+        if config.strategy == "full":
+            raise TrainingDiverged("The training loss became NaN/inf at optimizer step 1 (epoch 0).")
+        return original(config, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_fit_stage", failing)
+    config = _config(train_dir, val_dir, out, cache, **{"train.epochs": 1, "overwrite": True})
+    with pytest.raises(TrainingDiverged, match=r"compare: strategy 'full' failed: The training loss.*comparison.md"):
+        compare(config, ["linear_probe", "full", "lora"])
+    assert (out / "full" / "model.safetensors").read_bytes() == before  # the old run, untouched
+    assert (out / "full" / "run_info.json").is_file() and not (out / "full" / ".hf_transfer.previous").exists()
+    table = (out / "comparison.md").read_text()
+    assert "| linear_probe |" in table and "| full |" not in table and "| lora |" not in table
+    assert "**full failed** (not in the table): The training loss became NaN/inf" in table
+    assert "Not run (after the failure): lora." in table
+    saved = json.loads((out / "comparison.json").read_text())
+    assert [r["strategy"] for r in saved["rows"]] == ["linear_probe"]
+    assert list(saved["failed"]) == ["full"] and saved["not_run"] == ["lora"]
 
 
 def test_unknown_strategy_is_named_before_any_run(color_data, tmp_path):

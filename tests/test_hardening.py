@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
 from hf_transfer.artifacts import json_safe, write_json
 from hf_transfer.cli import main
-from hf_transfer.errors import DataError, RunDirError, TrainingDiverged
+from hf_transfer.errors import DataError, ModelError, RunDirError, TrainingDiverged
 from hf_transfer.inference import evaluate_run, load_run
 
 
@@ -147,17 +148,85 @@ def test_metrics_and_predictions_are_always_valid_json(tmp_path):
 def test_a_folder_holding_a_finished_run_is_refused_then_overwritten_on_request(checkpointed, tmp_path):
     train_dir, val_dir, result = checkpointed
     out = result.output_dir
-    (out / "notes.txt").write_text("mine")  # not the run's: must survive an overwrite
+    # Not the run's, even inside the folders the run writes into: each must survive an overwrite.
+    mine = [out / "notes.txt", out / "logs" / "notes.txt", out / "eval" / "notes.txt", out / "checkpoints" / "x.txt"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
     stale = json.loads((out / "run_info.json").read_text())["artifacts"]
     assert "model.safetensors" in stale
     with pytest.raises(RunDirError, match="already holds a finished run.*--overwrite"):
         train(_config(train_dir, val_dir, out, **{"train.epochs": 1}))
     (out / "model.safetensors").write_bytes(b"marker of the old run")
     replaced = train(_config(train_dir, val_dir, out, **{"train.epochs": 1, "overwrite": True}))
-    assert (out / "notes.txt").read_text() == "mine"
+    assert all(path.read_text() == "mine" for path in mine)
+    assert not (out / ".hf_transfer.previous").exists()  # the old run, moved aside, is gone once the new one ended
     assert (out / "model.safetensors").read_bytes() != b"marker of the old run"
     assert [p.name for p in (out / "checkpoints").glob("step_*")] == ["step_0000006"]  # only the new run's
     assert json.loads((out / "metrics.json").read_text())["global_step"] == replaced.fit.global_step == 6
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_of_other_files_is_never_written(color_data, tmp_path, overwrite):
+    """A folder that holds no run but files of the names a run writes (a model downloaded from the Hub, a
+    project): nothing in it is replaced or removed, --overwrite or not, and nothing is added."""
+    train_dir, val_dir = color_data
+    out = tmp_path / "downloaded"
+    theirs = {"README.md": "# my model", "config.yaml": "mine: 1", "tokenizer.json": "{}", "logs/x.txt": "x"}
+    for name, text in theirs.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(RunDirError, match=r"holds no hf-transfer run \(README.md, config.yaml, logs, tokenizer.json\)"):
+        train(_config(train_dir, val_dir, out, **{"train.epochs": 1, "overwrite": overwrite}))
+    assert {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()} == theirs
+
+
+@pytest.mark.parametrize("broken", ["validation image", "training image", "model"])
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_checkpoint(checkpointed, tmp_path, broken):
+    """--overwrite replaces the old run only once the new one has something to put there: a corrupt image
+    or a model that cannot load leaves the old run exactly as it was."""
+    train_dir, val_dir, result = checkpointed
+    out = result.output_dir
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    train_dir, val_dir = (shutil.copytree(d, tmp_path / "copy" / d.name) for d in (train_dir, val_dir))
+    extra = {"train.epochs": 1, "overwrite": True, "data.decode_cache": False}
+    if broken == "model":
+        extra["model"] = "no_such_timm_model_xyz"
+    else:
+        ((val_dir if broken == "validation image" else train_dir) / "red" / "000.png").write_bytes(b"not a png")
+    with pytest.raises((DataError, ModelError, RuntimeError)):
+        train(_config(train_dir, val_dir, out, **extra))
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_replacing_run_killed_before_its_first_checkpoint_gives_the_old_run_back(checkpointed):
+    """kill -9 of a run that was replacing another (moved aside when the folder was claimed): the next
+    claim of the folder puts the old run back, so nothing was lost."""
+    from hf_transfer.rundir import RunDir
+
+    _, _, result = checkpointed
+    out = result.output_dir
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    killed = RunDir(out)
+    assert killed.claim(resume=False, overwrite=True) is None
+    assert not (out / "run_info.json").exists()  # moved aside
+    (out / "logs" / "hf_transfer").mkdir(parents=True)  # what the killed run had written: its tracker's start
+    killed._lock.release()  # a killed process's lock is released by the system
+    later = RunDir(out)
+    assert "already holds a finished run" in later.claim(resume=False, overwrite=False)
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and not (out / "logs").exists()
+
+
+def test_a_failed_run_leaves_no_folder_behind(color_data, tmp_path):
+    train_dir, _ = color_data
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(DataError):
+        train(_config(train_dir, empty, out, **{"train.epochs": 1}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_folder_another_run_is_writing_is_refused(color_data, tmp_path):
@@ -286,3 +355,121 @@ def test_a_broken_validation_file_is_found_before_training(color_data, tmp_path,
     with pytest.raises(DataError, match="broken.png"):
         train(_config(train_dir, val_dir, out, **{"data.decode_cache": decode_cache, "train.epochs": 1}))
     assert not (out / "checkpoints").exists()  # no training step was spent
+
+
+# ------------------------------------------------------------------------- YAML a user did not write
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    """A flow list of `levels` anchors, each repeating the one before 9 times: 9**levels values."""
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    anchors += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"[{', '.join(anchors)}]"
+
+
+@pytest.mark.parametrize("where", ["config file", "override", "candidates file", "dataset card"])
+def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
+    """9**12 values from a few hundred bytes: every YAML the package reads goes through one loader that
+    refuses it at once, naming what it read (a loader that accepts it leaves a merge that never ends)."""
+    from hf_transfer.data import load_source
+    from hf_transfer.errors import ConfigError
+    from hf_transfer.rank import candidate_config, load_candidates
+
+    bomb = _alias_bomb()
+    start = time.monotonic()
+    if where == "config file":
+        path = tmp_path / "config.yaml"
+        path.write_text(f"data:\n  labels: {bomb}\n")
+        with pytest.raises(ConfigError, match=f"{path.name}.*aliases"):
+            load_config(path)
+    elif where == "override":
+        with pytest.raises(ConfigError, match="data.labels=.*aliases"):
+            load_config(None, [f"data.labels={bomb}"])
+    elif where == "candidates file":
+        path = tmp_path / "candidates.yaml"
+        path.write_text(f"- name: bomb\n  overrides:\n    data.labels: {bomb}\n")
+        with pytest.raises(ConfigError, match=f"{path.name}.*aliases"):
+            for candidate in load_candidates(path):
+                candidate_config(load_config(None, ["task=image-classification", "model=x"]), candidate)
+    else:
+        folder = tmp_path / "reviews"
+        folder.mkdir()
+        (folder / "train.csv").write_text("text,label\ngood,1\nbad,0\n")
+        (folder / "README.md").write_text(f"---\ntags: {bomb}\n---\n# Reviews\n")
+        with pytest.raises(DataError, match="README.md.*aliases"):
+            load_source(str(folder), None)
+    assert time.monotonic() - start < 10
+
+
+def test_yaml_is_read_in_one_place():
+    """The guard holds only if nothing reads YAML around it: no yaml.load / safe_load / full_load, no
+    OmegaConf.load / from_dotlist / create(text) outside yaml_reader.py."""
+    reading = re.compile(r"yaml\.(safe_|full_|unsafe_)?load\b|\bsafe_load\(|OmegaConf\.(load|from_dotlist|create)\(")
+    package = Path(__file__).resolve().parents[1] / "hf_transfer"
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "yaml_reader.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reading.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_yaml_loader_reads_configs_as_before(tmp_path):
+    """Numbers such as 1e-3, dates kept as text: read as OmegaConf read them."""
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  extra_metrics: [matthews_correlation]\ndata:\n  labels: [2024-01-01, b]\n")
+    config = load_config(path, ["train.weight_decay=5e-4", "data.crop_scale=[0.5, 1.0]"])
+    assert config.train.lr == 1e-3 and config.train.weight_decay == 5e-4 and config.data.labels == ["2024-01-01", "b"]
+    assert config.data.crop_scale == [0.5, 1.0]
+
+
+# ------------------------------------------------------------------------- what a run may write, and where
+
+
+@pytest.mark.parametrize("name", ["../x", "sub/x", "..", "a\\b"])
+def test_evaluate_writes_its_report_only_into_eval(name, tmp_path_factory, capsys):
+    import artifact_runs as R
+
+    out = R.timm_full(tmp_path_factory).output_dir
+    before = sorted(p for p in out.parent.rglob("*"))
+    validation = R.image_data(tmp_path_factory)[1]
+    assert main(["evaluate", str(out), "--data", str(validation), "--name", name, "--device", "cpu"]) == 2
+    assert "is not a plain file name" in capsys.readouterr().err
+    assert sorted(p for p in out.parent.rglob("*")) == before  # nothing written, inside the run or beside it
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_an_output_dir_inside_the_data_folder_is_refused(command, color_data, tmp_path, capsys):
+    """Written inside the image folder, a run would be a new class folder of every later run on that data."""
+    train_dir, val_dir = color_data
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
+    overrides = tiny_image_overrides(train_dir, val_dir, train_dir / "runs" / "x", **{"train.epochs": 1})
+    assert main([command, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir {train_dir / 'runs' / 'x'} is inside the data folder '{train_dir}' (data.train)" in err
+    assert f"output_dir={os.path.relpath(tmp_path / 'data' / 'runs' / 'train')}." in err  # beside the data
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
+
+
+def test_runs_without_output_dir_are_named_after_their_data_and_model(color_data, tmp_path, monkeypatch, capsys):
+    """No output_dir: runs/<data>-<model>. Runs on other data never meet in one folder; a second run on
+    the same data and model is refused with the ways on (another output_dir, --overwrite, resuming)."""
+    train_dir, val_dir = color_data
+    monkeypatch.chdir(tmp_path)
+    photos, scans = (shutil.copytree(train_dir, tmp_path / name) for name in ("photos", "scans"))
+
+    def overrides(data: Path) -> list[str]:
+        values = tiny_image_overrides(data, val_dir, tmp_path / "unused", **{"train.epochs": 1})
+        return [value for value in values if not value.startswith("output_dir=")]
+
+    assert main(["config", *overrides(photos)]) == 0
+    assert "output_dir: runs/photos-test_efficientnet" in capsys.readouterr().out
+    first = train(load_config(None, overrides(photos)))
+    second = train(load_config(None, overrides(scans)))
+    assert first.output_dir == Path("runs/photos-test_efficientnet")
+    assert second.output_dir == Path("runs/scans-test_efficientnet")
+    assert all((tmp_path / r.output_dir / "run_info.json").is_file() for r in (first, second))
+    with pytest.raises(RunDirError, match="runs/photos-test_efficientnet already holds a finished run.*--overwrite"):
+        train(load_config(None, overrides(photos)))

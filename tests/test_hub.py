@@ -4,6 +4,7 @@ the right repository, only files the loaders open, once and from the main proces
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import artifact_runs as R
@@ -13,7 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
-from hf_transfer.errors import HubError
+from hf_transfer.errors import ConfigError, HubError
 
 
 @pytest.fixture
@@ -84,26 +85,39 @@ def test_push_cli_uploads_loadable_files_only(tmp_path_factory, hub, capsys):
     assert upload["folder_path"] == str(out)  # the run folder itself, no staging copy
 
 
-def test_push_to_hub_at_end_of_training(tmp_path_factory, tmp_path, hub):
+@pytest.mark.parametrize("via", ["environment", "override", "config file"])
+def test_push_to_hub_at_end_of_training(tmp_path_factory, tmp_path, hub, via, capsys):
+    """The token is in the environment; a setting may even ask for it through OmegaConf interpolation
+    (`${oc.env:HF_TOKEN}`): no written file, no upload and no commit message ever holds it."""
     train_dir, val_dir = R.image_data(tmp_path_factory)
     from conftest import tiny_image_overrides
 
-    overrides = tiny_image_overrides(
-        train_dir,
-        val_dir,
-        tmp_path / "run",
-        model="test_vit",
-        **{"train.epochs": 1, "push_to_hub": True, "hub.repo_id": "me/pushed", "train.log_with": "[tensorboard]"},
-    )
-    result = train(load_config(None, overrides))
-    uploads = [kwargs for name, kwargs in hub if name == "upload_folder"]
-    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/pushed"
-    assert {"model.safetensors", "config.json", "README.md"} <= set(uploads[0]["files"])
-    assert "me/pushed" in (result.output_dir / "README.md").read_text()
-    # The token was in the environment all along: no written file holds it.
-    for path in result.output_dir.rglob("*"):
+    extra = {"train.epochs": 1, "push_to_hub": True, "hub.repo_id": "me/pushed", "train.log_with": "[tensorboard]"}
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "run", model="test_vit", **extra)
+    asked = "${oc.env:HF_TOKEN}"
+    if via == "environment":
+        result = train(load_config(None, overrides))
+        uploads = [kwargs for name, kwargs in hub if name == "upload_folder"]
+        assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/pushed"
+        assert {"model.safetensors", "config.json", "README.md"} <= set(uploads[0]["files"])
+        assert "me/pushed" in (result.output_dir / "README.md").read_text()
+    else:
+        if via == "override":
+            overrides.append(f"hub.commit_message={asked}")
+            files = None
+        else:
+            files = tmp_path / "my.yaml"
+            files.write_text(f"hub:\n  commit_message: Trained by {asked}\ndata:\n  labels: [red, '{asked}']\n")
+        with pytest.raises(ConfigError, match=r"(hub.commit_message|data.labels\[1\]) uses OmegaConf interpolation"):
+            train(load_config(files, overrides))
+        assert main(["train", *(["--config", str(files)] if files else []), *overrides]) == 2
+        assert "interpolation" in capsys.readouterr().err
+        assert hub == []
+    # No written file holds the token, nor anything sent to the Hub.
+    for path in tmp_path.rglob("*"):
         if path.is_file():
             assert R.TOKEN.encode() not in path.read_bytes(), path
+    assert R.TOKEN not in repr(hub) and R.TOKEN not in "".join(capsys.readouterr())
 
 
 def test_push_from_main_process_only(tmp_path_factory, tmp_path, hub, monkeypatch):
@@ -124,6 +138,31 @@ def test_push_from_main_process_only(tmp_path_factory, tmp_path, hub, monkeypatc
     train(load_config(None, overrides))
     assert hub == []
     assert not (tmp_path / "run" / "README.md").exists()
+
+
+def test_push_uploads_no_link_and_nothing_outside_the_run_folder(tmp_path_factory, tmp_path, hub, caplog):
+    """A tampered run folder: its picture a symbolic link to the token file, a listed model file a link to a
+    folder outside, merged/ a link. Only the regular files inside the folder are uploaded."""
+    out = Path(shutil.copytree(R.timm_lora(tmp_path_factory).output_dir, tmp_path / "run"))
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "token").write_text(R.TOKEN)
+    (secret / "model.safetensors").write_text(R.TOKEN)
+    (out / "training_curves.png").unlink()
+    (out / "training_curves.png").symlink_to(secret / "token")
+    shutil.rmtree(out / "merged")
+    (out / "merged").symlink_to(secret, target_is_directory=True)
+    (out / "elsewhere").symlink_to(secret, target_is_directory=True)
+    info = json.loads((out / "run_info.json").read_text())
+    (out / "run_info.json").write_text(json.dumps({**info, "artifacts": [*info["artifacts"], "elsewhere"]}))
+
+    assert main(["push", str(out), "--repo-id", "me/x"]) == 0
+    files = next(kwargs for name, kwargs in hub if name == "upload_folder")["files"]
+    assert "adapter_model.safetensors" in files and "README.md" in files
+    assert not [f for f in files if f.split("/")[0] in ("training_curves.png", "merged", "elsewhere")]
+    for name in files:
+        assert R.TOKEN.encode() not in (out / name).read_bytes(), name
+    assert "Not uploading elsewhere, merged, training_curves.png" in caplog.text
 
 
 def test_push_without_token_is_one_clear_line(tmp_path_factory, tmp_path, monkeypatch, capsys):
