@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import sys
+import typing
 from pathlib import Path
 
 import artifact_runs as R
@@ -208,6 +209,71 @@ def test_numeric_settings_out_of_range(key, value):
         load_config(None, [f"{key}={value}"])
     shown = str(value).lstrip(".").lower()
     assert shown in str(err.value).lower()
+
+
+def _numeric_settings(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, type, object]]:
+    """(dotted key, number type, field metadata) of every numeric setting, lists of numbers included, in
+    every section (the strategies' too)."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if t is not type(None)), None)
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        if dataclasses.is_dataclass(tp):
+            found += _numeric_settings(tp, f"{prefix}{f.name}.")
+        elif item in (int, float):
+            found.append((prefix + f.name, item, f.metadata))
+    return found
+
+
+def _outside(valid, kind: type) -> list[float]:
+    """Values just outside a range: below its low bound, above its high one."""
+    step = 1 if kind is int else 0.5
+    values = []
+    if valid.low is not None:
+        values.append(valid.low if valid.low_open else valid.low - step)
+    if valid.high is not None:
+        values.append(valid.high if valid.high_open else valid.high + step)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "metadata"), _numeric_settings(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_numeric_setting_has_a_range_checked_when_the_config_loads(key, kind, metadata):
+    valid = metadata.get("range")
+    assert valid is not None, f"{key} declares no range: setting(default, help, Range(...))"
+    assert valid.low is not None or valid.high is not None
+    listed = key == "data.crop_scale"  # a list of numbers: each item is checked
+    for value in _outside(valid, kind):
+        shown = f"[{value}, 1.0]" if listed else f"{value}"
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}(\[0\])? must be .*{re.escape(str(valid))}") as err:
+            load_config(None, [f"{key}={shown}"])
+        assert "\n" not in str(err.value)
+    for bound, open_ in ((valid.low, valid.low_open), (valid.high, valid.high_open)):
+        if bound is not None and not open_:  # a closed bound is itself valid
+            value = kind(bound)
+            loaded = load_config(None, [f"{key}=[{value}, {value}]" if listed else f"{key}={value}"])
+            section, _, name = key.rpartition(".")
+            assert getattr(getattr(loaded, section) if section else loaded, name) in (value, [value, value])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.early_stopping_patience=0", "train.early_stopping_patience must be an integer >= 1 (or null), got 0"),
+        ("train.early_stopping_patience=-3", "train.early_stopping_patience must be an integer >= 1"),
+        ("train.seed=-1", "train.seed must be an integer in [0, 4294967295], got -1"),
+        ("data.max_length=-5", "data.max_length must be an integer >= 1, got -5"),
+        ("train.eval_batch_size=-2", "train.eval_batch_size must be an integer >= 1 (or null), got -2"),
+        ("data.image_size=1e6", "data.image_size must be an integer in [16, 4096] (or null), got 1000000.0"),
+        ("data.image_size=1000000", "data.image_size must be an integer in [16, 4096] (or null), got 1000000"),
+    ],
+)
+def test_the_reported_out_of_range_values_are_refused(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message or str(err.value).startswith(message)
 
 
 def test_numeric_settings_in_range_are_kept():
