@@ -76,12 +76,12 @@ def example_arguments(
 
 
 def _train(args: argparse.Namespace) -> int:
+    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)  # a config error stops here, before torch is imported
     from accelerate import PartialState
 
     from .train import train
 
-    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
-    config = load_config(args.config, overrides)
     result = train(config)
     PartialState().destroy_process_group()  # the end of this process: release the process group
     if result.is_main_process:
@@ -147,12 +147,12 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)  # before torch is imported
     from accelerate import PartialState
 
     from .compare import compare
 
-    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
-    config = load_config(args.config, overrides)
     comparison = compare(config, [name.strip() for name in args.strategies.split(",") if name.strip()])
     is_main = PartialState().is_main_process
     PartialState().destroy_process_group()
@@ -345,9 +345,9 @@ def _rank_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rank(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)  # before torch is imported
     from .rank import format_table, load_candidates, parse_candidate, rank, summary_lines
 
-    config = load_config(args.config, args.overrides)
     candidates = [parse_candidate(text) for text in args.candidate]
     if args.candidates:
         candidates += load_candidates(args.candidates)
