@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .train import RunResult
 
 EPILOG_TRAIN = """\
-Settings (override any of them as KEY=VALUE after the options; values are read as YAML):
+Settings (override any of them as KEY=VALUE, anywhere among the options; values are read as YAML):
 {table}
 
 Examples:
@@ -29,6 +29,9 @@ Examples:
 """
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
+# The attribute naming a command's list of positional arguments (KEY=VALUE overrides, predict's inputs):
+# what argparse leaves over after an option goes there, so those may come anywhere among the options.
+REST = "_rest"
 Run = Callable[[argparse.Namespace], int]
 
 # Sub-commands: name -> (help, add_arguments, run), and their --help epilogs. Filled by add_command below.
@@ -49,7 +52,9 @@ def _settings_table() -> str:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config (repeatable) and KEY=VALUE overrides: shared by `train`, `config` and the examples."""
+    """--config (repeatable) and KEY=VALUE overrides: shared by `train`, `config`, `compare`, `rank` and the
+    examples. The overrides may come anywhere among the options."""
+    parser.set_defaults(**{REST: "overrides"})
     parser.add_argument(
         "--config",
         "-c",
@@ -68,7 +73,7 @@ def example_arguments(
     logging, as the `hf-transfer` command does."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # KEY=VALUE overrides before, between or after the options
     configure_logging()
     if args.config:
         return args.config, args.overrides
@@ -135,7 +140,7 @@ add_command("config", "Print the fully resolved config (YAML) without training."
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
+    _config_arguments(parser)
     parser.add_argument(
         "--strategies",
         default=",".join(COMPARED_BY_DEFAULT),
@@ -147,7 +152,7 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
+    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
     config = load_config(args.config, overrides)  # before torch is imported
     from accelerate import PartialState
 
@@ -178,6 +183,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="Image or audio files; for text runs, files of one text per line ('-' or nothing: stdin; "
         "a tab separates the two texts of a pair).",
     )
+    parser.set_defaults(**{REST: "inputs"})
     parser.add_argument("--top-k", type=int, default=1, help="Labels to print per input, best first (default: 1).")
     parser.add_argument("--json", action="store_true", help="Print one JSON list of {input, predictions} instead.")
     parser.add_argument("--batch-size", type=int, default=32, help="Inputs per forward pass (default: 32).")
@@ -319,7 +325,7 @@ Examples:
     - name: from-my-run
       overrides: {model: runs/my-run}
 
-Settings: see `hf-transfer train --help`. KEY=VALUE overrides for all candidates go last.
+Settings: see `hf-transfer train --help`. KEY=VALUE overrides for all candidates go anywhere among the options.
 """
 
 
@@ -341,11 +347,11 @@ def _rank_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Learning rate of the linear probe (default: train.lr for strategy=linear_probe, else 1e-2).",
     )
-    add_run_arguments(parser)
+    _config_arguments(parser)
 
 
 def _rank(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)  # before torch is imported
+    config = load_config(args.config, _data_override(args) + args.overrides)  # before torch is imported
     from .rank import format_table, load_candidates, parse_candidate, rank, summary_lines
 
     candidates = [parse_candidate(text) for text in args.candidate]
@@ -395,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -411,6 +417,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"hf-transfer: error: {message}\n")
         sys.stderr.flush()
         return code
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with positional arguments anywhere among the options: argparse takes a command's
+    positional list in one run (`a=1 b=2`), so those after an option (`a=1 --data x b=2`) come back left
+    over; they join that list, in their order. A left-over option is still an error."""
+    args, extra = parser.parse_known_args(argv)
+    rest = getattr(args, REST, None)
+    if extra and (rest is None or any(a.startswith("-") and a != "-" for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, rest).extend(extra)
+    return args
 
 
 def _one_line(err: Exception, command: str) -> tuple[str, int]:

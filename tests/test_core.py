@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, strategies, train
@@ -164,6 +165,64 @@ def test_help_describes_every_option(capsys):
     for key, _, help in describe_fields():
         assert key in text, key
         assert help.split()[0] in text
+
+
+def test_every_command_takes_the_same_forms_and_positional_arguments_anywhere(monkeypatch, tmp_path, capsys):
+    """`--data` works for train, config, compare and rank alike; KEY=VALUE overrides (and predict's inputs)
+    may come before, between and after the options, later ones winning as usual."""
+    import importlib
+
+    from hf_transfer.errors import DataError
+
+    # The modules (`hf_transfer.train` and `hf_transfer.rank` are also the public functions' names).
+    modules = {
+        name: importlib.import_module(f"hf_transfer.{name}") for name in ("train", "compare", "rank", "inference")
+    }
+
+    seen = {}
+
+    def stop(name):
+        def record(*args, **kwargs):
+            seen[name] = args
+            raise DataError("stop here")
+
+        return record
+
+    for name in ("train", "compare", "rank"):
+        monkeypatch.setattr(modules[name], name, stop(name))
+    monkeypatch.setattr(modules["inference"], "load_run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(modules["inference"], "read_inputs", stop("predict"))
+    data = str(tmp_path / "images")
+
+    assert main(["train", "train.epochs=2", "--data", data, "strategy=lora", "--overwrite", "train.epochs=4"]) == 2
+    config = seen["train"][0]
+    assert (config.data.train, config.strategy, config.train.epochs, config.overwrite) == (data, "lora", 4, True)
+
+    assert main(["compare", "train.epochs=2", "--data", data, "--strategies", "full,lora", "strategy=full"]) == 2
+    config, strategies = seen["compare"]
+    assert (config.data.train, config.train.epochs, strategies) == (data, 2, ["full", "lora"])
+
+    argv = ["rank", f"output_dir={tmp_path / 'r'}", "--candidate", "name=a", "train.epochs=2", "--data", data]
+    assert main([*argv, "--candidate", "name=b pretrained=false", "--top-k", "1", "train.lr=0.1"]) == 2
+    config, candidates = seen["rank"]
+    assert (config.data.train, config.output_dir, config.train.epochs, config.train.lr) == (
+        data,
+        str(tmp_path / "r"),
+        2,
+        0.1,
+    )
+    assert [c.name for c in candidates] == ["a", "b"]
+
+    assert (
+        main(["config", "train.epochs=2", "--data", data, "strategy=lora", "task=text-classification", "model=m"]) == 0
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["data"]["train"], printed["train"]["epochs"], printed["strategy"]) == (data, 2, "lora")
+
+    assert main(["predict", str(tmp_path), "a.png", "--top-k", "2", "b.png"]) == 2
+    assert seen["predict"] == (None, ["a.png", "b.png"])
+    with pytest.raises(SystemExit):  # an unknown option is still refused, wherever it is
+        main(["train", "train.epochs=2", "--epochs", "3"])
 
 
 def test_cli_errors_are_one_line_without_traceback(capsys):
