@@ -437,20 +437,47 @@ def _one_line(err: Exception, command: str) -> tuple[str, int]:
     memory), 1 for anything unexpected, whose traceback --debug shows."""
     if isinstance(err, HFTransferError):
         return str(err), 2
-    if _is_out_of_memory(err):
-        return _out_of_memory_advice(command), 2
+    memory = _out_of_memory(err)
+    if memory is not None:
+        return _out_of_memory_advice(command, memory), 2
     return f"{type(err).__name__}: {' '.join(str(err).split())} (run with --debug for the traceback)", 1
 
 
-def _is_out_of_memory(err: Exception) -> bool:
+# How the CPU says it is out of memory: torch's allocator, Python's MemoryError (numpy's too), and a
+# DataLoader worker killed by the kernel (its out-of-memory killer sends SIGKILL).
+_CPU_OUT_OF_MEMORY = (
+    "DefaultCPUAllocator",
+    "can't allocate memory",
+    "not enough memory",
+    "is killed by signal: Killed",
+)
+
+
+def _out_of_memory(err: Exception) -> str | None:
+    """ "device" (an accelerator's memory), "cpu" (the machine's RAM) or None: not an out-of-memory error."""
     torch = sys.modules.get("torch")  # no torch imported: the error cannot have come from it
     if torch is not None and isinstance(err, torch.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+        return "device"
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and any(s in str(err) for s in _CPU_OUT_OF_MEMORY)
+    ):
+        return "cpu"
+    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
+        return "device"
+    return None
 
 
-def _out_of_memory_advice(command: str) -> str:
-    if command != "train":
+def _out_of_memory_advice(command: str, memory: str) -> str:
+    trains = command in ("train", "compare", "rank")
+    if memory == "cpu":
+        if not trains:
+            return "Out of memory (the machine's RAM): lower --batch-size."
+        return (
+            "Out of memory (the machine's RAM): lower train.batch_size (raising train.gradient_accumulation_steps "
+            "keeps the effective batch; train.auto_find_batch_size=true does both) or data.num_workers (each "
+            "worker holds its own batches), or set train.mixed_precision=bf16 or train.gradient_checkpointing=true."
+        )
+    if not trains:
         return "Out of memory on the device: lower --batch-size (or use --device cpu)."
     return (
         "Out of memory on the device: lower train.batch_size (raising train.gradient_accumulation_steps keeps "

@@ -311,13 +311,28 @@ def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> N
     monkeypatch.setitem(COMMANDS, "train", (help, add_arguments, run))
 
 
+def _raised(make) -> BaseException:
+    """The exception `make()` raises: the real thing, not a hand-written copy of its message."""
+    try:
+        make()
+    except BaseException as err:  # noqa: BLE001 - whatever it is, it is the point
+        return err
+    raise AssertionError("nothing was raised")
+
+
 @pytest.mark.parametrize(
     "error",
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-        RuntimeError("DefaultCPUAllocator: out of memory"),
+        RuntimeError("CUDA error: out of memory"),
+        # What this machine's CPU allocator, Python and numpy raise when the RAM cannot hold an allocation.
+        _raised(lambda: torch.empty(10**14, dtype=torch.uint8)),
+        _raised(lambda: bytearray(10**15)),
+        _raised(lambda: __import__("numpy").empty(10**15)),
+        # A DataLoader worker killed by the kernel's out-of-memory killer.
+        RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "),
     ],
-    ids=["OutOfMemoryError", "RuntimeError"],
+    ids=["OutOfMemoryError", "device-RuntimeError", "cpu-allocator", "MemoryError", "numpy", "worker-killed"],
 )
 def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
     _command_raising(monkeypatch, error)
@@ -327,6 +342,8 @@ def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
     assert "out of memory" in err.lower()
     for knob in ("train.batch_size", "train.gradient_accumulation_steps", "train.mixed_precision=bf16"):
         assert knob in err
+    cpu = not isinstance(error, torch.OutOfMemoryError) and "CUDA" not in str(error)
+    assert ("the machine's RAM" in err and "data.num_workers" in err) == cpu
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):
