@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -131,7 +131,7 @@ class RunSetup:
     num_processes: int
     distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
     device: str  # of the main process: cpu, cuda, mps, ...
-    mixed_precision: str  # no, fp16, bf16 (fp8 through `accelerate config`)
+    mixed_precision: str  # in effect: no, fp16, bf16 (fp8 through `accelerate config`); fp16 on a CPU runs as no
     batch_size_per_device: int
     gradient_accumulation_steps: int
     effective_batch_size: int  # examples per optimizer step, over every process
@@ -224,6 +224,13 @@ class Engine:
         # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
         self.accumulation = self.accelerator.gradient_accumulation_steps
         chosen = "train.mixed_precision" if settings.mixed_precision else "`accelerate config` / launch flags"
+        asked = self.accelerator.mixed_precision
+        if self.setup.mixed_precision != asked:
+            logger.warning(
+                f"Mixed precision {asked} (from {chosen}) does not run on {self.accelerator.device.type}: this run "
+                f"trains in full precision (fp32), and its config.yaml, run_info.json and card say so "
+                f"(mixed precision {self.setup.mixed_precision}). On CPUs, bf16 runs: train.mixed_precision=bf16."
+            )
         logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
@@ -242,7 +249,7 @@ class Engine:
             num_processes=acc.num_processes,
             distributed_type=acc.distributed_type.value,
             device=acc.device.type,
-            mixed_precision=acc.mixed_precision,
+            mixed_precision=precision_in_effect(acc),
             batch_size_per_device=batch,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
             effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
@@ -769,6 +776,17 @@ def check_launch(num_processes: int, device: torch.device, environ: Mapping[str,
         f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
         f"so each of them would train the whole run alone and write the same output_dir: {fix}."
     )
+
+
+def precision_in_effect(accelerator: Accelerator) -> str:
+    """The mixed precision the run computes in: Accelerate's setting, except where Accelerate falls back to
+    full precision without a word (fp16 on a CPU: no autocast, no gradient scaler; `native_amp` stays off).
+    DeepSpeed and Megatron-LM apply the precision themselves."""
+    asked = accelerator.mixed_precision
+    engines = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if asked == "no" or accelerator.native_amp or accelerator.distributed_type in engines:
+        return asked
+    return "no"
 
 
 def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:

@@ -87,3 +87,21 @@ def test_a_one_process_run_records_what_it_used(color_data, tmp_path, caplog):
     assert any(described in record.getMessage() for record in caplog.records)
     card = (result.output_dir / "README.md").read_text()
     assert "warm-up.\n- **Setup:** " + described + " per optimizer step.\n- **Training augmentation:**" in card
+
+
+def test_fp16_on_a_cpu_trains_in_full_precision_and_is_recorded_so(color_data, tmp_path, caplog):
+    """Accelerate takes mixed_precision=fp16 on a CPU but computes in fp32 (no autocast there): the run
+    records what it computed in, everywhere, and says so once."""
+    train_dir, val_dir = color_data
+    extra = {"strategy": "linear_probe", "train.epochs": 1, "train.mixed_precision": "fp16"}
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "run", **extra))
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        result = train(config)
+    setup = json.loads((result.output_dir / "run_info.json").read_text())["setup"]
+    assert setup["mixed_precision"] == "no"
+    assert yaml.safe_load((result.output_dir / "config.yaml").read_text())["train"]["mixed_precision"] == "no"
+    card = (result.output_dir / "README.md").read_text()
+    assert "mixed precision no;" in card and "fp16" not in card
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "fp16" in r.getMessage()]
+    assert len(warnings) == 1 and "trains in full precision (fp32)" in warnings[0]
+    assert any("Setup: 1 process (cpu), mixed precision no;" in r.getMessage() for r in caplog.records)
