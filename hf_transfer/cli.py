@@ -25,7 +25,7 @@ Examples:
   hf-transfer train --data path/to/images          # task and model chosen from the data (logged)
   hf-transfer train --config configs/lite0_linear_probe.yaml train.epochs=3 strategy=lora
   accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml   # 2 GPUs
-  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml  # CPUs
+  (the same launch on a machine without GPUs trains on its CPUs: a gloo process group, logged)
 """
 
 AddArguments = Callable[[argparse.ArgumentParser], None]

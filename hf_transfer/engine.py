@@ -40,7 +40,15 @@ from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
-from .distributed import check_distributed_setup, is_sharded, load_full_state_dict, structure_copy
+from .distributed import (
+    check_distributed_setup,
+    cpu_launch,
+    is_sharded,
+    launched_processes,
+    load_full_state_dict,
+    process_state,
+    structure_copy,
+)
 from .errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
@@ -204,7 +212,9 @@ class Engine:
             logging.getLogger(__name__).warning(
                 "Trackers %s are not installed and will not log (installed: %s)", missing, sorted(available)
             )
+        process_state()  # N processes launched without GPUs: a process group over the CPUs, as one run
         self.accelerator = Accelerator(
+            cpu=cpu_launch(),
             mixed_precision=settings.mixed_precision,  # None: from `accelerate config` / launch flags
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             log_with=settings.log_with or None,
@@ -751,18 +761,12 @@ class Engine:
         ]
 
 
-# Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
-# MPI (the others). The same variables Accelerate reads to set up a CPU process group.
-WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
 def check_launch(num_processes: int, device: torch.device, environ: Mapping[str, str] = os.environ) -> None:
     """Stop a launch of N processes that Accelerate set up as one: each process would then train the
-    whole run alone, act as the main process and write the same output_dir. It happens on a machine
-    without GPUs, where `accelerate launch --multi_gpu` (or torchrun) starts N processes but Accelerate
-    builds a process group over CPUs only when ACCELERATE_USE_CPU says so."""
-    sizes = {name: environ[name] for name in WORLD_SIZE_VARIABLES if environ.get(name, "").strip().isdigit()}
-    name, launched = max(((n, int(v)) for n, v in sizes.items()), key=lambda item: item[1], default=("", 1))
+    whole run alone, act as the main process and write the same output_dir. (On a machine without GPUs,
+    `process_state` sets such a launch up over the CPUs; this stops what still gets through, e.g. a state
+    that the caller's own code set up before the run.)"""
+    name, launched = launched_processes(environ)
     if launched <= 1 or num_processes > 1:
         return
     if device.type == "cpu":

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
@@ -37,6 +36,7 @@ from .artifacts import write_json, write_text_atomic
 from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
 from .data import load_splits
 from .defaults import apply_defaults
+from .distributed import process_state
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
 from .features import backbone_features, probe_data
@@ -186,7 +186,7 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
     configs = {c.name: candidate_config(config, c) for c in candidates}  # every candidate's settings, checked first
     output_dir = Path(config.output_dir)
 
-    main = PartialState().is_main_process
+    main = process_state().is_main_process
     start = time.perf_counter()
     try:
         scores = _score_all(candidates, configs, probe_lr, output_dir / PROBES)

@@ -21,6 +21,7 @@ from .checkpoints import checkpoint_identity
 from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults
+from .distributed import process_state
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
@@ -77,12 +78,8 @@ class Prepared:
 
 def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
     """Load the data and build the model once, as `train` would (same seed, same defaults)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     set_seed(config.train.seed)
-    # As the Accelerator will: a CPU launch says so in the environment, or the state is built for GPUs.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = process_state()  # as the Engine will set it up (over the CPUs for N processes without GPUs)
     check_launch(state.num_processes, state.device)  # before N processes each load the data as if alone
     with state.main_process_first():
         config = apply_defaults(config, data)
