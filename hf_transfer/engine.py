@@ -89,6 +89,9 @@ class TrainState:
     scheduler: dict[str, Any] | None = None  # the learning-rate schedule's state (plain numbers)
     identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
     step_offset: int = 0  # optimizer steps of the run's earlier stages: checkpoints are named run-wide
+    # What the run's earlier stages reported (plain values the caller hands over): kept in every checkpoint, so
+    # a run resumed in a later stage still reports the stages it did not run again.
+    earlier_stages: list[dict[str, Any]] = field(default_factory=list)
     nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
     batch_size: int | None = None  # per process: the size of the micro-batches batches_in_epoch counts
 
@@ -106,6 +109,8 @@ class FitResult:
         train_runtime (`float`): seconds in the training loop (evaluations and checkpoints included).
         train_samples_per_second (`float`): training examples (all processes) per second of that time.
         step_offset (`int`): optimizer steps of the run's earlier stages (0 for one-stage runs).
+        earlier_stages (`list[dict]`): what the run's earlier stages reported, as handed to `fit` (or, after a
+            resume, as the checkpoint kept it).
         best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
             this process (not before a resume).
         unsharded_model (`nn.Module | None`): under FSDP, on the main process, a plain copy of the model with
@@ -122,6 +127,7 @@ class FitResult:
     train_runtime: float
     train_samples_per_second: float
     step_offset: int = 0
+    earlier_stages: list[dict[str, Any]] = field(default_factory=list)
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
     # Under FSDP, on the main process: a plain copy of the model holding the best weights (the trained model
@@ -360,6 +366,7 @@ class Engine:
         settings: TrainConfig | None = None,
         param_groups: list[dict[str, Any]] | None = None,
         step_offset: int = 0,
+        earlier_stages: list[dict[str, Any]] | None = None,
     ) -> FitResult:
         """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
         weights back into it.
@@ -377,16 +384,22 @@ class Engine:
                 rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
             step_offset (`int`, defaults to 0): optimizer steps the run's earlier stages took: checkpoint folders
                 are numbered across the whole run, so a later stage's never replace an earlier one's.
+            earlier_stages (`list[dict]`, *optional*): what the run's earlier stages reported (JSON values): kept
+                in this fit's checkpoints and returned in `FitResult.earlier_stages`, also after a resume.
 
         Returns:
             `FitResult`.
         """
         settings = settings or self.settings
         if not settings.auto_find_batch_size:
-            return self._fit(model, data, labels, tracker_config, identity, settings, param_groups, step_offset)
+            return self._fit(
+                model, data, labels, tracker_config, identity, settings, param_groups, step_offset, earlier_stages
+            )
         return fit_finding_batch_size(
             self.accelerator,
-            lambda s: self._fit(model, data, labels, tracker_config, identity, s, param_groups, step_offset),
+            lambda s: self._fit(
+                model, data, labels, tracker_config, identity, s, param_groups, step_offset, earlier_stages
+            ),
             model,
             settings,
             self.accumulation,
@@ -402,6 +415,7 @@ class Engine:
         settings: TrainConfig,
         param_groups: list[dict[str, Any]] | None,
         step_offset: int,
+        earlier_stages: list[dict[str, Any]] | None,
     ) -> FitResult:
         if self._fits:
             self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
@@ -449,7 +463,13 @@ class Engine:
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler, train_dl)
         else:
-            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset, batch_size=s.batch_size)
+            state = TrainState(
+                labels=list(labels),
+                identity=identity,
+                step_offset=step_offset,
+                batch_size=s.batch_size,
+                earlier_stages=list(earlier_stages or []),
+            )
         if self._fits == 1:
             acc.init_trackers("hf_transfer", config=tracker_config)
         logger.info(
@@ -491,6 +511,7 @@ class Engine:
             train_runtime=runtime,
             train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
             step_offset=state.step_offset,
+            earlier_stages=state.earlier_stages,
             batch_size=s.batch_size,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
         )
