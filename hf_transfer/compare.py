@@ -22,6 +22,7 @@ import torch
 
 from .artifacts import json_safe, write_json, write_text_atomic
 from .config import RunConfig
+from .log import default_logging
 from .plots import plot_comparison
 from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
 from .train import prepare, train
@@ -71,6 +72,7 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     Returns:
         `Comparison`: one row per strategy; written as comparison.md/.json/.png into config.output_dir.
     """
+    default_logging()
     for name in strategies:
         STRATEGIES.get(name)  # an unknown name fails now, with the valid ones listed
     root = Path(config.output_dir)

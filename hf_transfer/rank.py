@@ -40,6 +40,7 @@ from .distributed import process_state
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
 from .features import backbone_features, probe_data
+from .log import default_logging
 from .logme import logme_score
 from .plots import plot_ranking
 from .rundir import RunDir
@@ -178,6 +179,7 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
 
     The probe trains the head with `config.train`'s settings; its learning rate is `probe_lr`, else
     train.lr when the strategy is linear_probe, else linear_probe's default."""
+    default_logging()
     if not candidates:
         raise ConfigError("No candidates to rank: give at least one (hf-transfer rank --candidate ...).")
     if top_k < 0:

@@ -27,6 +27,7 @@ from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
 from .features import cached_probe
 from .hub import push_run, require_token
+from .log import default_logging
 from .rundir import RunDir
 from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
@@ -114,6 +115,7 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
         (settings), `DataError` (data), `ModelError` (model spec), `RunDirError` (output_dir or checkpoint
         belongs to another run), `TrainingDiverged` (NaN/inf loss), `HubError` (push).
     """
+    default_logging()  # progress on stderr unless the application configured logging itself
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     set_seed(config.train.seed)

@@ -250,6 +250,77 @@ def test_cli_train_writes_the_run(color_data, tmp_path, capsys):
     assert "Finished" in capsys.readouterr().out
 
 
+_PYTHON_API_RUN = """
+import io, json, re, sys
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, Image
+
+stderr, seen = sys.stderr, io.StringIO()
+
+
+class Tee:  # what the process prints on stderr, kept for the checks below
+    def write(self, text):
+        seen.write(text)
+        return stderr.write(text)
+
+    def flush(self):
+        stderr.flush()
+
+
+sys.stderr = Tee()
+from hf_transfer import load_config, train  # noqa: E402
+
+
+def split(folder):
+    files = sorted(Path(folder).rglob("*.png"))
+    columns = {"image": [str(f) for f in files], "label": [f.parent.name for f in files]}
+    return Dataset.from_dict(columns).cast_column("image", Image())
+
+
+data = DatasetDict(train=split(sys.argv[1]), validation=split(sys.argv[2]), test=split(sys.argv[2]))
+train(load_config(None, sys.argv[3:]), data=data)
+hint = next(line for line in seen.getvalue().splitlines() if "Not used in training" in line)
+call = re.search(r"`(from hf_transfer import .*?)`", hint).group(1)
+imports, expression = call.split("; ", 1)
+namespace = {"data": data}
+exec(imports, namespace)
+report = eval(expression, namespace)[0]  # the call the hint names, as written
+print(json.dumps({"hint": hint, "accuracy": report["metrics"]["accuracy"], "n": report["num_examples"]}))
+"""
+
+
+def test_train_from_python_logs_as_the_cli_does_and_its_hint_is_a_call_that_works(color_data, tmp_path):
+    """No configure_logging(): train(config, data=...) still logs its progress (stderr, INFO), and the
+    hint for the DatasetDict's unused test split is a Python call that scores the run."""
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "out", **{"train.epochs": 1})
+    overrides = [o for o in overrides if not o.startswith(("data.train=", "data.validation="))]
+    script = tmp_path / "run.py"
+    script.write_text(_PYTHON_API_RUN)
+    cmd = [sys.executable, str(script), str(train_dir), str(val_dir), *overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, failure_lines(out.stderr)
+    assert re.search(r"INFO hf_transfer\.train: \[RANK 0\] \d+ training / \d+ validation examples", out.stderr)
+    assert "INFO hf_transfer.engine: [RANK 0] Setup: 1 process (cpu)" in out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "evaluate_run(load_run(" in result["hint"] and "data['test']" in result["hint"]
+    assert result["n"] == 18 and 0 <= result["accuracy"] <= 1
+
+
+def test_the_python_api_leaves_an_applications_logging_alone():
+    """Where logging is configured (here pytest's handlers on the root logger), nothing is added or changed."""
+    import logging
+
+    from hf_transfer.log import default_logging
+
+    package = logging.getLogger("hf_transfer")
+    before = (list(package.handlers), package.level)
+    assert logging.getLogger().handlers  # pytest's
+    default_logging()
+    assert (list(package.handlers), package.level) == before
+
+
 def test_early_stopping_and_loss_selection(color_data, tmp_path):
     train_dir, val_dir = color_data
     overrides = tiny_image_overrides(
