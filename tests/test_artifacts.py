@@ -179,6 +179,22 @@ def _card_code(card_text: str) -> str:
     return re.search(r"```python\n(.*?)\n```", card_text.split("## How to use", 1)[1], re.S).group(1)
 
 
+def test_timm_card_snippet_classifies_with_the_models_own_preprocessing(tmp_path_factory, capsys):
+    """The card's timm code, run as printed (the folder and image filled in), preprocesses with timm's data
+    config and gives our logits and our label."""
+    result = R.timm_full(tmp_path_factory)
+    out, image = result.output_dir, R.validation_files()[0]
+    code = _card_code(ModelCard.load(out / "README.md").text)
+    assert "timm.data.resolve_model_data_config(model)" in code and "timm.data.create_transform(" in code
+    namespace: dict = {}
+    capsys.readouterr()
+    with torch.no_grad():
+        exec(code.replace(LOCAL_FOLDER, str(out)).replace("image.jpg", str(image)), namespace)
+        ours = result.model.eval()(_pixels(result, [image]))
+    assert torch.allclose(namespace["logits"], ours, atol=1e-5)
+    assert capsys.readouterr().out.strip() == _our_top1(out, [image])[0]
+
+
 def test_lora_card_snippet_for_a_local_base_runs_once_filled_in(tmp_path_factory):
     """The base was a local folder: the snippet says what to replace, never names that folder bare, and
     once the two placeholders are filled in it gives our model."""

@@ -46,6 +46,10 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
     assert 'timm.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=True, num_classes=2)' in code
     assert 'PeftModel.from_pretrained(base, "me/cats")' in code and BASE_PLACEHOLDER not in code
     assert f'"local-dir:{BASE_PLACEHOLDER}"' in timm.usage_code(None, LABELS, True, None)
+    # timm's own preprocessing, at the size the adapter was trained at (its folder holds no timm config).
+    sized = TimmBackend(DataConfig(image_size=64), trust_remote_code=False).usage_code(None, LABELS, True, None)
+    assert 'config["input_size"] = (3, 64, 64)' in sized and "timm.data.create_transform(**config" in sized
+    compile(sized, "<card snippet>", "exec")
 
     hf = TransformersImageBackend(DataConfig(), trust_remote_code=False)
     assert 'pipeline("image-classification", model="me/cats")' in hf.usage_code("me/cats", LABELS, False, None)

@@ -39,6 +39,10 @@ def is_timm_folder(path: Path) -> bool:
     return config.is_file() and "architecture" in json.loads(config.read_text())
 
 
+# One image through the model, in the card's snippets (`transform` and `model` defined above it).
+_CLASSIFY = 'logits = model(transform(Image.open("image.jpg").convert("RGB")).unsqueeze(0))'
+
+
 def close_names(name: str, n: int = 3) -> list[str]:
     """timm's architecture names nearest to `name`, a likely typo: by spelling, else (`resnet_nonexistent`)
     the shortest names sharing its first word (the family's base models)."""
@@ -145,17 +149,30 @@ class TimmBackend(ImageBackend):
         config_path.write_text(json.dumps(config, indent=2))
 
     def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        """The model opened with timm, and one image classified with timm's own preprocessing (the model's data
+        config: size, crop, mean, std), which is what hf-transfer evaluated with."""
         if peft:
             base = f"hf-hub:{base_id}" if base_id else f"local-dir:{BASE_PLACEHOLDER}"
+            # The adapter folder holds no timm config: the base's, at the size this run trained at.
+            size = self.data.image_size
+            resize = f'config["input_size"] = (3, {size}, {size})  # the size it was trained at\n' if size else ""
             return (
-                "import timm\nfrom peft import PeftModel\n\n"
+                "import timm\nfrom peft import PeftModel\nfrom PIL import Image\n\n"
                 + ("" if base_id else BASE_COMMENT)
                 + f'base = timm.create_model("{base}", pretrained=True, num_classes={len(labels)})\n'
-                f'model = PeftModel.from_pretrained(base, "{repo_id or LOCAL_FOLDER}")  # labels: {labels!r}'
+                f'model = PeftModel.from_pretrained(base, "{repo_id or LOCAL_FOLDER}").eval()\n'
+                f"labels = {labels!r}\n"
+                "config = timm.data.resolve_model_data_config(base)\n"
+                f"{resize}"
+                "transform = timm.data.create_transform(**config, is_training=False)\n"
+                f"{_CLASSIFY}\nprint(labels[logits.argmax(-1).item()])"
             )
         where = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{LOCAL_FOLDER}"
         return (
-            f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()\n'
+            f'import timm\nfrom PIL import Image\n\nmodel = timm.create_model("{where}", pretrained=True).eval()\n'
+            "# Its preprocessing (resize, crop, normalisation) from its data config, as hf-transfer evaluated it:\n"
+            "transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)\n"
+            f'{_CLASSIFY}\nprint(model.pretrained_cfg["label_names"][logits.argmax(-1).item()])\n'
             f'# or: transformers.pipeline("image-classification", model="{repo_id or LOCAL_FOLDER}")'
         )
 
