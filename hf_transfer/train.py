@@ -16,7 +16,7 @@ from . import data as data_lib
 from . import layer_decay
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import save_model_artifact, save_run_files, write_json
-from .card import card_facts, write_model_card
+from .card import card_facts, portable_base, write_model_card
 from .checkpoints import checkpoint_identity
 from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
@@ -29,7 +29,6 @@ from .features import cached_probe
 from .hub import push_run, require_token
 from .log import default_logging
 from .rundir import RunDir
-from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
 from .streaming import load_stream_splits, training_stream
 
@@ -234,8 +233,8 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     if warning:
         logger.warning(warning)
     if engine.is_main_process:
-        base_model = resolve_model(config.model)
-        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base_model, merge=config.export.merge)
+        base = portable_base(config)
+        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base, merge=config.export.merge)
         save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     engine.wait_for_everyone()
     if engine.is_main_process:
