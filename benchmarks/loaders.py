@@ -4,14 +4,13 @@
 
 For each run, on its validation data: hf_transfer's own predictions (`load_run(...).predict`) against
 - full / linear-probe runs: `transformers.pipeline(<task>, model=RUN_DIR)`;
-- LoRA runs: the peft loader on the adapter folder (AutoPeftModelForSequenceClassification for text,
-  PeftModel on the transformers base otherwise), and `pipeline(<task>, model=RUN_DIR/merged)` when the
+- LoRA runs: peft's PeftModel on the adapter folder over the transformers base (this machine's copy, as
+  the run's config.yaml names it), and `pipeline(<task>, model=RUN_DIR/merged)` when the
   run was exported with `export.merge: true`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from hf_transfer.adapters.audio import load_audio
 from hf_transfer.adapters.image_timm import is_timm_folder
 from hf_transfer.data import load_labelled
 from hf_transfer.inference import load_run
+from hf_transfer.rundir import RunDir
+from hf_transfer.specs import resolve_model
 
 
 def _validation_inputs(run) -> list:
@@ -47,28 +48,25 @@ def _pipeline_top1(folder: Path, run, inputs: list) -> list[str]:
 
 
 def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
-    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    import transformers
+    from peft import PeftModel
     from transformers import AutoConfig
 
     labels = run.labels
     id2label = dict(enumerate(labels))
-    if run.config.task == "text-classification":
-        model = AutoPeftModelForSequenceClassification.from_pretrained(
-            str(folder), num_labels=len(labels), id2label=id2label, ignore_mismatched_sizes=True
-        )
-    else:
-        import transformers
-
-        base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        auto = {
-            "image-classification": transformers.AutoModelForImageClassification,
-            "audio-classification": transformers.AutoModelForAudioClassification,
-        }[run.config.task]
-        if not (Path(base_path) / "config.json").is_file() or is_timm_folder(Path(base_path)):
-            return []  # a timm base (a name + a local weights file): PeftModel needs that base built by hand
-        AutoConfig.from_pretrained(base_path)  # fails loudly if the base is not a transformers folder
-        base = auto.from_pretrained(base_path, id2label=id2label, ignore_mismatched_sizes=True)
-        model = PeftModel.from_pretrained(base, str(folder))
+    # adapter_config.json names the base portably (a Hub id, or a local folder by its name): this machine's
+    # copy is the one the run's config.yaml names.
+    base_path = resolve_model(RunDir(folder).read_config().model)
+    auto = {
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "image-classification": transformers.AutoModelForImageClassification,
+        "audio-classification": transformers.AutoModelForAudioClassification,
+    }[run.config.task]
+    if not (Path(base_path) / "config.json").is_file() or is_timm_folder(Path(base_path)):
+        return []  # a timm base (a name + a local weights file): PeftModel needs that base built by hand
+    AutoConfig.from_pretrained(base_path)  # fails loudly if the base is not a transformers folder
+    base = auto.from_pretrained(base_path, id2label=id2label, ignore_mismatched_sizes=True)
+    model = PeftModel.from_pretrained(base, str(folder))
     model.eval()
     # The standard model with our preprocessing (the adapter's eval transform and collate).
     predictions = []

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the same names for type checkers and editors (at run time, 
     from .config import DataConfig, RunConfig, TrainConfig, load_config  # noqa: F401
     from .engine import Engine, FitResult  # noqa: F401
     from .errors import ConfigError, DataError, HFTransferError, ModelError  # noqa: F401
+    from .inference import LoadedRun, evaluate_run, load_run  # noqa: F401
     from .log import configure_logging  # noqa: F401
     from .rank import Candidate, RankResult, rank  # noqa: F401
     from .strategies import STRATEGIES, LoraConfigSpec  # noqa: F401
@@ -48,6 +49,9 @@ _EXPORTS = {
     "DataError": "errors",
     "HFTransferError": "errors",
     "ModelError": "errors",
+    "LoadedRun": "inference",
+    "evaluate_run": "inference",
+    "load_run": "inference",
     "configure_logging": "log",
     "Candidate": "rank",
     "RankResult": "rank",

@@ -58,8 +58,8 @@ def save_model_artifact(
 ) -> list[str]:
     """The trained model in the format its standard loader opens: a LoRA run's output_dir is the
     peft adapter folder (adapter weights + saved head + the preprocessing files, adapter_config.json
-    naming `base_model`), plus with `merge` a merged plain model in output_dir/merged/; otherwise the
-    family's full format."""
+    naming `base_model`, a portable name: see card.portable_base), plus with `merge` a merged plain model
+    in output_dir/merged/; otherwise the family's full format."""
     from peft import PeftModel
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -88,18 +88,11 @@ def merged_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).merge_and_unload()
 
 
-def base_model_reference(spec: str) -> str:
-    """What adapter_config.json names as the base: a local folder as an absolute path (peft and
-    transformers resolve relative paths against the working directory, not the adapter folder)."""
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
-
-
 def _set_base_model(adapter_dir: Path, base_model: str) -> None:
-    # peft records `model.name_or_path`, which is empty for timm models and may be relative.
+    # peft records `model.name_or_path`: empty for timm models, this machine's path for a local folder.
     config_path = adapter_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base_model_reference(base_model)
+    config["base_model_name_or_path"] = base_model
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

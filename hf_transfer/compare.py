@@ -24,13 +24,14 @@ from typing import Any
 
 import psutil
 import torch
-from accelerate import PartialState
 
 from .artifacts import json_safe, write_json, write_text_atomic
 from .config import RunConfig
 from .data import check_output_outside_data
 from .defaults import with_output_dir
+from .distributed import process_state
 from .errors import HFTransferError
+from .log import default_logging
 from .plots import plot_comparison
 from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
 from .train import prepare, train
@@ -86,6 +87,7 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     Returns:
         `Comparison`: one row per strategy; written as comparison.md/.json/.png into config.output_dir.
     """
+    default_logging()
     for name in strategies:
         STRATEGIES.get(name)  # an unknown name fails now, with the valid ones listed
     shared = prepare(config)
@@ -124,7 +126,7 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     if failure is not None:
         comparison.failed = {failure[0]: " ".join(str(failure[1]).split()) or type(failure[1]).__name__}
         comparison.not_run = list(strategies[len(rows) + 1 :])
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         _write(comparison)
     if failure is not None:
         name, err = failure

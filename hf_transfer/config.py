@@ -37,9 +37,15 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from .adapters import ADAPTERS
 from .errors import ConfigError
-from .fields import check_choice, check_number, choices, section, setting
+from .fields import Range, check_choice, check_ranges, choices, section, setting
 from .strategies import STRATEGIES, Strategy
 from .yaml_reader import load_yaml, read_yaml_file
+
+# Upper bounds where a larger value only exhausts memory: the image side, the audio clip, the workers.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+MAX_DURATION_S = 600.0
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1  # numpy's seeds (set_seed seeds numpy too) are 32-bit
 
 Scheduler = Literal["linear", "cosine", "constant"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -67,7 +73,9 @@ class DataConfig:
         "Validation data, same forms as `train`. If unset: the validation split of `train` when it has one "
         "(a validation/ folder, a Hub or save_to_disk split), else a seeded stratified part of train.",
     )
-    validation_split: float = setting(0.2, "Fraction of train held out when no validation data is given or found.")
+    validation_split: float = setting(
+        0.2, "Fraction of train held out when no validation data is given or found.", Range(0, 1, True, True)
+    )
     subset: str | None = setting(
         None, "Hub datasets with several configurations (subsets): the one to load, e.g. sst2 for glue."
     )
@@ -80,7 +88,9 @@ class DataConfig:
     audio_column: str | None = setting(
         None, "Audio tasks: the audio file or array column. Default: detected (audio, file_name, path)."
     )
-    image_size: int | None = setting(None, "Image side in pixels; default: the checkpoint's own input size.")
+    image_size: int | None = setting(
+        None, "Image side in pixels; default: the checkpoint's own input size.", Range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+    )
     augment: bool | None = setting(
         None,
         "Random training augmentation (image crops and flips, audio windows). Default: on when the backbone "
@@ -91,16 +101,24 @@ class DataConfig:
         [0.7, 1.0],
         "Images, training: area range of the random resized crop. Mild by default (transfer keeps what the "
         "backbone learned to see); [0.08, 1] is the ImageNet-from-scratch recipe.",
+        Range(0, 1, low_open=True),
     )
-    hflip: float = setting(0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).")
-    max_length: int = setting(128, "Text: truncate to this many tokens.")
-    max_duration_s: float = setting(4.0, "Audio: crop (random in training, centred in evaluation) or pad to this.")
-    max_train_samples: int | None = setting(None, "Use at most this many training examples (debugging).")
-    max_eval_samples: int | None = setting(None, "Use at most this many validation examples (debugging).")
+    hflip: float = setting(
+        0.5, "Images, training: probability of a horizontal flip (0 for digits, text, ...).", Range(0, 1)
+    )
+    max_length: int = setting(128, "Text: truncate to this many tokens.", Range(1))
+    max_duration_s: float = setting(
+        4.0,
+        "Audio: crop (random in training, centred in evaluation) or pad to this.",
+        Range(0, MAX_DURATION_S, low_open=True),
+    )
+    max_train_samples: int | None = setting(None, "Use at most this many training examples (debugging).", Range(1))
+    max_eval_samples: int | None = setting(None, "Use at most this many validation examples (debugging).", Range(1))
     num_workers: int | None = setting(
         None,
         "DataLoader worker processes per training process. Default: 0 on a CPU-only machine (the model "
         "uses every core), else the cores spare per process (up to 8).",
+        Range(0, MAX_WORKERS),
     )
     decode_cache: bool = setting(
         True, "Decode/resize images, resample audio and tokenize text once, kept in the cache (see cache_dir)."
@@ -124,64 +142,71 @@ class DataConfig:
         "Streaming: examples in the shuffle buffer, reshuffled every pass over the stream (shard order is shuffled "
         "too). 0 shuffles the shard order only; resuming mid-pass is exact only then (datasets does not save the "
         "buffer's content).",
+        Range(0),
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.validation_split < 1.0:
-            raise ConfigError(f"data.validation_split must be in (0, 1), got {self.validation_split}")
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+        check_ranges(self, "data")
+        if len(self.crop_scale) != 2 or not self.crop_scale[0] <= self.crop_scale[1]:
             raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0 (or null for automatic), got {self.num_workers}")
-        if self.image_size is not None and self.image_size < 16:
-            raise ConfigError(f"data.image_size must be at least 16, got {self.image_size}")
-        check_number("data.hflip", self.hflip, "in [0, 1]", lambda v: 0 <= v <= 1)
-        check_number("data.max_duration_s", self.max_duration_s, "> 0", lambda v: v > 0)
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"data.shuffle_buffer must be >= 0 (0: shard order only), got {self.shuffle_buffer}")
         if self.labels is not None and (len(set(self.labels)) < 2 or len(set(self.labels)) != len(self.labels)):
             raise ConfigError(f"data.labels must name at least 2 distinct classes, each once, got {self.labels}")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = setting(3, "Number of passes over the training data.")
-    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides epochs for the schedule).")
-    batch_size: int = setting(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
-    eval_batch_size: int | None = setting(None, "Evaluation batch size per process; default: batch_size.")
-    lr: float | None = setting(None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).")
-    weight_decay: float = setting(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
+    epochs: int = setting(3, "Number of passes over the training data.", Range(1))
+    max_steps: int | None = setting(
+        None, "Stop after this many optimizer steps (overrides epochs for the schedule).", Range(1)
+    )
+    batch_size: int = setting(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).", Range(1))
+    eval_batch_size: int | None = setting(None, "Evaluation batch size per process; default: batch_size.", Range(1))
+    lr: float | None = setting(
+        None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).", Range(0, low_open=True)
+    )
+    weight_decay: float = setting(
+        0.01, "AdamW weight decay; never applied to biases and normalisation weights.", Range(0)
+    )
     scheduler: Scheduler = setting("cosine", f"Learning-rate schedule: {choices(Scheduler)}.")
-    warmup_ratio: float = setting(0.1, "Fraction of optimizer steps spent warming up linearly.")
-    gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.")
+    warmup_ratio: float = setting(
+        0.1, "Fraction of optimizer steps spent warming up linearly.", Range(0, 1, high_open=True)
+    )
+    gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.", Range(1))
     auto_find_batch_size: bool = setting(
         False,
         "On out-of-memory, start the fit again with half the per-device batch and twice the accumulation (the "
         "same effective batch, the same start: the same results); one process or DDP.",
     )
-    max_grad_norm: float | None = setting(1.0, "Clip gradients to this norm; null disables clipping.")
-    label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.")
+    max_grad_norm: float | None = setting(
+        1.0, "Clip gradients to this norm; null disables clipping.", Range(0, low_open=True)
+    )
+    label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.", Range(0, 1, high_open=True))
     mixed_precision: MixedPrecision | None = setting(
         None, f"{choices(MixedPrecision)}; default: whatever `accelerate config` / `accelerate launch` set."
     )
-    seed: int = setting(0, "Seed for weights of the new head, data order, augmentation and splits.")
+    seed: int = setting(0, "Seed for weights of the new head, data order, augmentation and splits.", Range(0, MAX_SEED))
     metric_for_best_model: BestModelMetric = setting(
         "accuracy", f"Validation metric that selects the best model ({choices(BestModelMetric)})."
     )
-    early_stopping_patience: int | None = setting(None, "Stop after this many evaluations without improvement.")
+    early_stopping_patience: int | None = setting(
+        None, "Stop after this many evaluations without improvement.", Range(1)
+    )
     logging_steps: int = setting(
-        10, "Log the mean training loss every N optimizer steps (the loss stays on the device in between)."
+        10, "Log the mean training loss every N optimizer steps (the loss stays on the device in between).", Range(1)
     )
     eval_every_steps: int | None = setting(
-        None, "Evaluate (and checkpoint) every N optimizer steps instead of at the end of each epoch."
+        None, "Evaluate (and checkpoint) every N optimizer steps instead of at the end of each epoch.", Range(1)
     )
-    checkpoint_every_steps: int | None = setting(None, "Also save a resumable checkpoint every N optimizer steps.")
-    save_total_limit: int = setting(2, "Keep at most this many resumable checkpoints (the newest).")
+    checkpoint_every_steps: int | None = setting(
+        None, "Also save a resumable checkpoint every N optimizer steps.", Range(1)
+    )
+    save_total_limit: int = setting(2, "Keep at most this many resumable checkpoints (the newest).", Range(1))
     resume_from_checkpoint: str | None = setting(None, "A checkpoint folder, or 'latest' for the newest in output_dir.")
     max_nonfinite_losses: int = setting(
         0,
         "Steps with a NaN/inf loss to skip before the run stops; 0 stops at the first (checked every "
         "logging_steps, no cost per step; > 0 checks every step).",
+        Range(0),
     )
     log_with: list[str] = setting(
         ["tensorboard"], "Accelerate trackers (tensorboard, wandb, mlflow, ...); [] for none."
@@ -201,6 +226,7 @@ class TrainConfig:
         None,
         "Layer-wise learning-rate decay (e.g. 0.75): each layer below the head learns at this times the rate "
         "of the layer above; the stem least. Full fine-tuning and LoRA.",
+        Range(0, 1, low_open=True),
     )
 
     def __post_init__(self) -> None:
@@ -208,25 +234,7 @@ class TrainConfig:
         check_choice("train.metric_for_best_model", self.metric_for_best_model, BestModelMetric)
         if self.mixed_precision is not None:
             check_choice("train.mixed_precision", self.mixed_precision, MixedPrecision)
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_total_limit", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.layer_decay is not None:
-            check_number("train.layer_decay", self.layer_decay, "in (0, 1]", lambda v: 0 < v <= 1)
-        if self.max_nonfinite_losses < 0:
-            raise ConfigError(f"train.max_nonfinite_losses must be >= 0, got {self.max_nonfinite_losses}")
-        for name in ("eval_every_steps", "checkpoint_every_steps", "max_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"train.{name} must be >= 1 (or null), got {value}")
-        if self.lr is not None:
-            check_number("train.lr", self.lr, "> 0 (e.g. 1e-3)", lambda v: v > 0)
-        check_number("train.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
-        check_number("train.label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1)
-        if self.max_grad_norm is not None:
-            check_number("train.max_grad_norm", self.max_grad_norm, "> 0 (or null: no clipping)", lambda v: v > 0)
+        check_ranges(self, "train")
 
 
 @dataclass
@@ -471,22 +479,26 @@ def _config_error(err: OmegaConfBaseException) -> ConfigError:
         hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
         under = f" under {prefix}" if prefix else ""
         return ConfigError(f"Unknown config key '{key}'. Valid keys{under}: {', '.join(names)}.{hint}")
+    valid = None
     if dataclasses.is_dataclass(owner):
         tp = typing.get_type_hints(owner).get(err.key)
+        valid = next((f.metadata.get("range") for f in dataclasses.fields(owner) if f.name == err.key), None)
     else:  # an item of a list
         tp = typing.get_args(err.ref_type)[0] if typing.get_origin(err.ref_type) is list else None
     if isinstance(err, ValidationError) and tp is not None:
         words = typing.get_origin(_without_none(tp)) is Literal and isinstance(err.value, bool)
         quote = " (YAML reads a bare yes/no/on/off as true/false: quote it)" if words else ""
-        return ConfigError(f"{key} must be {_expected(tp)}, got {err.value!r}{quote}")
+        return ConfigError(f"{key} must be {_expected(tp, valid)}, got {err.value!r}{quote}")
     return ConfigError(f"Invalid config{' at ' + key if key else ''}: {str(err.msg or err).splitlines()[0]}")
 
 
-def _expected(tp: Any) -> str:
-    """What a value of annotation `tp` must be, in words."""
+def _expected(tp: Any, valid: Range | None = None) -> str:
+    """What a value of annotation `tp` (and range `valid`) must be, in words."""
     inner = _without_none(tp)
     if inner is not tp:
-        return f"{_expected(inner)} (or null)"
+        return f"{_expected(inner, valid)} (or null)"
+    if valid is not None and tp in (int, float):
+        return f"{_expected(tp)} {valid}"
     if typing.get_origin(tp) is Literal:
         return f"one of {choices(tp, ', ')}"
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
@@ -505,7 +517,8 @@ def dump_config(config: RunConfigBase) -> str:
 
 
 def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every leaf setting: the CLI prints this table."""
+    """(dotted key, default, help) for every leaf setting: the CLI prints this table. A number's help ends
+    with its range."""
     rows = []
     instance = cls()
     for f in dataclasses.fields(cls):
@@ -513,11 +526,9 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
         if dataclasses.is_dataclass(value):
             rows.extend(describe_fields(type(value), prefix + f.name + "."))
         else:
-            rows.append(
-                (
-                    prefix + f.name,
-                    yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip(),
-                    f.metadata.get("help", ""),
-                )
-            )
+            help, valid = f.metadata.get("help", ""), f.metadata.get("range")
+            if valid is not None:
+                help += f" Valid: {'each ' if isinstance(value, list) else ''}{valid}."
+            default = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            rows.append((prefix + f.name, default, help))
     return rows

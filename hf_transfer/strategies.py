@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ModelError
-from .fields import check_number, setting
+from .fields import Range, check_ranges, setting
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -124,18 +124,15 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
 
 @dataclass
 class LoraConfigSpec:
-    r: int = setting(8, "LoRA rank.")
-    alpha: int = setting(16, "LoRA alpha (scaling = alpha / r).")
-    dropout: float = setting(0.0, "Dropout on the LoRA path.")
+    r: int = setting(8, "LoRA rank.", Range(1))
+    alpha: int = setting(16, "LoRA alpha (scaling = alpha / r).", Range(0, low_open=True))
+    dropout: float = setting(0.0, "Dropout on the LoRA path.", Range(0, 1, high_open=True))
     target_modules: list[str] | None = setting(
         None, "Module names to adapt; default: the adapter's choice for the architecture."
     )
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
-        check_number("lora.alpha", self.alpha, "> 0", lambda v: v > 0)
-        check_number("lora.dropout", self.dropout, "in [0, 1)", lambda v: 0 <= v < 1)
+        check_ranges(self, "lora")
 
 
 @register_strategy(
@@ -187,16 +184,15 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
 @dataclass
 class LpFtSettings:
     then: str = setting("full", "LP-FT's second stage, from the probed head: full | lora.")
-    probe_epochs: int = setting(10, "Epochs of the first stage, the linear probe (cached features: seconds).")
-    probe_lr: float | None = setting(None, "Learning rate of the probe stage; default: linear_probe's.")
+    probe_epochs: int = setting(10, "Epochs of the first stage, the linear probe (cached features: seconds).", Range(1))
+    probe_lr: float | None = setting(
+        None, "Learning rate of the probe stage; default: linear_probe's.", Range(0, low_open=True)
+    )
 
     def __post_init__(self) -> None:
         if self.then not in ("full", "lora"):
             raise ConfigError(f"lp_ft.then must be full or lora, got {self.then!r}")
-        if self.probe_epochs < 1:
-            raise ConfigError(f"lp_ft.probe_epochs must be >= 1, got {self.probe_epochs}")
-        if self.probe_lr is not None:
-            check_number("lp_ft.probe_lr", self.probe_lr, "> 0", lambda v: v > 0)
+        check_ranges(self, "lp_ft")
 
 
 def _lp_ft_plan(config: RunConfig) -> list[Stage]:

@@ -16,18 +16,19 @@ from . import data as data_lib
 from . import layer_decay
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts import save_model_artifact, save_run_files, write_json
-from .card import card_facts, write_model_card
+from .card import card_facts, portable_base, write_model_card
 from .checkpoints import checkpoint_identity
 from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .datapipe import ExampleView, check_decodable, decode_once
 from .defaults import apply_defaults, with_output_dir
+from .distributed import process_state
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
 from .features import cached_probe
 from .hub import push_run, require_token
+from .log import default_logging
 from .rundir import RunDir
-from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
 from .streaming import load_stream_splits, training_stream
 
@@ -91,13 +92,9 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
 
 
 def _processes() -> PartialState:
-    """The processes' state before the engine exists, set up as the Accelerator will (a CPU launch says so
-    in the environment, or the state is built for GPUs) and checked before N processes each read the data
-    as if alone."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    """The processes' state before the engine exists, set up as the Accelerator will (over the CPUs for N
+    processes without GPUs) and checked before N processes each read the data as if alone."""
+    state = process_state()
     check_launch(state.num_processes, state.device)
     return state
 
@@ -126,6 +123,7 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
         (settings), `DataError` (data), `ModelError` (model spec), `RunDirError` (output_dir or checkpoint
         belongs to another run), `TrainingDiverged` (NaN/inf loss), `HubError` (push).
     """
+    default_logging()  # progress on stderr unless the application configured logging itself
     if config.push_to_hub:
         require_token()  # fail now, not after hours of training
     set_seed(config.train.seed)
@@ -209,10 +207,10 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
             continue  # its result is in the checkpoint the next stage resumes from
         resume = config.train.resume_from_checkpoint if index == first else None
         settings = replace(stage.train, resume_from_checkpoint=resume)
-        offset = done[-1].fit.step_offset + done[-1].fit.global_step if done else 0  # the previous stage's end
+        earlier = _records(done[-1]) if done else []  # after a resume: in the checkpoint instead
         done.append(
             _fit_stage(
-                config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config, offset
+                config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config, earlier
             )
         )
     model = engine.unwrap(model)
@@ -220,23 +218,24 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     # Under FSDP the trained model stays sharded: the main process saves a plain copy of its best weights.
     whole = fit.unsharded_model if fit.unsharded_model is not None else model
     trainable, total = trainable_parameters(model)
+    records = _records(done[-1])  # every stage, those run before a resume included
     metrics = {
         **fit.best_metrics,
         "best_epoch": fit.best_epoch,
         "global_step": fit.step_offset + fit.global_step,  # across the run's stages
-        "train_runtime": sum(d.fit.train_runtime for d in done),
+        "train_runtime": sum(r["train_runtime"] for r in records),
         # A cached probe's backbone pass (0 when the features came from the cache); not in train_runtime.
-        "feature_runtime": next((d.feature_seconds for d in done if d.feature_seconds is not None), None),
+        "feature_runtime": next((r["feature_runtime"] for r in records if r["feature_runtime"] is not None), None),
         "train_samples_per_second": fit.train_samples_per_second,
         # Per process, as trained: train.auto_find_batch_size may have halved the batch and doubled accumulation.
         "batch_size": fit.batch_size,
         "gradient_accumulation_steps": fit.gradient_accumulation_steps,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "history": [{**h, "stage": d.stage.name} for d in done for h in d.fit.history],
+        "history": [h for r in records for h in r["history"]],
     }
     if len(plan) > 1:
-        metrics["stages"] = [_stage_summary(d) for d in done]
+        metrics["stages"] = [r["summary"] for r in records]
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -251,14 +250,15 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     if warning:
         logger.warning(warning)
     if engine.is_main_process:
-        base_model = resolve_model(config.model)
-        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base_model, merge=config.export.merge)
+        base = portable_base(config)
+        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base, merge=config.export.merge)
         save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
     engine.wait_for_everyone()
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         augmentation = adapter.augmentation(done[-1].stage.augment)
-        facts = card_facts(config, adapter, whole, labels, augmentation, _train_loss(done), engine.setup)
+        train_loss = [point for r in records for point in r["train_loss"]]
+        facts = card_facts(config, adapter, whole, labels, augmentation, train_loss, engine.setup)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
@@ -277,10 +277,12 @@ def _fit_stage(
     labels: list[str],
     engine: Engine,
     tracker_config: dict[str, Any],
-    step_offset: int,
+    earlier: list[dict[str, Any]],
 ) -> StageFit:
     """Train one stage: on cached features when the backbone is frozen and the views deterministic,
-    else on the decoded examples (with layer-wise learning rates when asked)."""
+    else on the decoded examples (with layer-wise learning rates when asked). `earlier`: the records of the
+    stages before it (see `_stage_record`); its checkpoints carry them, and its steps count on from theirs."""
+    step_offset = earlier[-1]["end_step"] if earlier else 0
     trainable, total = trainable_parameters(model)
     logger.info(
         f"Stage {stage.name!r}: {stage.strategy.description}: {trainable:,} of {total:,} parameters train "
@@ -297,14 +299,14 @@ def _fit_stage(
             probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
     if probe is not None:
-        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, step_offset=step_offset)
+        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, None, step_offset, earlier)
         return StageFit(stage, fit, probe.feature_seconds)
     data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
         layers = adapter.layer_ids(model)
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
-    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset)
+    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset, earlier)
     return StageFit(stage, fit, None)
 
 
@@ -346,9 +348,24 @@ def _stage_summary(done: StageFit) -> dict[str, Any]:
     }
 
 
-def _train_loss(done: list[StageFit]) -> list[list[float]]:
-    """The training loss of every stage, on the run's step axis (each stage counts its steps from 0)."""
-    return [[d.fit.step_offset + step, loss] for d in done for step, loss in d.fit.train_loss]
+def _stage_record(done: StageFit) -> dict[str, Any]:
+    """What the run reports of one finished stage, in plain values (the later stages' checkpoints keep it):
+    its summary, its evaluations and training loss on the run's step axis (each stage counts its steps
+    from 0), its runtimes, and the run-wide step it ended at."""
+    fit = done.fit
+    return {
+        "summary": _stage_summary(done),
+        "history": [{**h, "stage": done.stage.name} for h in fit.history],
+        "train_loss": [[fit.step_offset + step, loss] for step, loss in fit.train_loss],
+        "train_runtime": fit.train_runtime,
+        "feature_runtime": done.feature_seconds,
+        "end_step": fit.step_offset + fit.global_step,
+    }
+
+
+def _records(last: StageFit) -> list[dict[str, Any]]:
+    """The records of every stage up to `last`, in order: the earlier ones as its fit carried them."""
+    return [*last.fit.earlier_stages, _stage_record(last)]
 
 
 def with_setup(config: RunConfig, engine: Engine) -> RunConfig:

@@ -134,33 +134,32 @@ def _card_code(card_text: str) -> str:
     return re.search(r"```python\n(.*?)\n```", usage, re.S).group(1)
 
 
-def test_text_lora_opens_in_peft_and_merged_in_pipeline(text):
+def test_text_lora_opens_in_peft_and_merged_in_pipeline(text, monkeypatch):
     result, out = text["lora"], text["lora"].output_dir
     texts = text["texts"]
     adapter_config = json.loads((out / "adapter_config.json").read_text())
-    assert Path(adapter_config["base_model_name_or_path"]) == text["bert"].resolve()
+    assert adapter_config["base_model_name_or_path"] == text["bert"].name  # the folder's name, not its path
     assert adapter_config["task_type"] == "SEQ_CLS" and not (out / "config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(out)  # saved beside the adapter
     ours = _logits(result.model, tokenizer, texts)
 
     # PeftModel on the base (whose own 2-label head is replaced by the adapter's saved 3-label head).
     base = AutoModelForSequenceClassification.from_pretrained(
-        adapter_config["base_model_name_or_path"], num_labels=3, id2label=ID2LABEL, ignore_mismatched_sizes=True
+        text["bert"], num_labels=3, id2label=ID2LABEL, ignore_mismatched_sizes=True
     )
     assert torch.allclose(_logits(PeftModel.from_pretrained(base, str(out)), tokenizer, texts), ours, atol=1e-5)
 
-    # The call the model card prints, run as printed (the folder placeholder pointed at this run).
+    # The code the model card prints, run once its placeholders (this run, the base's copy) are filled in.
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "peft" and "lora" in card.data.tags
-    call = (
-        'AutoPeftModelForSequenceClassification.from_pretrained(\n    "path/to/this/folder", num_labels=3, '
-        f"id2label={ID2LABEL!r}, ignore_mismatched_sizes=True\n)"
-    )
-    assert call in card.text
+    code = _card_code(card.text)
+    assert text["bert"].name not in code and f"replace {BASE_PLACEHOLDER}" in code
     namespace: dict = {}
-    exec(_card_code(card.text).replace("path/to/this/folder", str(out)), namespace)
+    exec(code.replace(BASE_PLACEHOLDER, str(text["bert"])).replace(LOCAL_FOLDER, str(out)), namespace)
     assert isinstance(namespace["model"], PeftModel)
     assert torch.allclose(_logits(namespace["model"], tokenizer, texts), ours, atol=1e-5)
+    # The base's name is relative: AutoPeftModel finds it from the folder that holds the base.
+    monkeypatch.chdir(text["bert"].parent)
     by_auto_peft = AutoPeftModelForSequenceClassification.from_pretrained(
         str(out), num_labels=3, id2label=ID2LABEL, ignore_mismatched_sizes=True
     )

