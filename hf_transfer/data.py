@@ -21,6 +21,7 @@ an image/audio folder) through `to_iterable_dataset`, so their rows too are deco
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -217,7 +218,44 @@ def _load_error(path: str, subset: str | None, err: Exception, hub: bool) -> Dat
             f"{path!r} is not a local folder or file, and loading it as a Hub dataset failed: "
             f"{type(err).__name__}: {text}"
         )
-    return DataError(f"Cannot read folder {path!r} as a dataset: {type(err).__name__}: {text}")
+    # datasets' builders end in "An error occurred while generating the dataset"; what went wrong is its cause.
+    cause = err.__cause__ if isinstance(err, DatasetGenerationError) and err.__cause__ is not None else err
+    if isinstance(cause, UnicodeDecodeError):
+        for file in _visible_files(Path(path)):
+            if file.suffix.lower() in _TEXT_FILES and (found := _non_utf8_line(file)):
+                return DataError(_non_utf8_message(str(file), *found))
+    text = " ".join(str(cause).split())
+    return DataError(f"Cannot read folder {path!r} as a dataset: {type(cause).__name__}: {text}")
+
+
+# Data files read as text (UTF-8, as datasets' csv and json builders read them).
+_TEXT_FILES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def _non_utf8_line(path: Path) -> tuple[int, int] | None:
+    """The first line of a text file that is not UTF-8, and its first byte that is not, or None. Read by whole
+    lines, a block at a time (called once a file failed to load, to say where)."""
+    line, carry = 1, b""
+    with open(path, "rb") as file:
+        while True:
+            block = file.read(1 << 20)
+            data = carry + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            whole, carry = data[:cut], data[cut:]
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return line + whole[: err.start].count(b"\n"), whole[err.start]
+            line += whole.count(b"\n")
+            if not block:
+                return None
+
+
+def _non_utf8_message(source: str, line: int, byte: int) -> str:
+    return (
+        f"Data file {source!r} is not UTF-8 text: line {line} holds the byte 0x{byte:02x} (Latin-1 or a Windows "
+        "code page?). Save the file as UTF-8 (a spreadsheet's 'CSV UTF-8', or iconv -f latin1 -t utf-8)."
+    )
 
 
 def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -> Dataset | IterableDataset:
@@ -233,6 +271,8 @@ def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except DatasetGenerationError as err:
         cause = err.__cause__ or err
+        if isinstance(cause, UnicodeDecodeError) and (found := _non_utf8_line(path)):
+            raise DataError(_non_utf8_message(source, *found)) from None
         raise DataError(
             f"Cannot read data file {source!r} as {builder}: {type(cause).__name__}: {' '.join(str(cause).split())}. "
             "Fix or replace the file."
@@ -287,7 +327,18 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _visible_files(path: Path) -> list[Path]:
-    return [f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)]
+    """The files under `path` as datasets' folder builders see them (no hidden `.x` or special `__x__` parts),
+    except that links to folders are followed, as torchvision's ImageFolder follows them: datasets skips a
+    linked folder without a word, so a linked class folder would vanish (a model of 2 classes from 3
+    folders). A link back to a folder above is not followed again."""
+    files = []
+    for root, dirs, names in os.walk(path, followlinks=True):
+        here = Path(root)
+        parts = here.relative_to(path).parts
+        chain = {os.path.realpath(path.joinpath(*parts[:i])) for i in range(len(parts) + 1)}
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")) and os.path.realpath(here / d) not in chain)
+        files += [here / name for name in sorted(names) if not name.startswith(".") and (here / name).is_file()]
+    return files
 
 
 def media_extensions(folder_builder: str) -> frozenset[str]:
@@ -312,26 +363,43 @@ def _open_media_folder(spec: str, location: str, split: str | None, path: Path, 
     elif not all(metadata.values()):
         missing = ", ".join(str(roots[name]) for name, files in metadata.items() if not files)
         raise DataError(f"{missing}: no metadata.csv/metadata.jsonl, which the other splits of {location!r} have.")
+    _check_names(path, [f for files in split_files.values() for f in files])
     origins = {name: str(root) for name, root in roots.items()}
-    if folder_builder in _LISTED_FOLDERS:
-        column = _LISTED_FOLDERS[folder_builder]
-        labels = sorted({f.parent.name for files in media.values() for f in files})
-        splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
-    else:
-        try:
-            splits = dict(datasets.load_dataset(folder_builder, data_dir=str(path)))
-        except (DatasetGenerationError, ValueError) as err:
-            raise _load_error(location, None, err, hub=False) from None
+    column = _MEDIA_COLUMNS[folder_builder]
+    labels = sorted({f.parent.name for files in media.values() for f in files})
+    splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
     return Source(spec, location, splits, origins, split, kind="folder")
 
 
 def _split_files(path: Path) -> dict[str, list[Path]]:
     """The files of each split of a folder, by datasets' own conventions (train/ validation/ test/
-    folders or file-name keywords; else everything is one `train` split), as the folder builders see them."""
-    from datasets.data_files import DataFilesDict, get_data_patterns
+    folders or file-name keywords; else everything is one `train` split), over `_visible_files`."""
+    from datasets.data_files import _get_data_files_patterns  # get_data_patterns, with our listing of the folder
+    from fsspec.utils import glob_translate  # how datasets (through fsspec) matches its patterns
 
-    files = DataFilesDict.from_patterns(get_data_patterns(str(path)), str(path))
-    return {str(name): [Path(f) for f in listed] for name, listed in files.items()}
+    files = {f.relative_to(path).as_posix(): f for f in _visible_files(path)}
+
+    def resolve(pattern: str) -> list[str]:
+        regex = re.compile(glob_translate(pattern))
+        found = [name for name in files if regex.match(name)]
+        if not found:
+            raise FileNotFoundError(pattern)  # what datasets' resolver raises: the pattern matches nothing
+        return found
+
+    def matching(patterns: list[str]) -> list[Path]:
+        names = set()
+        for pattern in patterns:
+            try:
+                names.update(resolve(pattern))
+            except FileNotFoundError:
+                continue
+        return [files[name] for name in sorted(names)]
+
+    try:
+        patterns = _get_data_files_patterns(resolve)
+    except FileNotFoundError:
+        return {}
+    return {str(split): matching(split_patterns) for split, split_patterns in patterns.items()}
 
 
 def _split_root(path: Path, files: list[Path], split: str) -> Path:
@@ -358,8 +426,8 @@ def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[s
                 f"{root}/<label>/<file> for each example, or a {root}/metadata.csv with columns file_name,label."
             )
         classes |= {f.parent.name for f in files}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+            if not _visible_files(folder):
                 raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
     depths = {len(f.relative_to(path).parts) for files in media.values() for f in files}
     if len(depths) > 1:
@@ -376,11 +444,27 @@ def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[s
         )
 
 
-# Folder builders whose folders we list ourselves: datasets 5's audiofolder encodes every row through
-# torchcodec (FFmpeg), even for Audio(decode=False). Listing gives the builder's columns (the file as
-# `audio`, a ClassLabel `label` from the class folders, or the metadata's columns) and the adapter
-# decodes the files (soundfile). Split folders and metadata files follow the builder's conventions.
-_LISTED_FOLDERS = {"audiofolder": "audio"}
+# The folder builders' layouts, listed here rather than by the builders: datasets 5's audiofolder encodes every
+# row through torchcodec (FFmpeg), even for Audio(decode=False); both builders skip linked folders without a
+# word, and end a metadata mistake in "An error occurred while generating the dataset", its cause dropped.
+# Listing gives the builders' columns (the file as `image` / `audio`, a ClassLabel `label` from the class
+# folders, or the metadata's columns) and the adapter decodes the files. Split folders and metadata files
+# follow the builders' conventions.
+_MEDIA_COLUMNS = {"imagefolder": "image", "audiofolder": "audio"}
+
+
+def _check_names(path: Path, files: list[Path]) -> None:
+    """Every file name is UTF-8 (datasets stores names as UTF-8 text: one that is not, e.g. Latin-1 from an old
+    archive, would stop the load with no name given)."""
+    for file in files:
+        try:
+            str(file).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(file).decode("utf-8", "backslashreplace")
+            raise DataError(
+                f"File '{shown}' has a name that is not UTF-8 text, which datasets cannot store: rename it "
+                f"(e.g. convmv -f latin1 -t utf-8 -r --notest {path})."
+            ) from None
 
 
 def _listed_split(files: list[Path], metadata: list[Path], labels: list[str], column: str) -> Dataset:
@@ -402,19 +486,26 @@ def _read_metadata(files: list[Path], column: str) -> Dataset:
         table = _load_file(file, _FILE_BUILDERS[file.suffix.lower()], str(file))
         if "file_name" not in table.column_names:
             raise DataError(f"{str(file)!r} has no file_name column (columns: {', '.join(table.column_names)}).")
-        parts.append(table.map(_inside(file), batched=True, input_columns="file_name", desc="Resolving file paths"))
+        inside = _inside(file)
+        parts.append(
+            table.map(inside, batched=True, input_columns="file_name", with_indices=True, desc="Resolving file paths")
+        )
     return datasets.concatenate_datasets(parts).rename_column("file_name", column)
 
 
-def _inside(metadata: Path) -> Callable[[list[str]], dict[str, list[str]]]:
-    """`file_name`s of a metadata file made absolute, refusing names outside its folder."""
+def _inside(metadata: Path) -> Callable[[list[str], list[int]], dict[str, list[str]]]:
+    """`file_name`s of a metadata file made absolute, refusing, by row, names outside its folder."""
 
-    def resolve(names: list[str]) -> dict[str, list[str]]:
-        for name in names:
+    def resolve(names: list[str | None], rows: list[int]) -> dict[str, list[str]]:
+        for name, row in zip(names, rows, strict=True):
+            where = f"Row {row} of {str(metadata)!r} (counted from 0, after any header)"
+            if not name:
+                raise DataError(f"{where} has no file_name: name the file of that example, or remove the row.")
             if Path(name).is_absolute() or ".." in Path(name).parts or "://" in name:
                 raise DataError(
-                    f"{str(metadata)!r} names the file {name!r}: a file_name must be a path inside the folder "
-                    "of the metadata file."
+                    f"{where} names the file {name!r}, outside the metadata file's folder: a file_name is a path "
+                    f"relative to {str(metadata.parent)!r} and inside it (e.g. cats/001.jpg). Move the file into "
+                    "that folder and name it so, or remove the row."
                 )
         return {"file_name": [str(metadata.parent / name) for name in names]}
 

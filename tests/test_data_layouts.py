@@ -220,6 +220,24 @@ def test_image_folder_with_metadata_jsonl(tmp_path):
     assert report["num_examples"] == 15
 
 
+def test_linked_class_folders_are_followed(tmp_path):
+    """A class folder that is a symbolic link (a class shared with another data set, not copied) is a class,
+    as torchvision's ImageFolder reads it; datasets' builders skip it silently (a 2-class model from 3
+    folders). A link back up the tree is not followed in circles."""
+    root = write_color_images(tmp_path / "photos", per_class=3, modes=False)
+    shutil.move(root / "blue", tmp_path / "shared-blue")
+    (root / "blue").symlink_to(tmp_path / "shared-blue", target_is_directory=True)
+    (root / "red" / "loop").symlink_to(root, target_is_directory=True)
+    train_split = open_source(str(root), "imagefolder").splits["train"]
+    assert train_split.features["label"].names == ["blue", "green", "red"]
+    assert sorted(Path(p).parent.name for p in train_split["image"]) == ["blue"] * 3 + ["green"] * 3 + ["red"] * 3
+
+    sounds = write_note_folders(tmp_path / "sounds", NOTES, per_class=2, seed=0)
+    shutil.move(sounds / "high", tmp_path / "shared-high")
+    (sounds / "high").symlink_to(tmp_path / "shared-high", target_is_directory=True)
+    assert open_source(str(sounds), "audiofolder").splits["train"].features["label"].names == ["high", "low"]
+
+
 # --------------------------------------------------------------------------- Hub datasets
 
 

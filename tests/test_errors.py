@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import sys
@@ -21,7 +22,7 @@ from hf_transfer.adapters.image import open_image
 from hf_transfer.card import write_model_card
 from hf_transfer.cli import COMMANDS, main
 from hf_transfer.config import RunConfig, dump_config
-from hf_transfer.data import load_source
+from hf_transfer.data import load_source, open_source
 from hf_transfer.errors import ConfigError, DataError, HFTransferError, ModelError
 from hf_transfer.inference import load_run
 
@@ -153,6 +154,41 @@ def test_empty_validation_csv_fails_in_the_cli_before_training(content, color_da
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after datasets' progress bars
     assert last.startswith("hf-transfer: error: Data file") and str(validation) in last
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- 2a'. a folder's metadata and names
+
+
+def test_metadata_file_name_outside_the_folder_names_the_row(tmp_path):
+    """The builders ended this in "An error occurred while generating the dataset", the cause dropped."""
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    rows = ["file_name,label", "red/000.png,red", "green/000.png,green", "../elsewhere.png,blue"]
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    message = (
+        f"Row 2 of {str(root / 'metadata.csv')!r} (counted from 0, after any header) names the file '../elsewhere.png'"
+    )
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        load_source(str(root), "imagefolder", "image")
+    assert "Move the file into that folder" in str(err.value)
+
+
+def test_non_utf8_names_and_metadata_are_named_with_the_fix(tmp_path):
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    latin1 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, as an old zip archive leaves it
+    shutil.copy(root / "red" / "000.png", root / "red" / latin1)
+    with pytest.raises(DataError, match=r"red/caf\\xe9.png' has a name that is not UTF-8 text.*convmv"):
+        load_source(str(root), "imagefolder", "image")
+    (root / "red" / latin1).unlink()
+
+    (root / "metadata.csv").write_bytes(b"file_name,label\nred/000.png,red\ngreen/000.png,gr\xfcn\n")
+    with pytest.raises(DataError, match=r"is not UTF-8 text: line 3 holds the byte 0xfc.*Save the file as UTF-8"):
+        load_source(str(root), "imagefolder", "image")
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "train.csv").write_text("text,label\ngood,a\nbad,b\n")
+    (tables / "test.csv").write_bytes(b"text,label\nfine,a\nna\xefve,b\n")
+    with pytest.raises(DataError, match=r"test.csv' is not UTF-8 text: line 3 holds the byte 0xef"):
+        open_source(str(tables), None)
 
 
 # --------------------------------------------------------------------------- 2b. one class folder
