@@ -20,6 +20,7 @@ an image/audio folder) through `to_iterable_dataset`, so their rows too are deco
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -299,6 +300,7 @@ def _open_folder(
     streaming: bool = False,
 ) -> Source:
     if _is_saved_dataset(path):
+        _check_saved_files_inside(path)
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, DatasetDict):
             saved = Source(spec, location, dict(loaded), {s: str(path / s) for s in loaded}, split, kind="folder")
@@ -309,6 +311,7 @@ def _open_folder(
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
         return _streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
     if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
+        _check_declared_files_inside(path)
         splits = _load_dataset(str(path), subset, None, hub=False, streaming=streaming)
         origins = {s: f"{location}:{s}" for s in splits}
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")
@@ -324,6 +327,89 @@ def _open_folder(
 def _is_saved_dataset(path: Path) -> bool:
     """A `save_to_disk` folder: a DatasetDict's dataset_dict.json, or a Dataset's state.json."""
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _outside(name: str) -> bool:
+    """Whether a file name written in a folder's own files (metadata, state.json, README configs) points
+    outside that folder: absolute, up through '..', home-relative or a URL."""
+    return Path(name).is_absolute() or ".." in Path(name).parts or name.startswith("~") or "://" in name
+
+
+_OUTSIDE_FIX = (
+    "A data folder holds its own files, and datasets would read these silently: if you mean them, point "
+    "data.train (or --data) at them directly; else copy them into the folder and name them relative to it."
+)
+
+
+def _check_saved_files_inside(path: Path) -> None:
+    """A save_to_disk folder names its own files: a DatasetDict its split folders (dataset_dict.json), each
+    Dataset its Arrow files (state.json). A name outside the folder is refused, not followed."""
+    listing = path / "dataset_dict.json"
+    folders = [path]
+    if listing.is_file():
+        splits = _read_json(listing).get("splits", [])
+        for split in splits:
+            if _outside(str(split)):
+                raise DataError(
+                    f"{str(listing)!r} names the split folder {split!r}, outside {str(path)!r}. {_OUTSIDE_FIX}"
+                )
+        folders = [path / str(split) for split in splits]
+    for folder in folders:
+        state = folder / "state.json"
+        if state.is_file():
+            for entry in _read_json(state).get("_data_files", []):
+                name = str(entry.get("filename", "")) if isinstance(entry, dict) else str(entry)
+                if _outside(name):
+                    raise DataError(
+                        f"{str(state)!r} names the data file {name!r}, outside {str(folder)!r}. {_OUTSIDE_FIX}"
+                    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"Cannot read {str(path)!r} as JSON ({err}): the save_to_disk folder is damaged; save it again."
+        ) from None
+    return value if isinstance(value, dict) else {}
+
+
+def _check_declared_files_inside(path: Path) -> None:
+    """A folder in the Hub's layout may declare its data files (README.md `configs:`, .huggingface.yaml):
+    every path and data_dir there must lie inside the folder. Read by datasets' own parser, as load_dataset
+    reads them."""
+    from datasets.load import dataset_module_factory
+
+    if not any((path / name).is_file() for name in ("README.md", ".huggingface.yaml")):
+        return
+    try:
+        configs = dataset_module_factory(str(path)).builder_configs_parameters.metadata_configs or {}
+    except Exception:  # noqa: BLE001 - a folder datasets cannot read is reported by load_dataset, by its own words
+        return
+    for name, params in configs.items():
+        for entry in _declared_paths(params):
+            if _outside(entry):
+                raise DataError(
+                    f"{str(path / 'README.md')!r} (configs: {name}) declares the data files {entry!r}, outside "
+                    f"{str(path)!r}. {_OUTSIDE_FIX}"
+                )
+
+
+def _declared_paths(params: dict) -> list[str]:
+    """The data_dir and every data_files path of one configuration (a string, a list, {split: ...} or
+    [{split, path}] entries, as datasets accepts them)."""
+
+    def flat(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, dict):
+            return flat(value["path"]) if "path" in value else [p for v in value.values() for p in flat(v)]
+        if isinstance(value, (list, tuple)):
+            return [p for v in value for p in flat(v)]
+        return []
+
+    return flat(params.get("data_files")) + flat(params.get("data_dir"))
 
 
 def _visible_files(path: Path) -> list[Path]:
@@ -501,7 +587,7 @@ def _inside(metadata: Path) -> Callable[[list[str], list[int]], dict[str, list[s
             where = f"Row {row} of {str(metadata)!r} (counted from 0, after any header)"
             if not name:
                 raise DataError(f"{where} has no file_name: name the file of that example, or remove the row.")
-            if Path(name).is_absolute() or ".." in Path(name).parts or "://" in name:
+            if _outside(name):
                 raise DataError(
                     f"{where} names the file {name!r}, outside the metadata file's folder: a file_name is a path "
                     f"relative to {str(metadata.parent)!r} and inside it (e.g. cats/001.jpg). Move the file into "

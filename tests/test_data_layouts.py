@@ -110,6 +110,40 @@ def test_save_to_disk_text_dataset_dict(bert, tmp_path, info_log):
         evaluate_run(load_run(tmp_path / "out", device="cpu"), str(root))
 
 
+def test_files_named_outside_a_data_folder_are_refused(tmp_path):
+    """A save_to_disk folder's state.json / dataset_dict.json and a Hub-layout folder's README `configs:` name
+    the folder's own files; one that points outside (an edited or downloaded folder) is refused, not followed."""
+    saved = tmp_path / "saved"
+    Dataset.from_list(toy_rows(2, seed=0)).save_to_disk(saved)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    arrow = next(saved.glob("*.arrow"))
+    shutil.move(arrow, outside / arrow.name)
+    state = json.loads((saved / "state.json").read_text())
+    state["_data_files"] = [{"filename": f"../elsewhere/{arrow.name}"}]
+    (saved / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DataError, match=r"state.json' names the data file '../elsewhere/.*point data.train"):
+        open_source(str(saved), None)
+
+    both = tmp_path / "both"
+    DatasetDict({"train": Dataset.from_list(toy_rows(2, seed=0))}).save_to_disk(both)
+    shutil.copytree(both / "train", tmp_path / "other")
+    (both / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "../other"]}))
+    with pytest.raises(DataError, match=r"dataset_dict.json' names the split folder '../other'"):
+        open_source(str(both), None)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_rows(repo / "train.csv", toy_rows(2, seed=0))
+    write_rows(outside / "secret.csv", toy_rows(2, seed=1))
+    files = [{"split": "train", "path": "train.csv"}, {"split": "test", "path": str(outside / "secret.csv")}]
+    (repo / "README.md").write_text(
+        f"---\n{yaml.safe_dump({'configs': [{'config_name': 'default', 'data_files': files}]})}---\n"
+    )
+    with pytest.raises(DataError, match=r"README.md' \(configs: default\) declares the data files '/.*secret.csv'"):
+        open_source(str(repo), None)
+
+
 # --------------------------------------------------------------------------- objects in memory
 
 
