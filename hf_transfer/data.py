@@ -33,7 +33,7 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 from datasets.exceptions import DatasetGenerationError
 
-from .cache import fingerprint
+from .cache import cache_dir, fingerprint
 from .errors import ConfigError, DataError
 from .specs import resolve_data
 
@@ -561,7 +561,24 @@ def _listed_split(files: list[Path], metadata: list[Path], labels: list[str], co
     index = {name: i for i, name in enumerate(labels)}
     features = datasets.Features({column: datasets.Value("string"), "label": ClassLabel(names=labels)})
     rows = {column: [str(f) for f in files], "label": [index[f.parent.name] for f in files]}
-    return Dataset.from_dict(rows, features=features)
+    return _on_disk(Dataset.from_dict(rows, features=features))
+
+
+def _on_disk(listing: Dataset) -> Dataset:
+    """A listing made in memory, as an Arrow file in the cache named by its content (its fingerprint): as a
+    builder's dataset, what is computed from it (encoded labels, resolved paths) is cached beside it and
+    read again by the next run on the same folder, instead of computed (and its progress shown) each time."""
+    from datasets.arrow_writer import ArrowWriter
+
+    path = cache_dir("listings") / f"{listing._fingerprint}.arrow"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with ArrowWriter(path=str(tmp), features=listing.features) as writer:
+            writer.write_table(listing.data.table)
+            writer.finalize()
+        os.replace(tmp, path)  # atomic: another process reads a whole file or none
+    return Dataset.from_file(str(path))
 
 
 def _read_metadata(files: list[Path], column: str) -> Dataset:
