@@ -831,6 +831,9 @@ class Splits:
     validation: Dataset
     labels: list[str]
     config: RunConfig
+    # Where the rows of each come from, as the log names them (a held-out part: the training source, whose
+    # row numbers its rows keep): an error names a row that cannot be decoded by its number there.
+    origins: tuple[str | None, str | None] = (None, None)
 
 
 def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | DatasetDict | None = None) -> Splits:
@@ -867,13 +870,16 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         other = open_source(d.validation, adapter.folder_builder, d.subset, data)
         split = other.choose("validation")
         validation = _validation(other, split, adapter, d, keys, prefer, labels)
-        origin = f"{other.origins[split]} (data.validation)"
+        rows_from = other.origins[split]
+        origin = f"{rows_from} (data.validation)"
     elif (split := source.validation_split(besides=name)) is not None:
         validation = _validation(source, split, adapter, d, keys, prefer, labels)
         used.add(split)
-        origin = f"{source.origins[split]} (from the {source.kind})"
+        rows_from = source.origins[split]
+        origin = f"{rows_from} (from the {source.kind})"
     else:
         train, validation = split_train(train, d.validation_split, config.train.seed)
+        rows_from = where
         origin = f"{d.validation_split:.0%} of it held out (data.validation_split)"
     logger.info("Training split: %s; validation split: %s", where, origin)
     unused = [s for s in source.splits if s not in used]
@@ -889,7 +895,7 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
     # config.yaml records the columns as found, so the run's folder says exactly what it read.
     d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
-    return Splits(train, validation, labels, replace(config, data=d))
+    return Splits(train, validation, labels, replace(config, data=d), (where, rows_from))
 
 
 def _validation(

@@ -153,8 +153,9 @@ def evaluate_run(
     prefer = (run.config.data.label_column, run.adapter.input_column)
     subset = subset or run.config.data.subset
     dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys, subset, prefer)
-    report = classification_report(predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size), run.labels)
     source = data if isinstance(data, str) else in_memory_name(data)
+    predictions = predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size, origin=source)
+    report = classification_report(predictions, run.labels)
     report["data"] = source
     path = RunDir(run.output_dir).eval_report(name or _report_name(source))
     write_json(path, report)

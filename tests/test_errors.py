@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import artifact_runs as R
+import numpy as np
 import pytest
 import torch
 from conftest import as_overrides, tiny_image_overrides, write_color_images, write_tiny_vit
 from PIL import Image
 
-from hf_transfer import ADAPTERS, load_config
+from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.image import open_image
 from hf_transfer.card import write_model_card
 from hf_transfer.cli import COMMANDS, main
@@ -189,6 +190,42 @@ def test_non_utf8_names_and_metadata_are_named_with_the_fix(tmp_path):
     (tables / "test.csv").write_bytes(b"text,label\nfine,a\nna\xefve,b\n")
     with pytest.raises(DataError, match=r"test.csv' is not UTF-8 text: line 3 holds the byte 0xef"):
         open_source(str(tables), None)
+
+
+def _parquet_with_a_broken_image(path: Path, rows: int, broken: int) -> Path:
+    """Colour images stored as PNG bytes in a parquet file (as datasets writes them), row `broken` not an image."""
+    import io
+
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rng = np.random.default_rng(0)
+    cells = []
+    for i in range(rows):
+        pixels = rng.integers(0, 90, size=(24, 24, 3), dtype=np.uint8)
+        pixels[..., i % 3] = 200
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        cells.append({"bytes": buffer.getvalue(), "path": None})
+    cells[broken] = {"bytes": b"not an image at all", "path": None}
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["red", "green", "blue"])})
+    Dataset.from_dict({"image": cells, "label": [i % 3 for i in range(rows)]}, features=features).to_parquet(str(path))
+    return path
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["decoded_once", "decoded_per_batch"])
+def test_broken_image_bytes_in_parquet_name_the_file_and_row(cache, tmp_path):
+    """Bytes in the data have no file name: the row of the source says which (also once a held-out split
+    or a subset renumbered the rows), where it said <_io.BytesIO object at 0x...>."""
+    data = _parquet_with_a_broken_image(tmp_path / "train.parquet", rows=30, broken=17)
+    overrides = tiny_image_overrides(data, "null", tmp_path / "out", **{"train.batch_size": 4})
+    overrides.append(f"data.decode_cache={str(cache).lower()}")
+    message = (
+        f"Row 17 of {str(data)!r} (counted from 0): cannot decode the image bytes in the data: cannot identify "
+        "image file. Replace or remove that example."
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        train(load_config(None, overrides))
 
 
 # --------------------------------------------------------------------------- 2b. one class folder
