@@ -25,6 +25,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .cache import cache_dir, fingerprint, tensors_fingerprint
 from .datapipe import ExampleView, decode_once
 from .engine import FitData
+from .weights import safetensors_problem
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -180,7 +181,10 @@ def _features(
     """The features of `dataset` and the seconds spent computing them (0 when read from the cache)."""
     key = fingerprint("features-v1", split.name, weights, adapter.decode_signature(False), dataset._fingerprint)
     path = cache_dir("features", cache_root) / f"{key}.safetensors"
-    if path.is_file():
+    problem = safetensors_problem(path) if path.is_file() else None
+    if problem:  # the cache is ours: a damaged entry (a disk that filled up) is computed again
+        logger.warning("Cached features %scomputing them again", problem)
+    elif path.is_file():
         features = load_file(str(path))["features"]
         if len(features) == len(dataset):
             logger.info("Cached %s features: %s", what, path)
