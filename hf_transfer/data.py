@@ -43,11 +43,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# Data files and the datasets builder that reads each; .tar: webdataset shards (xxx.jpg + xxx.cls per example).
+_FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".tar": "webdataset",
+}
 # What the imagefolder/audiofolder builders read as a folder's labels and file names.
 _METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
-# Label columns of common datasets, most usual first; else the one ClassLabel column.
-LABEL_COLUMNS = ("label", "labels", "class", "target")
+# Label columns of common datasets, most usual first (`cls`: webdataset's class key); else the one ClassLabel column.
+LABEL_COLUMNS = ("label", "labels", "class", "target", "cls")
 # datasets' names for a validation split (its folder conventions map all of them to `validation`).
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
 # A Dataset/DatasetDict passed in memory is named so in config.yaml and the model card.
@@ -260,8 +268,9 @@ def _non_utf8_message(source: str, line: int, byte: int) -> str:
 
 
 def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -> Dataset | IterableDataset:
-    """A csv/json/parquet file as one split, with one message for a file that holds no examples or cannot be
-    parsed (a stream's rows are parsed as it is read: there, the builder's own error)."""
+    """A csv/json/parquet file (or a webdataset .tar shard) as one split, with one message for a file that
+    holds no examples or cannot be parsed (a stream's rows are parsed as it is read: there, the builder's own
+    error)."""
     no_rows = f"Data file {source!r} holds no examples"
     if path.stat().st_size == 0:
         raise DataError(f"{no_rows} (0 bytes): write one row per example (for csv, after a header row).")
@@ -317,8 +326,8 @@ def _open_folder(
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")
     if folder_builder is None:
         raise DataError(
-            f"Folder {location!r} holds no csv/json/parquet files and is no save_to_disk folder: this task reads "
-            "tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
+            f"Folder {location!r} holds no csv/json/parquet files or webdataset .tar shards and is no save_to_disk "
+            "folder: this task reads tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
         )
     extensions = ", ".join(sorted(media_extensions(folder_builder)))
     raise DataError(f"Folder {location!r} holds no files of a known type ({extensions}).")
@@ -647,7 +656,9 @@ def infer_task(
             if found:
                 return _TASKS[found[0]], f"{found[0]} files"
             if not suffixes & set(_FILE_BUILDERS):
-                raise ConfigError(f"Folder {source!r} holds no image, audio or csv/json/parquet files.")
+                raise ConfigError(
+                    f"Folder {source!r} holds no image, audio or csv/json/parquet files, nor webdataset .tar shards."
+                )
     opened = open_source(source, None, subset, memory, streaming)
     names = list(opened.splits)
     dataset = opened.splits[opened.split or ("train" if "train" in names else names[0])]

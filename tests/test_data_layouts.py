@@ -4,10 +4,12 @@ a local folder in the Hub's layout goes through the real call."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
 import datasets
@@ -15,6 +17,7 @@ import pytest
 import yaml
 from conftest import as_overrides, write_color_images
 from datasets import ClassLabel, Dataset, DatasetDict, Image
+from PIL import Image as PILImage
 from test_text import toy_rows, write_rows, write_tokenizer_and_model
 
 from hf_transfer import TextClassificationAdapter, load_config, train
@@ -270,6 +273,50 @@ def test_linked_class_folders_are_followed(tmp_path):
     shutil.move(sounds / "high", tmp_path / "shared-high")
     (sounds / "high").symlink_to(tmp_path / "shared-high", target_is_directory=True)
     assert open_source(str(sounds), "audiofolder").splits["train"].features["label"].names == ["high", "low"]
+
+
+# --------------------------------------------------------------------------- webdataset shards
+
+
+def _webdataset_shards(root: Path) -> Path:
+    """Tiny webdataset shards as large image sets ship them: train-00000{0,1}.tar and validation-000000.tar,
+    each example a `<key>.jpg` and a `<key>.cls` (its class number as text)."""
+    root.mkdir(parents=True)
+    images = sorted(write_color_images(root.parent / "pngs", per_class=6, seed=0, modes=False).rglob("*.png"))
+    classes = {"red": 0, "green": 1, "blue": 2}
+    shards = {"train-000000.tar": images[0::3], "train-000001.tar": images[1::3], "validation-000000.tar": images[2::3]}
+    for shard, files in shards.items():
+        with tarfile.open(root / shard, "w") as tar:
+            for i, file in enumerate(files):
+                buffer = io.BytesIO()
+                PILImage.open(file).save(buffer, "JPEG", quality=95)
+                for suffix, data in (("jpg", buffer.getvalue()), ("cls", str(classes[file.parent.name]).encode())):
+                    member = tarfile.TarInfo(f"{file.parent.name}{i:04d}.{suffix}")
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+    return root
+
+
+def test_webdataset_shards_train_loaded_and_streamed(tmp_path, info_log):
+    """The builder is datasets' `webdataset`; the task comes from the `jpg` column, the label is `cls`."""
+    shards = _webdataset_shards(tmp_path / "shards")
+    values = {k: v for k, v in {**IMAGE, **COMMON}.items() if k != "task"}
+    result = train(load_config(None, as_overrides({**values, "data.train": shards, "output_dir": tmp_path / "out"})))
+    assert result.labels == ["0", "1", "2"] and result.adapter.task == "image-classification"
+    assert "input 'jpg' (detected: the Image column" in info_log.text and "label 'cls' (detected" in info_log.text
+    assert _validated_on(tmp_path / "out") == 6  # the validation shard
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), f"{shards}:validation")
+    assert report["num_examples"] == 6
+
+    streamed = {**values, "data.train": shards, "data.streaming": True, "train.max_steps": 2, "train.batch_size": 4}
+    with pytest.raises(DataError, match="set data.labels="):  # a stream's int `cls` column lists no classes
+        train(load_config(None, as_overrides({**streamed, "output_dir": tmp_path / "s1"})))
+    result = train(
+        load_config(None, as_overrides({**streamed, "data.labels": "[0,1,2]", "output_dir": tmp_path / "s2"}))
+    )
+    assert result.metrics["global_step"] == 2 and result.labels == ["0", "1", "2"]
+    # One shard alone is a data file too.
+    assert len(open_source(str(shards / "train-000000.tar"), "imagefolder").splits["train"]) == 6
 
 
 # --------------------------------------------------------------------------- Hub datasets
