@@ -711,7 +711,7 @@ class Columns:
 
 
 def resolve_columns(
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     adapter: TaskAdapter,
     label_column: str | None,
     input_column: str | None,
@@ -721,31 +721,40 @@ def resolve_columns(
 ) -> Columns:
     """The label and input columns: the given ones (which must exist), else detected: the first of the
     usual names present (`prefer`'s names first), else the one column of the right feature type
-    (ClassLabel; Image, Audio). `keys` name the settings that choose them, for the error."""
+    (ClassLabel; Image, Audio), else the one column that looks the part: for the input, the one of free
+    text (text) or of file names of the task's kind (image, audio); for the label, the one of few values,
+    each shared by several rows (a CSV's `stars`, `sentiment`). Several such columns are named in the
+    error, never guessed between. `keys` name the settings that choose them, for the error."""
     label_key, input_key = keys
-    label, label_how = _find_column(
-        dataset, label_column, _names(prefer[0], LABEL_COLUMNS), ClassLabel, label_key, where, exclude=None
-    )
+    label_names = _names(prefer[0], LABEL_COLUMNS)
+    label = _named_column(dataset, label_column, label_names, ClassLabel, label_key, where, exclude=None)
+    named = label[0] if label else None
     names = _names(prefer[1], adapter.input_column_names)
-    column, input_how = _find_column(
-        dataset, input_column, names, adapter.input_feature, input_key, where, exclude=label
-    )
-    return Columns(input=column, label=label, input_how=input_how, label_how=label_how)
+    found = _named_column(dataset, input_column, names, adapter.input_feature, input_key, where, exclude=named)
+    if found is None:
+        kind = f"{adapter.folder_builder.removesuffix('folder')} file names" if adapter.folder_builder else "free text"
+        candidates = dict.fromkeys(_input_candidates(dataset, adapter, exclude=named))
+        found = _one_of(candidates, "input", kind, names, input_key, where, dataset)
+    if label is None:
+        candidates = _label_candidates(dataset, exclude=found[0])
+        label = _one_of(candidates, "label", "few repeated values", label_names, label_key, where, dataset)
+    return Columns(input=found[0], label=label[0], input_how=found[1], label_how=label[1])
 
 
 def _names(preferred: str | None, usual: tuple[str, ...]) -> tuple[str, ...]:
     return (preferred, *(n for n in usual if n != preferred)) if preferred else usual
 
 
-def _find_column(
-    dataset: Dataset,
+def _named_column(
+    dataset: Dataset | IterableDataset,
     given: str | None,
     names: tuple[str, ...],
     feature_type: type | None,
     key: str,
     where: str,
     exclude: str | None,
-) -> tuple[str, str]:
+) -> tuple[str, str] | None:
+    """The given column, the first of the usual `names`, or the one column of `feature_type`; else None."""
     columns = dataset.column_names
     if given is not None:
         if given not in columns:
@@ -759,10 +768,89 @@ def _find_column(
     typed = [c for c in columns if feature_type and isinstance(dataset.features[c], feature_type) and c != exclude]
     if len(typed) == 1:
         return typed[0], f"detected: the {feature_type.__name__} column; {key} sets another"
+    return None
+
+
+def _one_of(
+    candidates: dict[str, int | None],
+    role: str,
+    kind: str,
+    names: tuple[str, ...],
+    key: str,
+    where: str,
+    dataset: Dataset | IterableDataset,
+) -> tuple[str, str]:
+    """The one column that holds `kind` (`candidates`: column -> its number of distinct values, if counted) as
+    the `role` column, and how it was found. None: the usual `names` were not found either; several: each is
+    named. Either way the setting `key` chooses."""
+    count = lambda column: f" ({candidates[column]} values)" if candidates[column] is not None else ""  # noqa: E731
+    if len(candidates) == 1:
+        column = next(iter(candidates))
+        return column, f"detected: the one column of {kind}{count(column)}; {key} sets another"
+    columns = ", ".join(dataset.column_names)
+    if candidates:
+        listed = ", ".join(f"{column!r}{count(column)}" for column in candidates)
+        raise DataError(
+            f"Cannot tell which column of {where!r} is the {role}: {listed} all hold {kind} (columns: {columns}). "
+            f"Set {key}=<column>."
+        )
     others = ", ".join(repr(n) for n in names[1:])
     raise DataError(
-        f"Column {names[0]!r} not found in {where!r}, nor {others} (columns: {', '.join(columns)}). Set {key}=<column>."
+        f"Column {names[0]!r} not found in {where!r}, nor {others} (columns: {columns}). Set {key}=<column>."
     )
+
+
+# Rows read to tell what a column holds (file names, free text); a stream's first rows also count its values.
+_SAMPLE_ROWS = 1000
+# A label column has at most this many classes (and each class, on average, in at least two rows).
+_MAX_CLASSES = 1000
+
+
+def _candidate_columns(dataset: Dataset | IterableDataset, exclude: str | None) -> list[str]:
+    """Columns that may be detected as input or label: not the other one, nor webdataset's __key__ / __url__."""
+    return [c for c in dataset.column_names if c != exclude and not c.startswith("__")]
+
+
+def _input_candidates(dataset: Dataset | IterableDataset, adapter: TaskAdapter, exclude: str | None) -> list[str]:
+    """String columns whose first rows are all file names of the adapter's kind (image/audio), or mostly
+    distinct, multi-word text (text)."""
+    strings = [
+        c
+        for c in _candidate_columns(dataset, exclude)
+        if isinstance(dataset.features[c], datasets.Value) and dataset.features[c].dtype in ("string", "large_string")
+    ]
+    head = _head(dataset, strings, _SAMPLE_ROWS) if strings else {}
+    found = []
+    for column in strings:
+        values = [v for v in head[column] if v]
+        if not values:
+            continue
+        if adapter.folder_builder:
+            suffixes = media_extensions(adapter.folder_builder)
+            if all(Path(v).suffix.lower() in suffixes for v in values):
+                found.append(column)
+        elif 2 * sum(len(v.split()) > 1 for v in values) >= len(values) and 2 * len(set(values)) >= len(values):
+            found.append(column)
+    return found
+
+
+def _label_candidates(dataset: Dataset | IterableDataset, exclude: str | None) -> dict[str, int | None]:
+    """Integer, boolean or string columns of few distinct values, each in two rows or more on average (not an
+    id, not a score), with their number of values: counted over the whole table, or a stream's first rows."""
+    kinds = ("int", "uint", "bool", "string", "large_string")
+    columns = [
+        c
+        for c in _candidate_columns(dataset, exclude)
+        if isinstance(dataset.features[c], datasets.Value) and dataset.features[c].dtype.startswith(kinds)
+    ]
+    if isinstance(dataset, IterableDataset):
+        head = _head(dataset, columns, _SAMPLE_ROWS) if columns else {}
+        counts = {c: len({v for v in head[c] if v is not None}) for c in columns}
+        rows = len(next(iter(head.values()), []))
+    else:
+        counts = {c: len([v for v in dataset.unique(c) if v is not None]) for c in columns}
+        rows = len(dataset)
+    return {c: n for c, n in counts.items() if 2 <= n <= min(_MAX_CLASSES, rows // 2)}
 
 
 def labelled(

@@ -20,7 +20,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 from test_text import toy_rows, write_rows, write_tokenizer_and_model
 
-from hf_transfer import TextClassificationAdapter, load_config, train
+from hf_transfer import ImageClassificationAdapter, TextClassificationAdapter, load_config, train
 from hf_transfer.cli import main
 from hf_transfer.data import IN_MEMORY_PREFIX, open_source, resolve_columns
 from hf_transfer.defaults import DEFAULT_MODELS, apply_defaults
@@ -407,6 +407,36 @@ def test_explicit_columns_win_and_a_miss_lists_the_columns(bert):
     )
     with pytest.raises(DataError, match=re.escape(message)):
         resolve_columns(neither, adapter, None, None, "d.csv", keys)
+
+
+def test_a_table_of_unusual_column_names_is_read_by_what_its_columns_hold(bert, tmp_path, info_log):
+    """The new user's CSV, `review` / `stars`: its one column of free text is the input, its one column of
+    few repeated values the label, and the log says so. Where two columns fit, the error names both."""
+    rows = toy_rows(8, seed=0)
+    stars = {"neg": 1, "neu": 3, "pos": 5}
+    data = write_rows(tmp_path / "reviews.csv", [{"review": r["text"], "stars": stars[r["label"]]} for r in rows])
+    result = train(_text(bert, tmp_path / "out", **{"data.train": data}))
+    assert result.labels == ["1", "3", "5"]
+    assert "input 'review' (detected: the one column of free text; data.text_column sets another)" in info_log.text
+    assert "label 'stars' (detected: the one column of few repeated values (3 values);" in info_log.text
+    saved = _saved_config(tmp_path / "out")["data"]
+    assert (saved["text_column"], saved["label_column"]) == ("review", "stars")
+
+    adapter = TextClassificationAdapter(load_config(None, [f"model={bert}", "task=text-classification"]))
+    keys = ("data.label_column", "data.text_column")
+    texts = [r["text"] for r in rows]
+    two_labels = Dataset.from_dict({"review": texts, "stars": [1, 2] * 12, "verified": [True, True, False] * 8})
+    message = "Cannot tell which column of 'd.csv' is the label: 'stars' (2 values), 'verified' (2 values) all hold"
+    with pytest.raises(DataError, match=re.escape(message)):
+        resolve_columns(two_labels, adapter, None, None, "d.csv", keys)
+    two_texts = Dataset.from_dict({"title": texts[::-1], "review": texts, "stars": [1, 2] * 12})
+    with pytest.raises(DataError, match="'title', 'review' all hold free text .*Set data.text_column=<column>"):
+        resolve_columns(two_texts, adapter, None, None, "d.csv", keys)
+    # A file-name column is an image run's input; an id (one value per row) or a score is no label.
+    image = ImageClassificationAdapter(load_config(None, ["task=image-classification", "model=resnet18"]))
+    files = Dataset.from_dict({"id": list(range(6)), "file": [f"{i}.png" for i in range(6)], "kind": ["a", "b"] * 3})
+    found = resolve_columns(files, image, None, None, "d.csv", ("data.label_column", "data.image_column"))
+    assert (found.input, found.label) == ("file", "kind")
 
 
 def test_class_label_names_keep_their_order(bert, tmp_path):
