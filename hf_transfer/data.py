@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -294,6 +295,27 @@ def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -
     if dataset is None or len(dataset) == 0:
         raise DataError(f"{no_rows} (only a header?): add one row per example.")
     return dataset
+
+
+def source_format(source: str, folder_builder: str | None) -> str:
+    """The format a local data source is read as, named as datasets names its builders (the model card's
+    dataset type): csv, json, parquet, webdataset, imagefolder / audiofolder (`folder_builder`, for a
+    folder of media files), arrow (a save_to_disk folder), in-memory; custom for anything else."""
+    if source.startswith(IN_MEMORY_PREFIX):
+        return "in-memory"
+    path = Path(_split_spec(resolve_data(source))[0]).expanduser()
+    if path.is_file():
+        return _FILE_BUILDERS.get(path.suffix.lower(), "custom")
+    if not path.is_dir():
+        return "custom"
+    if _is_saved_dataset(path):
+        return "arrow"
+    files = _visible_files(path)
+    if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
+        return folder_builder
+    # A folder of data files: datasets reads it with the builder of its most common kind of file.
+    kinds = Counter(_FILE_BUILDERS[f.suffix.lower()] for f in files if f.suffix.lower() in _FILE_BUILDERS)
+    return kinds.most_common(1)[0][0] if kinds else "custom"
 
 
 # --------------------------------------------------------------------------- folders
