@@ -102,7 +102,8 @@ def decode_rows(
     positions: Sequence[int] | None,
 ) -> dict[str, list[Any]]:
     """`adapter.decode(rows)`; when a row cannot be decoded, the error names it (`names`, from its position
-    in the data set: `positions[i]` for the i-th row, None for a stream) before what the adapter said."""
+    in the data set: `positions[i]` for the i-th row, None for a stream) before what the adapter said, unless
+    that names its file already (an input read from a path on disk)."""
     try:
         return adapter.decode(rows, augment)
     except DataError as err:
@@ -111,10 +112,17 @@ def decode_rows(
             try:
                 adapter.decode({key: values[i : i + 1] for key, values in rows.items()}, augment)
             except DataError as row_err:
+                if adapter.input_is_file and _on_disk(rows[adapter.input_column][i]):
+                    raise
                 message = str(row_err)
                 row = names(positions[i] if positions is not None else None)
                 raise DataError(f"{row}: {message[:1].lower()}{message[1:]}") from None
         raise err
+
+
+def _on_disk(cell: Any) -> bool:
+    """Whether an input cell is read from a file path (which the adapter's error names), not bytes in the data."""
+    return isinstance(cell, str) or (isinstance(cell, dict) and bool(cell.get("path")) and not cell.get("bytes"))
 
 
 class ExampleView(TorchDataset):
