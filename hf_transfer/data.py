@@ -412,7 +412,8 @@ def _check_declared_files_inside(path: Path) -> None:
     reads them."""
     from datasets.load import dataset_module_factory
 
-    if not any((path / name).is_file() for name in ("README.md", ".huggingface.yaml")):
+    declared = [path / name for name in ("README.md", ".huggingface.yaml") if (path / name).is_file()]
+    if not declared:
         return
     try:
         configs = dataset_module_factory(str(path)).builder_configs_parameters.metadata_configs or {}
@@ -422,7 +423,8 @@ def _check_declared_files_inside(path: Path) -> None:
         for entry in _declared_paths(params):
             if _outside(entry):
                 raise DataError(
-                    f"{str(path / 'README.md')!r} (configs: {name}) declares the data files {entry!r}, outside "
+                    f"{' / '.join(repr(str(f)) for f in declared)} (configs: {name}) declares the data files "
+                    f"{entry!r}, outside "
                     f"{str(path)!r}. {_OUTSIDE_FIX}"
                 )
 
