@@ -23,7 +23,7 @@ from .adapters import ADAPTERS
 from .adapters.usage import LOCAL_FOLDER
 from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
-from .data import IN_MEMORY_PREFIX
+from .data import IN_MEMORY_PREFIX, source_format
 from .plots import plot_confusion_matrix, plot_curves
 from .rundir import RunDir
 from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .engine import RunSetup
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
-_FOLDER_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 # metrics.json key -> model-index metric type and name (the Hub's evaluation results).
 _INDEXED = {"accuracy": ("accuracy", "Accuracy"), "f1_macro": ("f1", "F1 (macro)"), "loss": ("loss", "Loss")}
 
@@ -122,15 +121,13 @@ def hub_dataset_id(source: str | None) -> str | None:
 
 
 def _dataset_type_and_name(config: RunConfig) -> tuple[str, str]:
-    """model-index needs a dataset type and name: the Hub id when there is one, else the builder that
-    reads the local data (imagefolder, csv, ...) and the folder/file name."""
+    """model-index needs a dataset type and name: the Hub id when there is one, else the format the local
+    data is read as (parquet, imagefolder, csv, ...: see data.source_format) and the folder/file name."""
     source = config.data.validation or config.data.train or "unknown"
     hub_id = hub_dataset_id(source)
     if hub_id:
         return hub_id, hub_id
-    path = Path(source).expanduser()
-    builder = _FOLDER_BUILDERS.get(path.suffix.lower()) or ADAPTERS.get(config.task).folder_builder or "custom"
-    return builder, public(source)
+    return source_format(source, ADAPTERS.get(config.task).folder_builder), public(source)
 
 
 def public_config(config: RunConfig) -> dict[str, Any]:

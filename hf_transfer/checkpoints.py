@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .errors import RunDirError
+from .weights import safetensors_problem
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.safetensors"  # the run's best weights as of this checkpoint
@@ -71,6 +72,11 @@ def verify_checkpoint(path: Path) -> None:
             continue
         name = file.relative_to(path).as_posix()
         if _SAFE_FORMATS.fullmatch(name):
+            problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
+            if name == STATE_FILE:
+                read_state(path)  # names the file when it is not the JSON this tool writes
+            if problem:
+                raise RunDirError(f"Checkpoint file {problem}resume from another checkpoint, or start a new run.")
             continue
         match = _SHARDED.fullmatch(name)
         if match:
@@ -127,11 +133,27 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a distributed checkpoint's metadata")
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The training state a checkpoint folder records (trainer_state.json), naming the file when it cannot be
+    read as the JSON object this tool writes (json's own error names no file)."""
+    file = path / STATE_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RunDirError(
+            f"Checkpoint file {file} cannot be read as JSON ({type(err).__name__}: {err}): it was cut short or "
+            "edited. Resume from another checkpoint (train.resume_from_checkpoint=<its folder>), or start a new run."
+        ) from None
+    if not isinstance(state, dict):
+        raise RunDirError(f"Checkpoint file {file} holds no training state (a JSON object): resume from another one.")
+    return state
+
+
 def checkpoint_identity(path: Path) -> dict[str, Any]:
     """The run identity a checkpoint records ({} when it records none or cannot be read)."""
     try:
-        return json.loads((path / STATE_FILE).read_text()).get("identity") or {}
-    except (OSError, ValueError):
+        return read_state(path).get("identity") or {}
+    except RunDirError:
         return {}
 
 

@@ -20,9 +20,11 @@ an image/audio folder) through `to_iterable_dataset`, so their rows too are deco
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,10 +34,10 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 from datasets.exceptions import DatasetGenerationError
 
-from .cache import fingerprint
+from .cache import cache_dir, fingerprint
 from .errors import ConfigError, DataError
 from .specs import resolve_data
-from .yaml_reader import read_front_matter
+from .yaml_reader import read_front_matter, read_yaml_file
 
 if TYPE_CHECKING:
     from .adapters.base import TaskAdapter
@@ -43,11 +45,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# Data files and the datasets builder that reads each; .tar: webdataset shards (xxx.jpg + xxx.cls per example).
+_FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".tar": "webdataset",
+}
 # What the imagefolder/audiofolder builders read as a folder's labels and file names.
 _METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
-# Label columns of common datasets, most usual first; else the one ClassLabel column.
-LABEL_COLUMNS = ("label", "labels", "class", "target")
+# Label columns of common datasets, most usual first (`cls`: webdataset's class key); else the one ClassLabel column.
+LABEL_COLUMNS = ("label", "labels", "class", "target", "cls")
 # datasets' names for a validation split (its folder conventions map all of them to `validation`).
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
 # A Dataset/DatasetDict passed in memory is named so in config.yaml and the model card.
@@ -239,12 +249,50 @@ def _load_error(path: str, subset: str | None, err: Exception, hub: bool) -> Dat
             f"{path!r} is not a local folder or file, and loading it as a Hub dataset failed: "
             f"{type(err).__name__}: {text}"
         )
-    return DataError(f"Cannot read folder {path!r} as a dataset: {type(err).__name__}: {text}")
+    # datasets' builders end in "An error occurred while generating the dataset"; what went wrong is its cause.
+    cause = err.__cause__ if isinstance(err, DatasetGenerationError) and err.__cause__ is not None else err
+    if isinstance(cause, UnicodeDecodeError):
+        for file in _visible_files(Path(path)):
+            if file.suffix.lower() in _TEXT_FILES and (found := _non_utf8_line(file)):
+                return DataError(_non_utf8_message(str(file), *found))
+    text = " ".join(str(cause).split())
+    return DataError(f"Cannot read folder {path!r} as a dataset: {type(cause).__name__}: {text}")
+
+
+# Data files read as text (UTF-8, as datasets' csv and json builders read them).
+_TEXT_FILES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def _non_utf8_line(path: Path) -> tuple[int, int] | None:
+    """The first line of a text file that is not UTF-8, and its first byte that is not, or None. Read by whole
+    lines, a block at a time (called once a file failed to load, to say where)."""
+    line, carry = 1, b""
+    with open(path, "rb") as file:
+        while True:
+            block = file.read(1 << 20)
+            data = carry + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            whole, carry = data[:cut], data[cut:]
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return line + whole[: err.start].count(b"\n"), whole[err.start]
+            line += whole.count(b"\n")
+            if not block:
+                return None
+
+
+def _non_utf8_message(source: str, line: int, byte: int) -> str:
+    return (
+        f"Data file {source!r} is not UTF-8 text: line {line} holds the byte 0x{byte:02x} (Latin-1 or a Windows "
+        "code page?). Save the file as UTF-8 (a spreadsheet's 'CSV UTF-8', or iconv -f latin1 -t utf-8)."
+    )
 
 
 def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -> Dataset | IterableDataset:
-    """A csv/json/parquet file as one split, with one message for a file that holds no examples or cannot be
-    parsed (a stream's rows are parsed as it is read: there, the builder's own error)."""
+    """A csv/json/parquet file (or a webdataset .tar shard) as one split, with one message for a file that
+    holds no examples or cannot be parsed (a stream's rows are parsed as it is read: there, the builder's own
+    error)."""
     no_rows = f"Data file {source!r} holds no examples"
     if path.stat().st_size == 0:
         raise DataError(f"{no_rows} (0 bytes): write one row per example (for csv, after a header row).")
@@ -255,6 +303,8 @@ def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except DatasetGenerationError as err:
         cause = err.__cause__ or err
+        if isinstance(cause, UnicodeDecodeError) and (found := _non_utf8_line(path)):
+            raise DataError(_non_utf8_message(source, *found)) from None
         raise DataError(
             f"Cannot read data file {source!r} as {builder}: {type(cause).__name__}: {' '.join(str(cause).split())}. "
             "Fix or replace the file."
@@ -266,6 +316,27 @@ def _load_file(path: Path, builder: str, source: str, streaming: bool = False) -
     if dataset is None or len(dataset) == 0:
         raise DataError(f"{no_rows} (only a header?): add one row per example.")
     return dataset
+
+
+def source_format(source: str, folder_builder: str | None) -> str:
+    """The format a local data source is read as, named as datasets names its builders (the model card's
+    dataset type): csv, json, parquet, webdataset, imagefolder / audiofolder (`folder_builder`, for a
+    folder of media files), arrow (a save_to_disk folder), in-memory; custom for anything else."""
+    if source.startswith(IN_MEMORY_PREFIX):
+        return "in-memory"
+    path = Path(_split_spec(resolve_data(source))[0]).expanduser()
+    if path.is_file():
+        return _FILE_BUILDERS.get(path.suffix.lower(), "custom")
+    if not path.is_dir():
+        return "custom"
+    if _is_saved_dataset(path):
+        return "arrow"
+    files = _visible_files(path)
+    if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
+        return folder_builder
+    # A folder of data files: datasets reads it with the builder of its most common kind of file.
+    kinds = Counter(_FILE_BUILDERS[f.suffix.lower()] for f in files if f.suffix.lower() in _FILE_BUILDERS)
+    return kinds.most_common(1)[0][0] if kinds else "custom"
 
 
 # --------------------------------------------------------------------------- folders
@@ -281,6 +352,7 @@ def _open_folder(
     streaming: bool = False,
 ) -> Source:
     if _is_saved_dataset(path):
+        _check_saved_files_inside(path)
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, DatasetDict):
             saved = Source(spec, location, dict(loaded), {s: str(path / s) for s in loaded}, split, kind="folder")
@@ -291,15 +363,14 @@ def _open_folder(
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
         return _streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
     if any(f.suffix.lower() in _FILE_BUILDERS and f.name not in _METADATA_FILES for f in files):
-        if (path / "README.md").is_file():  # datasets reads its `configs:`: through the guarded loader first
-            read_front_matter(path / "README.md", DataError)
+        _check_declared_files_inside(path)
         splits = _load_dataset(str(path), subset, None, hub=False, streaming=streaming)
         origins = {s: f"{location}:{s}" for s in splits}
         return Source(spec, location, splits, origins, split, base_dir=path.resolve(), kind="folder")
     if folder_builder is None:
         raise DataError(
-            f"Folder {location!r} holds no csv/json/parquet files and is no save_to_disk folder: this task reads "
-            "tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
+            f"Folder {location!r} holds no csv/json/parquet files or webdataset .tar shards and is no save_to_disk "
+            "folder: this task reads tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
         )
     extensions = ", ".join(sorted(media_extensions(folder_builder)))
     raise DataError(f"Folder {location!r} holds no files of a known type ({extensions}).")
@@ -310,8 +381,110 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def _outside(name: str) -> bool:
+    """Whether a file name written in a folder's own files (metadata, state.json, README configs) points
+    outside that folder: absolute, up through '..', home-relative or a URL."""
+    return Path(name).is_absolute() or ".." in Path(name).parts or name.startswith("~") or "://" in name
+
+
+_OUTSIDE_FIX = (
+    "A data folder holds its own files, and datasets would read these silently: if you mean them, point "
+    "data.train (or --data) at them directly; else copy them into the folder and name them relative to it."
+)
+
+
+def _check_saved_files_inside(path: Path) -> None:
+    """A save_to_disk folder names its own files: a DatasetDict its split folders (dataset_dict.json), each
+    Dataset its Arrow files (state.json). A name outside the folder is refused, not followed."""
+    listing = path / "dataset_dict.json"
+    folders = [path]
+    if listing.is_file():
+        splits = _read_json(listing).get("splits", [])
+        for split in splits:
+            if _outside(str(split)):
+                raise DataError(
+                    f"{str(listing)!r} names the split folder {split!r}, outside {str(path)!r}. {_OUTSIDE_FIX}"
+                )
+        folders = [path / str(split) for split in splits]
+    for folder in folders:
+        state = folder / "state.json"
+        if state.is_file():
+            for entry in _read_json(state).get("_data_files", []):
+                name = str(entry.get("filename", "")) if isinstance(entry, dict) else str(entry)
+                if _outside(name):
+                    raise DataError(
+                        f"{str(state)!r} names the data file {name!r}, outside {str(folder)!r}. {_OUTSIDE_FIX}"
+                    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"Cannot read {str(path)!r} as JSON ({err}): the save_to_disk folder is damaged; save it again."
+        ) from None
+    return value if isinstance(value, dict) else {}
+
+
+def _check_declared_files_inside(path: Path) -> None:
+    """A folder in the Hub's layout may declare its data files (README.md `configs:`, .huggingface.yaml):
+    every path and data_dir there must lie inside the folder. Read by datasets' own parser, as load_dataset
+    reads them."""
+    from datasets.load import dataset_module_factory
+
+    declared = [path / name for name in ("README.md", ".huggingface.yaml") if (path / name).is_file()]
+    if not declared:
+        return
+    # datasets parses these itself: through the guarded loader first, so an alias bomb is refused, not expanded.
+    for file in declared:
+        if file.suffix == ".md":
+            read_front_matter(file, DataError)
+        else:
+            read_yaml_file(file, "Dataset configuration file", DataError)
+    try:
+        configs = dataset_module_factory(str(path)).builder_configs_parameters.metadata_configs or {}
+    except Exception:  # noqa: BLE001 - a folder datasets cannot read is reported by load_dataset, by its own words
+        return
+    for name, params in configs.items():
+        for entry in _declared_paths(params):
+            if _outside(entry):
+                raise DataError(
+                    f"{' / '.join(repr(str(f)) for f in declared)} (configs: {name}) declares the data files "
+                    f"{entry!r}, outside "
+                    f"{str(path)!r}. {_OUTSIDE_FIX}"
+                )
+
+
+def _declared_paths(params: dict) -> list[str]:
+    """The data_dir and every data_files path of one configuration (a string, a list, {split: ...} or
+    [{split, path}] entries, as datasets accepts them)."""
+
+    def flat(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, dict):
+            return flat(value["path"]) if "path" in value else [p for v in value.values() for p in flat(v)]
+        if isinstance(value, (list, tuple)):
+            return [p for v in value for p in flat(v)]
+        return []
+
+    return flat(params.get("data_files")) + flat(params.get("data_dir"))
+
+
 def _visible_files(path: Path) -> list[Path]:
-    return [f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)]
+    """The files under `path` as datasets' folder builders see them (no hidden `.x` or special `__x__` parts),
+    except that links to folders are followed, as torchvision's ImageFolder follows them: datasets skips a
+    linked folder without a word, so a linked class folder would vanish (a model of 2 classes from 3
+    folders). A link back to a folder above is not followed again."""
+    files = []
+    for root, dirs, names in os.walk(path, followlinks=True):
+        here = Path(root)
+        parts = here.relative_to(path).parts
+        chain = {os.path.realpath(path.joinpath(*parts[:i])) for i in range(len(parts) + 1)}
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")) and os.path.realpath(here / d) not in chain)
+        files += [here / name for name in sorted(names) if not name.startswith(".") and (here / name).is_file()]
+    return files
 
 
 def media_extensions(folder_builder: str) -> frozenset[str]:
@@ -336,26 +509,43 @@ def _open_media_folder(spec: str, location: str, split: str | None, path: Path, 
     elif not all(metadata.values()):
         missing = ", ".join(str(roots[name]) for name, files in metadata.items() if not files)
         raise DataError(f"{missing}: no metadata.csv/metadata.jsonl, which the other splits of {location!r} have.")
+    _check_names(path, [f for files in split_files.values() for f in files])
     origins = {name: str(root) for name, root in roots.items()}
-    if folder_builder in _LISTED_FOLDERS:
-        column = _LISTED_FOLDERS[folder_builder]
-        labels = sorted({f.parent.name for files in media.values() for f in files})
-        splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
-    else:
-        try:
-            splits = dict(datasets.load_dataset(folder_builder, data_dir=str(path)))
-        except (DatasetGenerationError, ValueError) as err:
-            raise _load_error(location, None, err, hub=False) from None
+    column = _MEDIA_COLUMNS[folder_builder]
+    labels = sorted({f.parent.name for files in media.values() for f in files})
+    splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
     return Source(spec, location, splits, origins, split, kind="folder")
 
 
 def _split_files(path: Path) -> dict[str, list[Path]]:
     """The files of each split of a folder, by datasets' own conventions (train/ validation/ test/
-    folders or file-name keywords; else everything is one `train` split), as the folder builders see them."""
-    from datasets.data_files import DataFilesDict, get_data_patterns
+    folders or file-name keywords; else everything is one `train` split), over `_visible_files`."""
+    from datasets.data_files import _get_data_files_patterns  # get_data_patterns, with our listing of the folder
+    from fsspec.utils import glob_translate  # how datasets (through fsspec) matches its patterns
 
-    files = DataFilesDict.from_patterns(get_data_patterns(str(path)), str(path))
-    return {str(name): [Path(f) for f in listed] for name, listed in files.items()}
+    files = {f.relative_to(path).as_posix(): f for f in _visible_files(path)}
+
+    def resolve(pattern: str) -> list[str]:
+        regex = re.compile(glob_translate(pattern))
+        found = [name for name in files if regex.match(name)]
+        if not found:
+            raise FileNotFoundError(pattern)  # what datasets' resolver raises: the pattern matches nothing
+        return found
+
+    def matching(patterns: list[str]) -> list[Path]:
+        names = set()
+        for pattern in patterns:
+            try:
+                names.update(resolve(pattern))
+            except FileNotFoundError:
+                continue
+        return [files[name] for name in sorted(names)]
+
+    try:
+        patterns = _get_data_files_patterns(resolve)
+    except FileNotFoundError:
+        return {}
+    return {str(split): matching(split_patterns) for split, split_patterns in patterns.items()}
 
 
 def _split_root(path: Path, files: list[Path], split: str) -> Path:
@@ -382,8 +572,8 @@ def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[s
                 f"{root}/<label>/<file> for each example, or a {root}/metadata.csv with columns file_name,label."
             )
         classes |= {f.parent.name for f in files}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not any(f.is_file() for f in folder.rglob("*") if not f.name.startswith(".")):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+            if not _visible_files(folder):
                 raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
     depths = {len(f.relative_to(path).parts) for files in media.values() for f in files}
     if len(depths) > 1:
@@ -400,11 +590,27 @@ def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[s
         )
 
 
-# Folder builders whose folders we list ourselves: datasets 5's audiofolder encodes every row through
-# torchcodec (FFmpeg), even for Audio(decode=False). Listing gives the builder's columns (the file as
-# `audio`, a ClassLabel `label` from the class folders, or the metadata's columns) and the adapter
-# decodes the files (soundfile). Split folders and metadata files follow the builder's conventions.
-_LISTED_FOLDERS = {"audiofolder": "audio"}
+# The folder builders' layouts, listed here rather than by the builders: datasets 5's audiofolder encodes every
+# row through torchcodec (FFmpeg), even for Audio(decode=False); both builders skip linked folders without a
+# word, and end a metadata mistake in "An error occurred while generating the dataset", its cause dropped.
+# Listing gives the builders' columns (the file as `image` / `audio`, a ClassLabel `label` from the class
+# folders, or the metadata's columns) and the adapter decodes the files. Split folders and metadata files
+# follow the builders' conventions.
+_MEDIA_COLUMNS = {"imagefolder": "image", "audiofolder": "audio"}
+
+
+def _check_names(path: Path, files: list[Path]) -> None:
+    """Every file name is UTF-8 (datasets stores names as UTF-8 text: one that is not, e.g. Latin-1 from an old
+    archive, would stop the load with no name given)."""
+    for file in files:
+        try:
+            str(file).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(file).decode("utf-8", "backslashreplace")
+            raise DataError(
+                f"File '{shown}' has a name that is not UTF-8 text, which datasets cannot store: rename it "
+                f"(e.g. convmv -f latin1 -t utf-8 -r --notest {path})."
+            ) from None
 
 
 def _listed_split(files: list[Path], metadata: list[Path], labels: list[str], column: str) -> Dataset:
@@ -415,7 +621,24 @@ def _listed_split(files: list[Path], metadata: list[Path], labels: list[str], co
     index = {name: i for i, name in enumerate(labels)}
     features = datasets.Features({column: datasets.Value("string"), "label": ClassLabel(names=labels)})
     rows = {column: [str(f) for f in files], "label": [index[f.parent.name] for f in files]}
-    return Dataset.from_dict(rows, features=features)
+    return _on_disk(Dataset.from_dict(rows, features=features))
+
+
+def _on_disk(listing: Dataset) -> Dataset:
+    """A listing made in memory, as an Arrow file in the cache named by its content (its fingerprint): as a
+    builder's dataset, what is computed from it (encoded labels, resolved paths) is cached beside it and
+    read again by the next run on the same folder, instead of computed (and its progress shown) each time."""
+    from datasets.arrow_writer import ArrowWriter
+
+    path = cache_dir("listings") / f"{listing._fingerprint}.arrow"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with ArrowWriter(path=str(tmp), features=listing.features) as writer:
+            writer.write_table(listing.data.table)
+            writer.finalize()
+        os.replace(tmp, path)  # atomic: another process reads a whole file or none
+    return Dataset.from_file(str(path))
 
 
 def _read_metadata(files: list[Path], column: str) -> Dataset:
@@ -426,19 +649,26 @@ def _read_metadata(files: list[Path], column: str) -> Dataset:
         table = _load_file(file, _FILE_BUILDERS[file.suffix.lower()], str(file))
         if "file_name" not in table.column_names:
             raise DataError(f"{str(file)!r} has no file_name column (columns: {', '.join(table.column_names)}).")
-        parts.append(table.map(_inside(file), batched=True, input_columns="file_name", desc="Resolving file paths"))
+        inside = _inside(file)
+        parts.append(
+            table.map(inside, batched=True, input_columns="file_name", with_indices=True, desc="Resolving file paths")
+        )
     return datasets.concatenate_datasets(parts).rename_column("file_name", column)
 
 
-def _inside(metadata: Path) -> Callable[[list[str]], dict[str, list[str]]]:
-    """`file_name`s of a metadata file made absolute, refusing names outside its folder."""
+def _inside(metadata: Path) -> Callable[[list[str], list[int]], dict[str, list[str]]]:
+    """`file_name`s of a metadata file made absolute, refusing, by row, names outside its folder."""
 
-    def resolve(names: list[str]) -> dict[str, list[str]]:
-        for name in names:
-            if Path(name).is_absolute() or ".." in Path(name).parts or "://" in name:
+    def resolve(names: list[str | None], rows: list[int]) -> dict[str, list[str]]:
+        for name, row in zip(names, rows, strict=True):
+            where = f"Row {row} of {str(metadata)!r} (counted from 0, after any header)"
+            if not name:
+                raise DataError(f"{where} has no file_name: name the file of that example, or remove the row.")
+            if _outside(name):
                 raise DataError(
-                    f"{str(metadata)!r} names the file {name!r}: a file_name must be a path inside the folder "
-                    "of the metadata file."
+                    f"{where} names the file {name!r}, outside the metadata file's folder: a file_name is a path "
+                    f"relative to {str(metadata.parent)!r} and inside it (e.g. cats/001.jpg). Move the file into "
+                    "that folder and name it so, or remove the row."
                 )
         return {"file_name": [str(metadata.parent / name) for name in names]}
 
@@ -477,7 +707,9 @@ def infer_task(
             if found:
                 return _TASKS[found[0]], f"{found[0]} files"
             if not suffixes & set(_FILE_BUILDERS):
-                raise ConfigError(f"Folder {source!r} holds no image, audio or csv/json/parquet files.")
+                raise ConfigError(
+                    f"Folder {source!r} holds no image, audio or csv/json/parquet files, nor webdataset .tar shards."
+                )
     opened = open_source(source, None, subset, memory, streaming)
     names = list(opened.splits)
     dataset = opened.splits[opened.split or ("train" if "train" in names else names[0])]
@@ -530,7 +762,7 @@ class Columns:
 
 
 def resolve_columns(
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     adapter: TaskAdapter,
     label_column: str | None,
     input_column: str | None,
@@ -540,31 +772,40 @@ def resolve_columns(
 ) -> Columns:
     """The label and input columns: the given ones (which must exist), else detected: the first of the
     usual names present (`prefer`'s names first), else the one column of the right feature type
-    (ClassLabel; Image, Audio). `keys` name the settings that choose them, for the error."""
+    (ClassLabel; Image, Audio), else the one column that looks the part: for the input, the one of free
+    text (text) or of file names of the task's kind (image, audio); for the label, the one of few values,
+    each shared by several rows (a CSV's `stars`, `sentiment`). Several such columns are named in the
+    error, never guessed between. `keys` name the settings that choose them, for the error."""
     label_key, input_key = keys
-    label, label_how = _find_column(
-        dataset, label_column, _names(prefer[0], LABEL_COLUMNS), ClassLabel, label_key, where, exclude=None
-    )
+    label_names = _names(prefer[0], LABEL_COLUMNS)
+    label = _named_column(dataset, label_column, label_names, ClassLabel, label_key, where, exclude=None)
+    named = label[0] if label else None
     names = _names(prefer[1], adapter.input_column_names)
-    column, input_how = _find_column(
-        dataset, input_column, names, adapter.input_feature, input_key, where, exclude=label
-    )
-    return Columns(input=column, label=label, input_how=input_how, label_how=label_how)
+    found = _named_column(dataset, input_column, names, adapter.input_feature, input_key, where, exclude=named)
+    if found is None:
+        kind = f"{adapter.folder_builder.removesuffix('folder')} file names" if adapter.folder_builder else "free text"
+        candidates = dict.fromkeys(_input_candidates(dataset, adapter, exclude=named))
+        found = _one_of(candidates, "input", kind, names, input_key, where, dataset)
+    if label is None:
+        candidates = _label_candidates(dataset, exclude=found[0])
+        label = _one_of(candidates, "label", "few repeated values", label_names, label_key, where, dataset)
+    return Columns(input=found[0], label=label[0], input_how=found[1], label_how=label[1])
 
 
 def _names(preferred: str | None, usual: tuple[str, ...]) -> tuple[str, ...]:
     return (preferred, *(n for n in usual if n != preferred)) if preferred else usual
 
 
-def _find_column(
-    dataset: Dataset,
+def _named_column(
+    dataset: Dataset | IterableDataset,
     given: str | None,
     names: tuple[str, ...],
     feature_type: type | None,
     key: str,
     where: str,
     exclude: str | None,
-) -> tuple[str, str]:
+) -> tuple[str, str] | None:
+    """The given column, the first of the usual `names`, or the one column of `feature_type`; else None."""
     columns = dataset.column_names
     if given is not None:
         if given not in columns:
@@ -578,10 +819,89 @@ def _find_column(
     typed = [c for c in columns if feature_type and isinstance(dataset.features[c], feature_type) and c != exclude]
     if len(typed) == 1:
         return typed[0], f"detected: the {feature_type.__name__} column; {key} sets another"
+    return None
+
+
+def _one_of(
+    candidates: dict[str, int | None],
+    role: str,
+    kind: str,
+    names: tuple[str, ...],
+    key: str,
+    where: str,
+    dataset: Dataset | IterableDataset,
+) -> tuple[str, str]:
+    """The one column that holds `kind` (`candidates`: column -> its number of distinct values, if counted) as
+    the `role` column, and how it was found. None: the usual `names` were not found either; several: each is
+    named. Either way the setting `key` chooses."""
+    count = lambda column: f" ({candidates[column]} values)" if candidates[column] is not None else ""  # noqa: E731
+    if len(candidates) == 1:
+        column = next(iter(candidates))
+        return column, f"detected: the one column of {kind}{count(column)}; {key} sets another"
+    columns = ", ".join(dataset.column_names)
+    if candidates:
+        listed = ", ".join(f"{column!r}{count(column)}" for column in candidates)
+        raise DataError(
+            f"Cannot tell which column of {where!r} is the {role}: {listed} all hold {kind} (columns: {columns}). "
+            f"Set {key}=<column>."
+        )
     others = ", ".join(repr(n) for n in names[1:])
     raise DataError(
-        f"Column {names[0]!r} not found in {where!r}, nor {others} (columns: {', '.join(columns)}). Set {key}=<column>."
+        f"Column {names[0]!r} not found in {where!r}, nor {others} (columns: {columns}). Set {key}=<column>."
     )
+
+
+# Rows read to tell what a column holds (file names, free text); a stream's first rows also count its values.
+_SAMPLE_ROWS = 1000
+# A label column has at most this many classes (and each class, on average, in at least two rows).
+_MAX_CLASSES = 1000
+
+
+def _candidate_columns(dataset: Dataset | IterableDataset, exclude: str | None) -> list[str]:
+    """Columns that may be detected as input or label: not the other one, nor webdataset's __key__ / __url__."""
+    return [c for c in dataset.column_names if c != exclude and not c.startswith("__")]
+
+
+def _input_candidates(dataset: Dataset | IterableDataset, adapter: TaskAdapter, exclude: str | None) -> list[str]:
+    """String columns whose first rows are all file names of the adapter's kind (image/audio), or mostly
+    distinct, multi-word text (text)."""
+    strings = [
+        c
+        for c in _candidate_columns(dataset, exclude)
+        if isinstance(dataset.features[c], datasets.Value) and dataset.features[c].dtype in ("string", "large_string")
+    ]
+    head = _head(dataset, strings, _SAMPLE_ROWS) if strings else {}
+    found = []
+    for column in strings:
+        values = [v for v in head[column] if v]
+        if not values:
+            continue
+        if adapter.folder_builder:
+            suffixes = media_extensions(adapter.folder_builder)
+            if all(Path(v).suffix.lower() in suffixes for v in values):
+                found.append(column)
+        elif 2 * sum(len(v.split()) > 1 for v in values) >= len(values) and 2 * len(set(values)) >= len(values):
+            found.append(column)
+    return found
+
+
+def _label_candidates(dataset: Dataset | IterableDataset, exclude: str | None) -> dict[str, int | None]:
+    """Integer, boolean or string columns of few distinct values, each in two rows or more on average (not an
+    id, not a score), with their number of values: counted over the whole table, or a stream's first rows."""
+    kinds = ("int", "uint", "bool", "string", "large_string")
+    columns = [
+        c
+        for c in _candidate_columns(dataset, exclude)
+        if isinstance(dataset.features[c], datasets.Value) and dataset.features[c].dtype.startswith(kinds)
+    ]
+    if isinstance(dataset, IterableDataset):
+        head = _head(dataset, columns, _SAMPLE_ROWS) if columns else {}
+        counts = {c: len({v for v in head[c] if v is not None}) for c in columns}
+        rows = len(next(iter(head.values()), []))
+    else:
+        counts = {c: len([v for v in dataset.unique(c) if v is not None]) for c in columns}
+        rows = len(dataset)
+    return {c: n for c, n in counts.items() if 2 <= n <= min(_MAX_CLASSES, rows // 2)}
 
 
 def labelled(
@@ -661,6 +981,9 @@ class Splits:
     validation: Dataset
     labels: list[str]
     config: RunConfig
+    # Where the rows of each come from, as the log names them (a held-out part: the training source, whose
+    # row numbers its rows keep): an error names a row that cannot be decoded by its number there.
+    origins: tuple[str | None, str | None] = (None, None)
 
 
 def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | DatasetDict | None = None) -> Splits:
@@ -697,13 +1020,16 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         other = open_source(d.validation, adapter.folder_builder, d.subset, data)
         split = other.choose("validation")
         validation = _validation(other, split, adapter, d, keys, prefer, labels)
-        origin = f"{other.origins[split]} (data.validation)"
+        rows_from = other.origins[split]
+        origin = f"{rows_from} (data.validation)"
     elif (split := source.validation_split(besides=name)) is not None:
         validation = _validation(source, split, adapter, d, keys, prefer, labels)
         used.add(split)
-        origin = f"{source.origins[split]} (from the {source.kind})"
+        rows_from = source.origins[split]
+        origin = f"{rows_from} (from the {source.kind})"
     else:
         train, validation = split_train(train, d.validation_split, config.train.seed)
+        rows_from = where
         origin = f"{d.validation_split:.0%} of it held out (data.validation_split)"
     logger.info("Training split: %s; validation split: %s", where, origin)
     unused = [s for s in source.splits if s not in used]
@@ -719,7 +1045,7 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
     # config.yaml records the columns as found, so the run's folder says exactly what it read.
     d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
-    return Splits(train, validation, labels, replace(config, data=d))
+    return Splits(train, validation, labels, replace(config, data=d), (where, rows_from))
 
 
 def _evaluate_hint(source: Source, splits: list[str], output_dir: str) -> str:

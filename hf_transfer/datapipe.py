@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from .cache import cache_dir, fingerprint
+from .errors import DataError
 from .rng import example_seed
 
 if TYPE_CHECKING:
@@ -34,10 +35,16 @@ _DECODE_BATCH = 64  # rows per decode call: enough to amortise Arrow reads, smal
 
 
 def decode_once(
-    dataset: Dataset, adapter: TaskAdapter, augment: bool, cache: bool = True, cache_root: str | None = None
+    dataset: Dataset,
+    adapter: TaskAdapter,
+    augment: bool,
+    cache: bool = True,
+    cache_root: str | None = None,
+    origin: str | None = None,
 ) -> tuple[Dataset, bool]:
     """`dataset` with its input column replaced by the adapter's decoded form, computed once and
-    stored under the cache (reused by later runs on the same data and preprocessing).
+    stored under the cache (reused by later runs on the same data and preprocessing). `origin` names
+    where its rows come from (data.train, ...), for the error on a row that cannot be decoded.
 
     Returns (dataset, decoded). With `cache` off nothing is computed here: the rows are decoded on
     the fly each time they are read (decoded=False), with identical results."""
@@ -48,8 +55,9 @@ def decode_once(
     path.parent.mkdir(parents=True, exist_ok=True)
     what = "training inputs" if augment else "evaluation inputs"
     decoded = dataset.map(
-        lambda batch: adapter.decode(batch, augment),
+        lambda batch, positions: decode_rows(adapter, batch, augment, RowNames(dataset, origin), positions),
         batched=True,
+        with_indices=True,
         batch_size=_DECODE_BATCH,
         remove_columns=adapter.input_columns,
         cache_file_name=str(path),
@@ -60,10 +68,61 @@ def decode_once(
     return decoded, True
 
 
-def check_decodable(dataset: Dataset, adapter: TaskAdapter) -> None:
-    """Decode every row once and drop the result: an unreadable file raises now, by name."""
+def check_decodable(dataset: Dataset, adapter: TaskAdapter, origin: str | None = None) -> None:
+    """Decode every row once and drop the result: an unreadable file raises now, by name and row."""
+    names = RowNames(dataset, origin)
     for start in range(0, len(dataset), _DECODE_BATCH):
-        adapter.decode(dataset[start : start + _DECODE_BATCH], augment=False)
+        rows = dataset[start : start + _DECODE_BATCH]
+        decode_rows(adapter, rows, False, names, range(start, start + len(next(iter(rows.values())))))
+
+
+@dataclass(frozen=True)
+class RowNames:
+    """How to name a row of `dataset` in an error: by its number in the source the rows come from
+    (`origin`, as the log names it), counted from 0. A split or subset of a source (train_test_split,
+    select) reads its rows through datasets' indices mapping, which gives back their number there."""
+
+    dataset: Dataset | None
+    origin: str | None
+
+    def __call__(self, position: int | None) -> str:
+        where = f" of {self.origin!r}" if self.origin else ""
+        if position is None:  # a stream's rows have no stable number: each process reads its own part
+            return f"An example{where}"
+        mapping = self.dataset._indices if self.dataset is not None else None  # datasets' own: no public accessor
+        number = mapping.column(0)[position].as_py() if mapping is not None else position
+        return f"Row {number}{where} (counted from 0)"
+
+
+def decode_rows(
+    adapter: TaskAdapter,
+    rows: dict[str, list[Any]],
+    augment: bool,
+    names: RowNames,
+    positions: Sequence[int] | None,
+) -> dict[str, list[Any]]:
+    """`adapter.decode(rows)`; when a row cannot be decoded, the error names it (`names`, from its position
+    in the data set: `positions[i]` for the i-th row, None for a stream) before what the adapter said, unless
+    that names its file already (an input read from a path on disk)."""
+    try:
+        return adapter.decode(rows, augment)
+    except DataError as err:
+        count = len(next(iter(rows.values())))
+        for i in range(count):  # only once a batch failed: which of its rows is it?
+            try:
+                adapter.decode({key: values[i : i + 1] for key, values in rows.items()}, augment)
+            except DataError as row_err:
+                if adapter.input_is_file and _on_disk(rows[adapter.input_column][i]):
+                    raise
+                message = str(row_err)
+                row = names(positions[i] if positions is not None else None)
+                raise DataError(f"{row}: {message[:1].lower()}{message[1:]}") from None
+        raise err
+
+
+def _on_disk(cell: Any) -> bool:
+    """Whether an input cell is read from a file path (which the adapter's error names), not bytes in the data."""
+    return isinstance(cell, str) or (isinstance(cell, dict) and bool(cell.get("path")) and not cell.get("bytes"))
 
 
 class ExampleView(TorchDataset):
@@ -73,8 +132,17 @@ class ExampleView(TorchDataset):
     lives in shared memory so that persistent worker processes see `set_epoch` (Accelerate calls it
     on the dataset at the start of every epoch)."""
 
-    def __init__(self, data: Dataset, adapter: TaskAdapter, augment: bool, seed: int = 0, decoded: bool = True):
+    def __init__(
+        self,
+        data: Dataset,
+        adapter: TaskAdapter,
+        augment: bool,
+        seed: int = 0,
+        decoded: bool = True,
+        origin: str | None = None,
+    ):
         self.data, self.adapter, self.augment, self.seed, self.decoded = data, adapter, augment, seed, decoded
+        self.names = RowNames(data, origin)  # names a row that cannot be decoded (decoded=False)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
@@ -90,16 +158,24 @@ class ExampleView(TorchDataset):
         rows = self.data[list(indices)]  # one Arrow read for the whole batch
         epoch = int(self._epoch)
         seeds = [example_seed(self.seed, epoch, int(index)) if self.augment else None for index in indices]
-        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds)
+        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds, self.names, indices)
 
 
 def model_examples(
-    adapter: TaskAdapter, rows: dict[str, list[Any]], decoded: bool, augment: bool, seeds: Sequence[int | None]
+    adapter: TaskAdapter,
+    rows: dict[str, list[Any]],
+    decoded: bool,
+    augment: bool,
+    seeds: Sequence[int | None],
+    names: RowNames | None = None,
+    positions: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """A batch of rows (decoded, or decoded here) as model inputs, one example each, the i-th augmented
-    under `seeds[i]` (None without augmentation)."""
+    under `seeds[i]` (None without augmentation). A row that cannot be decoded is named by `names` from its
+    position in `positions` (None: rows without a number, a stream's)."""
     if not decoded:
-        rows = {k: v for k, v in rows.items() if k not in adapter.input_columns} | adapter.decode(rows, augment)
+        fresh = decode_rows(adapter, rows, augment, names or RowNames(None, None), positions)
+        rows = {k: v for k, v in rows.items() if k not in adapter.input_columns} | fresh
     return [
         adapter.transform({key: values[j] for key, values in rows.items()}, augment, seed)
         for j, seed in enumerate(seeds)

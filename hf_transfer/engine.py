@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from accelerate.logging import get_logger
 from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -37,7 +37,14 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .autobatch import fit_finding_batch_size
-from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, verify_checkpoint
+from .checkpoints import (
+    BEST_FILE,
+    STATE_FILE,
+    checkpoint_identity,
+    identity_mismatch,
+    read_state,
+    verify_checkpoint,
+)
 from .config import TrainConfig
 from .datapipe import LoaderSettings, loader_settings
 from .distributed import (
@@ -55,6 +62,7 @@ from .metrics import load_metric
 from .rundir import RunDir
 from .strategies import set_train_mode
 from .streaming import StreamLoader
+from .weights import read_safetensors
 
 logger = get_logger(__name__)
 
@@ -70,6 +78,10 @@ class FitData:
     eval: TorchDataset
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
     logits: Logits
+
+
+# What to do when the run's best weights (checkpoints/best, or a checkpoint's copy) cannot be read.
+_DAMAGED_BEST = "the run folder is damaged; resume from an earlier checkpoint, or start a new run."
 
 
 @dataclass
@@ -666,13 +678,15 @@ class Engine:
         self.accelerator.wait_for_everyone()
         if not self.sharded:
             if path.is_file():
-                self.unwrap(model).load_state_dict(load_file(str(path)))
+                self.unwrap(model).load_state_dict(
+                    read_safetensors(path, RunDirError, "Best-weights file", _DAMAGED_BEST)
+                )
             return None
         # The main process reads the file, every process loads its shard; with no best file (no evaluation
         # ever improved) the plain copy takes the last weights, gathered.
         main = self.accelerator.is_main_process
         if self.broadcast(path.is_file()):
-            weights = load_file(str(path)) if main else {}
+            weights = read_safetensors(path, RunDirError, "Best-weights file", _DAMAGED_BEST) if main else {}
             load_full_state_dict(model, weights, main)
         else:
             weights = self.accelerator.get_state_dict(model)
@@ -713,7 +727,14 @@ class Engine:
                 f"No checkpoint to resume from at {where!r}"
                 + (f" (looked in {self.run_dir.checkpoints})" if where == "latest" else "")
             )
-        state = TrainState(**json.loads((path / STATE_FILE).read_text()))
+        saved = read_state(path)
+        unknown = sorted(set(saved) - {f.name for f in fields(TrainState)})
+        if unknown:
+            raise RunDirError(
+                f"Checkpoint file {path / STATE_FILE} holds keys this version does not write ({', '.join(unknown)}): "
+                "it was written by another version or edited. Resume from another checkpoint, or start a new run."
+            )
+        state = TrainState(**saved)
         if state.batch_size and state.batch_size != self.settings.batch_size:  # e.g. auto_find_batch_size lowered it
             # Checkpoints fall on optimizer steps: the examples consumed fill whole micro-batches of either size.
             state.batches_in_epoch = state.batches_in_epoch * state.batch_size // self.settings.batch_size

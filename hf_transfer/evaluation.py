@@ -47,14 +47,16 @@ def predict_dataset(
     dataset: Dataset,
     batch_size: int = 32,
     accelerator: Accelerator | None = None,
+    origin: str | None = None,
 ) -> Predictions:
     """Logits for every row of a prepared dataset (`adapter.prepare_dataset` applied), decoded and
-    transformed exactly as the engine's evaluation does it.
+    transformed exactly as the engine's evaluation does it. `origin` names where its rows come from, for
+    the error on a row that cannot be decoded.
 
     With an accelerator, each process predicts its shard and gather_for_metrics reassembles the whole
     set in order (call it on every process); without one, everything runs here on the model's device.
     """
-    view = ExampleView(dataset, adapter, augment=False, decoded=False)
+    view = ExampleView(dataset, adapter, augment=False, decoded=False, origin=origin)
     loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=adapter.collate)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .cache import cache_dir, fingerprint, tensors_fingerprint
 from .datapipe import ExampleView, decode_once
 from .engine import FitData
+from .weights import safetensors_problem
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -78,11 +79,13 @@ def backbone_features(
     engine: Engine,
     batch_size: int,
     cache_root: str | None = None,
+    origins: dict[str, str | None] | None = None,
 ) -> BackboneFeatures | None:
     """What `model`'s head receives for every example of each data set (evaluation view, no
     augmentation), from the cache or computed now (sharded across processes, gathered in order) and
     then cached; None when the adapter cannot cut this model before its head (the log says why).
-    `datasets` maps a name (for the log, e.g. "training") to a data set."""
+    `datasets` maps a name (for the log, e.g. "training") to a data set; `origins` the same names to where
+    its rows come from (see Splits.origins), for the error on a row that cannot be decoded."""
     split = adapter.feature_split(model)
     if split is None:
         logger.info("%s: the head is not one module fed one tensor, so features are not cached", type(model).__name__)
@@ -96,7 +99,10 @@ def backbone_features(
     weights = backbone_fingerprint(model, adapter.head_modules(model))
     features, seconds = {}, 0.0
     for what, dataset in datasets.items():
-        features[what], spent = _features(split, weights, model, adapter, dataset, engine, batch_size, cache_root, what)
+        origin = (origins or {}).get(what)
+        features[what], spent = _features(
+            split, weights, model, adapter, dataset, engine, batch_size, cache_root, what, origin
+        )
         seconds += spent
     return BackboneFeatures(head=split.head, features=features, seconds=seconds)
 
@@ -118,12 +124,13 @@ def cached_probe(
     engine: Engine,
     batch_size: int,
     cache_root: str | None = None,
+    origins: tuple[str | None, str | None] = (None, None),
 ) -> CachedProbe | None:
     """Features of both splits (from the cache, or computed now) and the head to train on them;
     None when the adapter cannot cut this model (the probe then trains uncached)."""
-    found = backbone_features(
-        model, adapter, {"training": train_set, "validation": eval_set}, engine, batch_size, cache_root
-    )
+    sets = {"training": train_set, "validation": eval_set}
+    named = dict(zip(sets, origins, strict=True))
+    found = backbone_features(model, adapter, sets, engine, batch_size, cache_root, named)
     if found is None:
         logger.info("The probe trains uncached")
         return None
@@ -169,19 +176,23 @@ def _features(
     batch_size: int,
     cache_root: str | None,
     what: str,
+    origin: str | None = None,
 ) -> tuple[torch.Tensor, float]:
     """The features of `dataset` and the seconds spent computing them (0 when read from the cache)."""
     key = fingerprint("features-v1", split.name, weights, adapter.decode_signature(False), dataset._fingerprint)
     path = cache_dir("features", cache_root) / f"{key}.safetensors"
-    if path.is_file():
+    problem = safetensors_problem(path) if path.is_file() else None
+    if problem:  # the cache is ours: a damaged entry (a disk that filled up) is computed again
+        logger.warning("Cached features %scomputing them again", problem)
+    elif path.is_file():
         features = load_file(str(path))["features"]
         if len(features) == len(dataset):
             logger.info("Cached %s features: %s", what, path)
             return features, 0.0
     start = time.perf_counter()
     with engine.main_process_first():  # one process decodes into the input cache, the others read it
-        decoded, is_decoded = decode_once(dataset, adapter, augment=False, cache_root=cache_root)
-    view = ExampleView(decoded, adapter, augment=False, decoded=is_decoded)
+        decoded, is_decoded = decode_once(dataset, adapter, augment=False, cache_root=cache_root, origin=origin)
+    view = ExampleView(decoded, adapter, augment=False, decoded=is_decoded, origin=origin)
     logger.info("Computing %s features once (%d examples) -> %s", what, len(view), path)
     features = engine.gather(split.features, view, adapter.collate, batch_size)
     if engine.is_main_process:

@@ -155,7 +155,8 @@ def evaluate_run(
     source = data if isinstance(data, str) else in_memory_name(data)
     path = RunDir(run.output_dir).eval_report(name or _report_name(source))  # a bad --name fails before the work
     dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys, subset, prefer)
-    report = classification_report(predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size), run.labels)
+    predictions = predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size, origin=source)
+    report = classification_report(predictions, run.labels)
     report["data"] = source
     write_json(path, report)
     return report, path

@@ -241,12 +241,13 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
     try:
         with engine.main_process_first():
             splits = load_splits(config, adapter)
-        train_set, eval_set, labels = splits.train, splits.validation, splits.labels
+        train_set, eval_set, labels, splits_origins = splits.train, splits.validation, splits.labels, splits.origins
         model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
         data_id = (labels, train_set._fingerprint, eval_set._fingerprint)
         batch_size = config.train.eval_batch_size or config.train.batch_size
         splits = {"training": train_set, "validation": eval_set}
-        found = backbone_features(model, adapter, splits, engine, batch_size, config.data.cache_dir)
+        named = dict(zip(splits, splits_origins, strict=True))
+        found = backbone_features(model, adapter, splits, engine, batch_size, config.data.cache_dir, named)
         if found is None:
             seconds = time.perf_counter() - start
             return CandidateScore(name, shown_model(config), None, None, None, None, None, seconds, NO_CUT), data_id

@@ -39,7 +39,7 @@ from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
 
 from . import data as data_lib
-from .datapipe import LoaderSettings, model_examples
+from .datapipe import LoaderSettings, RowNames, model_examples
 from .errors import ConfigError, DataError, RunDirError
 from .rng import example_seed
 
@@ -120,7 +120,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
         len(validation),
     )
     d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
-    return data_lib.Splits(train, validation, labels, replace(config, data=d))
+    return data_lib.Splits(train, validation, labels, replace(config, data=d), (where, d.validation or origin))
 
 
 def materialize(stream: IterableDataset, limit: int | None) -> Dataset:
@@ -142,12 +142,14 @@ def training_stream(
     shuffle_buffer: int,
     rank: int,
     processes: int,
+    origin: str | None = None,
 ) -> IterableDataset:
-    """This process's part of the labelled stream, shuffled, as model inputs (decoded and augmented on the fly)."""
+    """This process's part of the labelled stream, shuffled, as model inputs (decoded and augmented on the fly).
+    `origin` names the stream in the error on an example that cannot be decoded."""
     if shuffle_buffer:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)  # also shuffles the shard order per pass
     stream = split_dataset_by_node(stream, rank=rank, world_size=processes)
-    examples = StreamExamples(adapter, augment, seed, rank, processes)
+    examples = StreamExamples(adapter, augment, seed, rank, processes, origin)
     mapped = stream.map(
         examples, batched=True, batch_size=_MAP_BATCH, with_indices=True, remove_columns=stream.column_names
     )
@@ -161,8 +163,11 @@ class StreamExamples:
     worker of this process reads, which datasets restores on resume, with the worker and the process
     mixed in so that no two examples of one pass share a seed."""
 
-    def __init__(self, adapter: TaskAdapter, augment: bool, seed: int, rank: int, processes: int) -> None:
+    def __init__(
+        self, adapter: TaskAdapter, augment: bool, seed: int, rank: int, processes: int, origin: str | None = None
+    ) -> None:
         self.adapter, self.augment, self.seed, self.rank, self.processes = adapter, augment, seed, rank, processes
+        self.names = RowNames(None, origin)
         # The dataset this function runs in: its epoch (set_epoch, shared with persistent workers) is the pass.
         self.stream: IterableDataset | None = None
 
@@ -174,7 +179,7 @@ class StreamExamples:
             workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
             places = [((i * workers + worker_id) * self.processes + self.rank) for i in indices]
             seeds = [example_seed(self.seed, epoch, place) for place in places]
-        out = model_examples(self.adapter, batch, decoded=False, augment=self.augment, seeds=seeds)
+        out = model_examples(self.adapter, batch, decoded=False, augment=self.augment, seeds=seeds, names=self.names)
         return {key: [example[key] for example in out] for key in (out[0] if out else {})}
 
 

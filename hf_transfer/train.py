@@ -77,6 +77,7 @@ class Prepared:
     labels: list[str]
     model: nn.Module
     rng_state: torch.Tensor
+    origins: tuple[str | None, str | None] = (None, None)  # see Splits.origins
 
 
 def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
@@ -88,7 +89,7 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
         splits = data_lib.load_splits(config, adapter, data)
     model = adapter.build_model(splits.labels)
     rng = torch.get_rng_state()
-    return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng)
+    return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
 
 
 def _processes() -> PartialState:
@@ -177,6 +178,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         # From here on the config names the columns found in the data (and an in-memory source): config.yaml,
         # the card and the checkpoints' run identity say what the run read.
         config, train_set, eval_set, labels = splits.config, splits.train, splits.validation, splits.labels
+        origins = splits.origins
         model = adapter.build_model(labels)
     else:
         adapter, train_set, eval_set, labels, model = (
@@ -186,6 +188,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
             prepared.labels,
             prepared.model,
         )
+        origins = prepared.origins
         torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
     shown = "a stream of" if isinstance(train_set, IterableDataset) else len(train_set)
     logger.info(f"{shown} training / {len(eval_set)} validation examples, {len(labels)} classes")
@@ -210,7 +213,17 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         earlier = _records(done[-1]) if done else []  # after a resume: in the checkpoint instead
         done.append(
             _fit_stage(
-                config, stage, settings, model, adapter, train_set, eval_set, labels, engine, tracker_config, earlier
+                config,
+                stage,
+                settings,
+                model,
+                adapter,
+                (train_set, eval_set),
+                origins,
+                labels,
+                engine,
+                tracker_config,
+                earlier,
             )
         )
     model = engine.unwrap(model)
@@ -241,7 +254,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     # process its shard, gather_for_metrics reassembling the set.
     predictions = fit.best_predictions
     if predictions is None:
-        view = ExampleView(eval_set, adapter, augment=False, decoded=False)
+        view = ExampleView(eval_set, adapter, augment=False, decoded=False, origin=origins[1])
         predictions = engine.predict(model, adapter.logits, view, adapter.collate)
     validation = classification_report(predictions, labels)
     # A run that learned nothing still ends; it says so in the log, metrics.json and the card.
@@ -272,16 +285,18 @@ def _fit_stage(
     settings: TrainConfig,
     model: nn.Module,
     adapter: TaskAdapter,
-    train_set: Dataset,
-    eval_set: Dataset,
+    sets: tuple[Dataset | IterableDataset, Dataset],
+    origins: tuple[str | None, str | None],
     labels: list[str],
     engine: Engine,
     tracker_config: dict[str, Any],
     earlier: list[dict[str, Any]],
 ) -> StageFit:
-    """Train one stage: on cached features when the backbone is frozen and the views deterministic,
-    else on the decoded examples (with layer-wise learning rates when asked). `earlier`: the records of the
-    stages before it (see `_stage_record`); its checkpoints carry them, and its steps count on from theirs."""
+    """Train one stage on the training and validation `sets` (whose rows come from `origins`): on cached
+    features when the backbone is frozen and the views deterministic, else on the decoded examples (with
+    layer-wise learning rates when asked). `earlier`: the records of the stages before it (see
+    `_stage_record`); its checkpoints carry them, and its steps count on from theirs."""
+    train_set, eval_set = sets
     step_offset = earlier[-1]["end_step"] if earlier else 0
     trainable, total = trainable_parameters(model)
     logger.info(
@@ -296,12 +311,14 @@ def _fit_stage(
             logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
-            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
+            probe = cached_probe(
+                model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir, origins
+            )
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
     if probe is not None:
         fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, None, step_offset, earlier)
         return StageFit(stage, fit, probe.feature_seconds)
-    data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
+    data = training_data(config, adapter, train_set, eval_set, engine, stage.augment, origins)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
         layers = adapter.layer_ids(model)
@@ -413,25 +430,29 @@ def training_data(
     eval_set: Dataset,
     engine: Engine,
     augment: bool,
+    origins: tuple[str | None, str | None] = (None, None),
 ) -> FitData:
     """Both splits decoded once (cached), as per-example views: augmented for training when asked. A
-    training stream is decoded and augmented as it is read, each process reading its own part."""
+    training stream is decoded and augmented as it is read, each process reading its own part. A row that
+    cannot be decoded is named by its number in its origin (see Splits.origins)."""
     d, seed = config.data, config.train.seed
     streaming = isinstance(train_set, IterableDataset)
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
         if not streaming:
-            train_rows, train_decoded = decode_once(train_set, adapter, augment, d.decode_cache, d.cache_dir)
-        eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir)
+            train_rows, train_decoded = decode_once(
+                train_set, adapter, augment, d.decode_cache, d.cache_dir, origin=origins[0]
+            )
+        eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
     if not eval_decoded:
-        check_decodable(eval_set, adapter)  # a broken validation file, found now rather than after an epoch
+        check_decodable(eval_set, adapter, origins[1])  # a broken validation file, found now, not after an epoch
     if streaming:
         rank, processes = engine.accelerator.process_index, engine.num_processes
-        train = training_stream(train_set, adapter, augment, seed, d.shuffle_buffer, rank, processes)
+        train = training_stream(train_set, adapter, augment, seed, d.shuffle_buffer, rank, processes, origins[0])
     else:
-        train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded)
+        train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(
         train=train,
-        eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded),
+        eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded, origin=origins[1]),
         collate=adapter.collate,
         logits=adapter.logits,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import ModelError
+from .errors import HFTransferError, ModelError
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -17,7 +18,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"Weights file {str(path)!r} does not exist.")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path, ModelError, "Weights file", "export or download it again, or give another file.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
@@ -27,6 +28,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"Weights file {str(path)!r} does not hold a state dict of tensors.")
     return state
+
+
+def read_safetensors(path: str | Path, error: type[HFTransferError], what: str, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; one that is not readable as such (cut short, another format, a bad
+    header) raises `error` naming the file (`what` it is) and `fix`: safetensors' own error names no file."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise error(f"{what} {_unreadable(path, err)}{fix}") from None
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why a safetensors file cannot be read (its header, and that the header covers the file), or None;
+    reads the header only."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            file.keys()
+    except (SafetensorError, OSError) as err:
+        return _unreadable(path, err)
+    return None
+
+
+def _unreadable(path: str | Path, err: Exception) -> str:
+    return f"{str(path)!r} is not a readable safetensors file ({err}; cut short, or not safetensors): "
 
 
 def _is_efficientnet_pytorch_layout(state: dict[str, torch.Tensor]) -> bool:

@@ -213,8 +213,9 @@ def test_undecodable_file_is_named(tiny, toy, tmp_path):
 
 
 def test_missing_audio_column(tiny, tmp_path):
+    """No column of a usual name and none of audio file names (a column of them would be the input)."""
     csv = tmp_path / "data.csv"
-    csv.write_text("file,label\na.wav,x\nb.wav,y\n")
+    csv.write_text("file,label\na.txt,x\nb.txt,y\n")
     with pytest.raises(DataError, match="Column 'audio' not found.*data.audio_column"):
         train(load_config(None, audio_overrides(csv, csv, tmp_path / "o", tiny)))
 

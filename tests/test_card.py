@@ -167,6 +167,33 @@ def test_card_tables_show_every_reported_number(tmp_path):
     assert "| 0 | 2 | 0.5000 | 0.4000 | 1.0000 |  |" in text and "| mcc | 0.5000 |" in text
 
 
+def test_card_names_the_format_the_data_was_read_as(tmp_path):
+    """model-index's dataset type for local data is the builder that read it, not the task's folder builder:
+    a folder of parquet shards said `imagefolder`."""
+    from conftest import write_color_images
+    from datasets import Dataset
+
+    images = write_color_images(tmp_path / "photos", per_class=1, modes=False)
+    rows = Dataset.from_dict({"image": [str(p) for p in images.rglob("*.png")], "label": [0, 1, 2]})
+    (tmp_path / "shards" / "data").mkdir(parents=True)
+    rows.to_parquet(str(tmp_path / "shards" / "data" / "train-00000-of-00001.parquet"))
+    rows.save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "tars").mkdir()
+    (tmp_path / "tars" / "train-000000.tar").write_bytes(b"")
+    expected = {
+        tmp_path / "shards": "parquet",
+        tmp_path / "shards" / "data" / "train-00000-of-00001.parquet": "parquet",
+        images: "imagefolder",
+        tmp_path / "saved": "arrow",
+        tmp_path / "tars": "webdataset",
+        "in-memory:Dataset@0123": "in-memory",
+    }
+    (tmp_path / "card").mkdir()
+    for source, builder in expected.items():
+        card = _card(tmp_path / "card", _config(tmp_path, data=DataConfig(train=str(source))))
+        assert card.data.eval_results[0].dataset_type == builder, source
+
+
 def test_card_license_comes_from_hub_license(tmp_path):
     assert _card(tmp_path, _config(tmp_path)).data.license == "unknown"
     config = _config(tmp_path, hub=HubConfig(license="apache-2.0"))

@@ -4,10 +4,12 @@ a local folder in the Hub's layout goes through the real call."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
 import datasets
@@ -15,9 +17,10 @@ import pytest
 import yaml
 from conftest import as_overrides, write_color_images
 from datasets import ClassLabel, Dataset, DatasetDict, Image
+from PIL import Image as PILImage
 from test_text import toy_rows, write_rows, write_tokenizer_and_model
 
-from hf_transfer import TextClassificationAdapter, load_config, train
+from hf_transfer import ImageClassificationAdapter, TextClassificationAdapter, load_config, train
 from hf_transfer.cli import main
 from hf_transfer.data import IN_MEMORY_PREFIX, open_source, resolve_columns
 from hf_transfer.defaults import DEFAULT_MODELS, apply_defaults
@@ -108,6 +111,40 @@ def test_save_to_disk_text_dataset_dict(bert, tmp_path, info_log):
     assert report["num_examples"] == 6 and path.name == "saved_test.json"
     with pytest.raises(DataError, match="holds the splits train, validation, test: name the one"):
         evaluate_run(load_run(tmp_path / "out", device="cpu"), str(root))
+
+
+def test_files_named_outside_a_data_folder_are_refused(tmp_path):
+    """A save_to_disk folder's state.json / dataset_dict.json and a Hub-layout folder's README `configs:` name
+    the folder's own files; one that points outside (an edited or downloaded folder) is refused, not followed."""
+    saved = tmp_path / "saved"
+    Dataset.from_list(toy_rows(2, seed=0)).save_to_disk(saved)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    arrow = next(saved.glob("*.arrow"))
+    shutil.move(arrow, outside / arrow.name)
+    state = json.loads((saved / "state.json").read_text())
+    state["_data_files"] = [{"filename": f"../elsewhere/{arrow.name}"}]
+    (saved / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DataError, match=r"state.json' names the data file '../elsewhere/.*point data.train"):
+        open_source(str(saved), None)
+
+    both = tmp_path / "both"
+    DatasetDict({"train": Dataset.from_list(toy_rows(2, seed=0))}).save_to_disk(both)
+    shutil.copytree(both / "train", tmp_path / "other")
+    (both / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "../other"]}))
+    with pytest.raises(DataError, match=r"dataset_dict.json' names the split folder '../other'"):
+        open_source(str(both), None)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_rows(repo / "train.csv", toy_rows(2, seed=0))
+    write_rows(outside / "secret.csv", toy_rows(2, seed=1))
+    files = [{"split": "train", "path": "train.csv"}, {"split": "test", "path": str(outside / "secret.csv")}]
+    (repo / "README.md").write_text(
+        f"---\n{yaml.safe_dump({'configs': [{'config_name': 'default', 'data_files': files}]})}---\n"
+    )
+    with pytest.raises(DataError, match=r"README.md' \(configs: default\) declares the data files '/.*secret.csv'"):
+        open_source(str(repo), None)
 
 
 # --------------------------------------------------------------------------- objects in memory
@@ -220,6 +257,68 @@ def test_image_folder_with_metadata_jsonl(tmp_path):
     assert report["num_examples"] == 15
 
 
+def test_linked_class_folders_are_followed(tmp_path):
+    """A class folder that is a symbolic link (a class shared with another data set, not copied) is a class,
+    as torchvision's ImageFolder reads it; datasets' builders skip it silently (a 2-class model from 3
+    folders). A link back up the tree is not followed in circles."""
+    root = write_color_images(tmp_path / "photos", per_class=3, modes=False)
+    shutil.move(root / "blue", tmp_path / "shared-blue")
+    (root / "blue").symlink_to(tmp_path / "shared-blue", target_is_directory=True)
+    (root / "red" / "loop").symlink_to(root, target_is_directory=True)
+    train_split = open_source(str(root), "imagefolder").splits["train"]
+    assert train_split.features["label"].names == ["blue", "green", "red"]
+    assert sorted(Path(p).parent.name for p in train_split["image"]) == ["blue"] * 3 + ["green"] * 3 + ["red"] * 3
+
+    sounds = write_note_folders(tmp_path / "sounds", NOTES, per_class=2, seed=0)
+    shutil.move(sounds / "high", tmp_path / "shared-high")
+    (sounds / "high").symlink_to(tmp_path / "shared-high", target_is_directory=True)
+    assert open_source(str(sounds), "audiofolder").splits["train"].features["label"].names == ["high", "low"]
+
+
+# --------------------------------------------------------------------------- webdataset shards
+
+
+def _webdataset_shards(root: Path) -> Path:
+    """Tiny webdataset shards as large image sets ship them: train-00000{0,1}.tar and validation-000000.tar,
+    each example a `<key>.jpg` and a `<key>.cls` (its class number as text)."""
+    root.mkdir(parents=True)
+    images = sorted(write_color_images(root.parent / "pngs", per_class=6, seed=0, modes=False).rglob("*.png"))
+    classes = {"red": 0, "green": 1, "blue": 2}
+    shards = {"train-000000.tar": images[0::3], "train-000001.tar": images[1::3], "validation-000000.tar": images[2::3]}
+    for shard, files in shards.items():
+        with tarfile.open(root / shard, "w") as tar:
+            for i, file in enumerate(files):
+                buffer = io.BytesIO()
+                PILImage.open(file).save(buffer, "JPEG", quality=95)
+                for suffix, data in (("jpg", buffer.getvalue()), ("cls", str(classes[file.parent.name]).encode())):
+                    member = tarfile.TarInfo(f"{file.parent.name}{i:04d}.{suffix}")
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+    return root
+
+
+def test_webdataset_shards_train_loaded_and_streamed(tmp_path, info_log):
+    """The builder is datasets' `webdataset`; the task comes from the `jpg` column, the label is `cls`."""
+    shards = _webdataset_shards(tmp_path / "shards")
+    values = {k: v for k, v in {**IMAGE, **COMMON}.items() if k != "task"}
+    result = train(load_config(None, as_overrides({**values, "data.train": shards, "output_dir": tmp_path / "out"})))
+    assert result.labels == ["0", "1", "2"] and result.adapter.task == "image-classification"
+    assert "input 'jpg' (detected: the Image column" in info_log.text and "label 'cls' (detected" in info_log.text
+    assert _validated_on(tmp_path / "out") == 6  # the validation shard
+    report, _ = evaluate_run(load_run(tmp_path / "out", device="cpu"), f"{shards}:validation")
+    assert report["num_examples"] == 6
+
+    streamed = {**values, "data.train": shards, "data.streaming": True, "train.max_steps": 2, "train.batch_size": 4}
+    with pytest.raises(DataError, match="set data.labels="):  # a stream's int `cls` column lists no classes
+        train(load_config(None, as_overrides({**streamed, "output_dir": tmp_path / "s1"})))
+    result = train(
+        load_config(None, as_overrides({**streamed, "data.labels": "[0,1,2]", "output_dir": tmp_path / "s2"}))
+    )
+    assert result.metrics["global_step"] == 2 and result.labels == ["0", "1", "2"]
+    # One shard alone is a data file too.
+    assert len(open_source(str(shards / "train-000000.tar"), "imagefolder").splits["train"]) == 6
+
+
 # --------------------------------------------------------------------------- Hub datasets
 
 
@@ -308,6 +407,36 @@ def test_explicit_columns_win_and_a_miss_lists_the_columns(bert):
     )
     with pytest.raises(DataError, match=re.escape(message)):
         resolve_columns(neither, adapter, None, None, "d.csv", keys)
+
+
+def test_a_table_of_unusual_column_names_is_read_by_what_its_columns_hold(bert, tmp_path, info_log):
+    """The new user's CSV, `review` / `stars`: its one column of free text is the input, its one column of
+    few repeated values the label, and the log says so. Where two columns fit, the error names both."""
+    rows = toy_rows(8, seed=0)
+    stars = {"neg": 1, "neu": 3, "pos": 5}
+    data = write_rows(tmp_path / "reviews.csv", [{"review": r["text"], "stars": stars[r["label"]]} for r in rows])
+    result = train(_text(bert, tmp_path / "out", **{"data.train": data}))
+    assert result.labels == ["1", "3", "5"]
+    assert "input 'review' (detected: the one column of free text; data.text_column sets another)" in info_log.text
+    assert "label 'stars' (detected: the one column of few repeated values (3 values);" in info_log.text
+    saved = _saved_config(tmp_path / "out")["data"]
+    assert (saved["text_column"], saved["label_column"]) == ("review", "stars")
+
+    adapter = TextClassificationAdapter(load_config(None, [f"model={bert}", "task=text-classification"]))
+    keys = ("data.label_column", "data.text_column")
+    texts = [r["text"] for r in rows]
+    two_labels = Dataset.from_dict({"review": texts, "stars": [1, 2] * 12, "verified": [True, True, False] * 8})
+    message = "Cannot tell which column of 'd.csv' is the label: 'stars' (2 values), 'verified' (2 values) all hold"
+    with pytest.raises(DataError, match=re.escape(message)):
+        resolve_columns(two_labels, adapter, None, None, "d.csv", keys)
+    two_texts = Dataset.from_dict({"title": texts[::-1], "review": texts, "stars": [1, 2] * 12})
+    with pytest.raises(DataError, match="'title', 'review' all hold free text .*Set data.text_column=<column>"):
+        resolve_columns(two_texts, adapter, None, None, "d.csv", keys)
+    # A file-name column is an image run's input; an id (one value per row) or a score is no label.
+    image = ImageClassificationAdapter(load_config(None, ["task=image-classification", "model=resnet18"]))
+    files = Dataset.from_dict({"id": list(range(6)), "file": [f"{i}.png" for i in range(6)], "kind": ["a", "b"] * 3})
+    found = resolve_columns(files, image, None, None, "d.csv", ("data.label_column", "data.image_column"))
+    assert (found.input, found.label) == ("file", "kind")
 
 
 def test_class_label_names_keep_their_order(bert, tmp_path):

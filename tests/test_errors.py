@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import sys
@@ -12,17 +13,18 @@ import typing
 from pathlib import Path
 
 import artifact_runs as R
+import numpy as np
 import pytest
 import torch
 from conftest import as_overrides, tiny_image_overrides, write_color_images, write_tiny_vit
 from PIL import Image
 
-from hf_transfer import ADAPTERS, load_config
+from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.image import open_image
 from hf_transfer.card import write_model_card
 from hf_transfer.cli import COMMANDS, main
 from hf_transfer.config import RunConfig, dump_config
-from hf_transfer.data import load_source
+from hf_transfer.data import load_source, open_source
 from hf_transfer.errors import ConfigError, DataError, HFTransferError, ModelError
 from hf_transfer.inference import load_run
 
@@ -154,6 +156,77 @@ def test_empty_validation_csv_fails_in_the_cli_before_training(content, color_da
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after datasets' progress bars
     assert last.startswith("hf-transfer: error: Data file") and str(validation) in last
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- 2a'. a folder's metadata and names
+
+
+def test_metadata_file_name_outside_the_folder_names_the_row(tmp_path):
+    """The builders ended this in "An error occurred while generating the dataset", the cause dropped."""
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    rows = ["file_name,label", "red/000.png,red", "green/000.png,green", "../elsewhere.png,blue"]
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    message = (
+        f"Row 2 of {str(root / 'metadata.csv')!r} (counted from 0, after any header) names the file '../elsewhere.png'"
+    )
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        load_source(str(root), "imagefolder", "image")
+    assert "Move the file into that folder" in str(err.value)
+
+
+def test_non_utf8_names_and_metadata_are_named_with_the_fix(tmp_path):
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    latin1 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, as an old zip archive leaves it
+    shutil.copy(root / "red" / "000.png", root / "red" / latin1)
+    with pytest.raises(DataError, match=r"red/caf\\xe9.png' has a name that is not UTF-8 text.*convmv"):
+        load_source(str(root), "imagefolder", "image")
+    (root / "red" / latin1).unlink()
+
+    (root / "metadata.csv").write_bytes(b"file_name,label\nred/000.png,red\ngreen/000.png,gr\xfcn\n")
+    with pytest.raises(DataError, match=r"is not UTF-8 text: line 3 holds the byte 0xfc.*Save the file as UTF-8"):
+        load_source(str(root), "imagefolder", "image")
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "train.csv").write_text("text,label\ngood,a\nbad,b\n")
+    (tables / "test.csv").write_bytes(b"text,label\nfine,a\nna\xefve,b\n")
+    with pytest.raises(DataError, match=r"test.csv' is not UTF-8 text: line 3 holds the byte 0xef"):
+        open_source(str(tables), None)
+
+
+def _parquet_with_a_broken_image(path: Path, rows: int, broken: int) -> Path:
+    """Colour images stored as PNG bytes in a parquet file (as datasets writes them), row `broken` not an image."""
+    import io
+
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rng = np.random.default_rng(0)
+    cells = []
+    for i in range(rows):
+        pixels = rng.integers(0, 90, size=(24, 24, 3), dtype=np.uint8)
+        pixels[..., i % 3] = 200
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        cells.append({"bytes": buffer.getvalue(), "path": None})
+    cells[broken] = {"bytes": b"not an image at all", "path": None}
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["red", "green", "blue"])})
+    Dataset.from_dict({"image": cells, "label": [i % 3 for i in range(rows)]}, features=features).to_parquet(str(path))
+    return path
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["decoded_once", "decoded_per_batch"])
+def test_broken_image_bytes_in_parquet_name_the_file_and_row(cache, tmp_path):
+    """Bytes in the data have no file name: the row of the source says which (also once a held-out split
+    or a subset renumbered the rows), where it said <_io.BytesIO object at 0x...>."""
+    data = _parquet_with_a_broken_image(tmp_path / "train.parquet", rows=30, broken=17)
+    overrides = tiny_image_overrides(data, "null", tmp_path / "out", **{"train.batch_size": 4})
+    overrides.append(f"data.decode_cache={str(cache).lower()}")
+    message = (
+        f"Row 17 of {str(data)!r} (counted from 0): cannot decode the image bytes in the data: cannot identify "
+        "image file. Replace or remove that example."
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        train(load_config(None, overrides))
 
 
 # --------------------------------------------------------------------------- 2b. one class folder

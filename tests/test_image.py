@@ -8,12 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 from accelerate.utils import set_seed
 from conftest import changed_tensors, tiny_image_overrides, write_tiny_vit
 from peft import PeftModel
+from PIL import Image
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.errors import ConfigError, DataError, ModelError
@@ -251,3 +253,102 @@ def test_csv_with_own_column_names_and_relative_paths(color_data, tmp_path):
     assert result.labels == ["blue", "green", "red"]
     assert result.metrics["accuracy"] > 0.6
     assert len(result.metrics["history"]) == 3
+
+
+# ------------------------------------------------------------------------------------ image modes
+
+# 16-bit grey levels and the 8-bit levels a viewer (and Pillow, for 16-bit RGB) shows for them: the top 8 bits.
+_LEVELS = np.array([[0, 255, 256, 1000, 30000, 65535]] * 2, dtype=np.uint16)
+_LEVELS_8 = np.array([[0, 0, 1, 3, 117, 255]] * 2, dtype=np.uint8)
+
+
+def _mode_image(mode: str) -> Image.Image:
+    """A small image in `mode`: 16-bit and 32-bit grey from known levels, the others from random RGB with an
+    alpha channel that holds fully transparent, half and opaque pixels."""
+    if mode.startswith("I;16"):  # from raw bytes: Pillow's convert() between these modes clips at 255
+        order = ">" if mode == "I;16B" else "<" if mode in ("I;16", "I;16L") else "="
+        return Image.frombytes(mode, (6, 2), _LEVELS.astype(f"{order}u2").tobytes())
+    if mode == "I":
+        return Image.fromarray(_LEVELS.astype(np.int32))
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(2, 6, 4), dtype=np.uint8)
+    rgba[..., 3] = [[0, 128, 255, 0, 64, 255]] * 2
+    return Image.fromarray(rgba, "RGBA").convert(mode)
+
+
+def _expected_rgb(image: Image.Image) -> np.ndarray:
+    """What a viewer shows: 16-bit grey by its top 8 bits; transparency over white; else Pillow's conversion."""
+    if image.mode.startswith("I"):
+        return np.repeat(_LEVELS_8[..., None], 3, axis=2)
+    if image.has_transparency_data:  # an alpha band, or a palette (P) with transparent entries
+        straight = image.convert("LA") if image.mode == "La" else image  # Pillow converts La only to LA
+        rgba = np.asarray(straight.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3:] / 255
+        return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
+
+
+def _as_files(image: Image.Image, folder: Path) -> list[Path]:
+    """The image saved in each format that keeps its mode (how it reaches a user's folder), if any."""
+    files = []
+    for suffix in (".png", ".tiff"):
+        path = folder / f"{image.mode.replace(';', '_')}{suffix}"
+        try:
+            image.save(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        with Image.open(path) as reopened:
+            if reopened.mode == image.mode:
+                files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("mode", sorted(Image.MODES))
+def test_every_pillow_mode_decodes_to_the_rgb_a_viewer_shows(mode, tmp_path):
+    """Each of Pillow's modes, in memory, as a file (PNG/TIFF where they keep it) and as bytes in the data,
+    decodes to the expected RGB, or is refused by name when it has no standard scale (F, 32-bit I)."""
+    from hf_transfer.adapters.image import open_image
+
+    if mode == "F":
+        image = Image.fromarray(_LEVELS.astype(np.float32) / 65535)
+        for cell in (image, *map(str, _as_files(image, tmp_path))):
+            with pytest.raises(DataError, match=r"32-bit floats \(Pillow mode F\).*Convert it to an 8- or 16-bit"):
+                open_image(cell)
+        return
+    image = _mode_image(mode)
+    assert image.mode == mode
+    cells = [(image, image)]
+    for file in _as_files(image, tmp_path):  # the file as saved (a TIFF keeps no palette transparency)
+        saved = Image.open(file)
+        cells += [(str(file), saved), ({"bytes": file.read_bytes(), "path": None}, saved)]
+    for cell, source in cells:
+        decoded = open_image(cell)
+        assert decoded.mode == "RGB" and decoded.size == image.size
+        difference = np.abs(np.asarray(decoded, dtype=int) - _expected_rgb(source).astype(int)).max()
+        assert difference <= 1, f"{mode} from {type(cell).__name__}: off by {difference}"
+
+
+def test_sixteen_bit_png_is_not_white_and_wide_integers_are_refused(tmp_path):
+    """The report: a 16-bit PNG trained as an all-white image. Pillow opens 16-bit PGM as mode I too."""
+    from hf_transfer.adapters.image import open_image
+
+    Image.fromarray(_LEVELS).save(tmp_path / "scan.png")
+    assert np.array_equal(np.asarray(open_image(str(tmp_path / "scan.png")))[..., 0], _LEVELS_8)
+    (tmp_path / "scan.pgm").write_bytes(b"P5 6 2 65535\n" + _LEVELS.astype(">u2").tobytes())
+    assert np.array_equal(np.asarray(open_image(str(tmp_path / "scan.pgm")))[..., 0], _LEVELS_8)
+    wide = Image.fromarray(np.array([[0, 70_000]], dtype=np.int32))
+    with pytest.raises(DataError, match="32-bit integers from 0 to 70000"):
+        open_image(wide)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo whose EXIF says 'rotate 90°' (phones write this) decodes upright, as datasets' Image shows it."""
+    from hf_transfer.adapters.image import open_image
+
+    pixels = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3) * 10
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "photo.png", exif=exif)
+    decoded = np.asarray(open_image(str(tmp_path / "photo.png")))
+    assert decoded.shape == (4, 2, 3)
+    assert np.array_equal(decoded, np.rot90(pixels, k=-1))

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import failure_lines, tiny_image_overrides
+from conftest import as_overrides, failure_lines, tiny_image_overrides
 from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -181,6 +181,39 @@ def test_jsonl_shards_with_file_paths_need_the_labels_up_front(tmp_path):
         load_config(None, settings(tmp_path / "data", tmp_path / "loaded", **labels, **{"data.streaming": False}))
     )
     assert loaded.labels == ["blue", "green", "red"]
+
+
+def test_streamed_folders_take_their_classes_from_their_sub_folders(tmp_path):
+    """An image (audio) folder streamed: its classes are its sub-folder names, known before reading, as in a
+    loaded run: no data.labels needed."""
+    from conftest import write_color_images
+
+    from hf_transfer.samples import TONE_CLASSES, write_note_folders
+    from hf_transfer.specs import write_tiny_wav2vec2
+
+    for split, seed in (("train", 0), ("validation", 1)):
+        write_color_images(tmp_path / "photos" / split, per_class=4, seed=seed, modes=False)
+    result = train(load_config(None, settings(tmp_path / "photos", tmp_path / "run", **{"train.max_steps": 2})))
+    assert result.labels == COLOURS[::-1] and result.metrics["global_step"] == 2  # blue, green, red
+
+    notes = {"low": TONE_CLASSES["A3"], "high": TONE_CLASSES["C5"]}
+    for split, seed in (("train", 0), ("validation", 1)):
+        write_note_folders(tmp_path / "sounds" / split, notes, per_class=4, seed=seed)
+    audio = {
+        "task": "audio-classification",
+        "model": write_tiny_wav2vec2(tmp_path / "w2v2", hidden_size=32),
+        "pretrained": False,
+        "data.train": tmp_path / "sounds",
+        "data.streaming": True,
+        "data.max_duration_s": 0.3,
+        "train.max_steps": 2,
+        "train.batch_size": 4,
+        "train.log_with": "[]",
+        "train.progress_bar": False,
+        "output_dir": tmp_path / "audio-run",
+    }
+    result = train(load_config(None, as_overrides(audio)))
+    assert result.labels == ["high", "low"] and result.metrics["global_step"] == 2
 
 
 def test_hub_dataset_is_loaded_as_a_stream(shards, tmp_path, monkeypatch):

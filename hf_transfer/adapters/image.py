@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from torchvision.transforms import v2
 
@@ -62,13 +63,20 @@ def _apply_pixel_limit() -> None:
 
 
 def open_image(value: Any) -> Image.Image:
-    """Decode one image cell (path, {'path','bytes'} or PIL) to RGB, naming the file on failure."""
+    """Decode one image cell (path, {'path','bytes'} or PIL) to RGB (see `to_rgb`), naming the file on failure."""
     where = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
+    in_data = isinstance(value, dict) and bool(value.get("bytes"))
+    # A file is named by its path; bytes stored in the data (parquet, Arrow) by the file name kept with them, if any.
+    if in_data:
+        shown = f"the image bytes of {where}" if where else "the image bytes in the data"
+    else:
+        shown = f"image {where}" if where else "an image passed in memory"
+    fix = "Replace or remove that example." if in_data else "Replace or remove the file."
     _apply_pixel_limit()
     try:
         if isinstance(value, Image.Image):
             image = value
-        elif isinstance(value, dict) and value.get("bytes"):
+        elif in_data:
             image = Image.open(io.BytesIO(value["bytes"]))
         elif where:
             image = Image.open(where)
@@ -76,16 +84,61 @@ def open_image(value: Any) -> Image.Image:
             raise DataError(f"Image cell holds no path or bytes: {value!r}")
         image.load()
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DataError(f"Cannot decode image {where or '<bytes>'}: {err}. Replace or remove the file.") from None
+        # Pillow names a BytesIO by its repr (<_io.BytesIO object at 0x...>), which tells nobody anything.
+        reason = _BYTES_REPR.sub("", str(err)).strip()
+        raise DataError(f"Cannot decode {shown}: {reason}. {fix}") from None
     except Image.DecompressionBombError as err:
         size = str(err).split(",")[0]  # "Image size (N pixels) exceeds limit of M pixels"
         raise DataError(
-            f"Cannot decode image {where or '<bytes>'}: {size} (Pillow's decompression-bomb check); if you trust "
+            f"Cannot decode {shown}: {size} (Pillow's decompression-bomb check); if you trust "
             f"the file, allow larger images with {MAX_IMAGE_PIXELS_ENV}=<pixels> (or 'none'), or downscale it."
         ) from None
-    if image.mode == "P":  # palette images may carry transparency; go through RGBA to keep colours right
-        image = image.convert("RGBA")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image, shown)
+
+
+_BYTES_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+# 16-bit grey levels (PNG, TIFF, PGM): Pillow's modes for them, little-, big- and native-endian.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: Image.Image, where: str) -> Image.Image:
+    """An image of any Pillow mode as the 8-bit RGB a viewer shows, upright.
+
+    - EXIF orientation is applied (a phone photo taken upright trains upright), as datasets' Image does;
+    - transparency (LA, RGBA, PA, P with a transparent colour, ...) is composited onto white, as
+      transformers' image processors do (`convert_to_rgb`) and viewers show it: the colour under a fully
+      transparent pixel is invisible, often black, and says nothing about the image;
+    - 16-bit grey (I;16*, and I, how Pillow opens 16-bit PGM and some TIFFs) keeps its top 8 bits, as
+      Pillow reduces 16-bit RGB: `convert("RGB")` would clip every level above 255 to white;
+    - 32-bit float grey (F) and integers beyond 16 bits have no standard scale: refused, by name;
+    - everything else (1, L, P, CMYK, YCbCr, LAB, HSV, RGBX) through Pillow's own conversion.
+    """
+    if image.getexif().get(ExifTags.Base.Orientation) is not None:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT or image.mode == "I":
+        levels = np.asarray(image)
+        if image.mode == "I" and levels.size and (levels.min() < 0 or levels.max() > 65535):
+            raise DataError(
+                f"Cannot convert {where} to RGB: its pixels are 32-bit integers from {levels.min()} to {levels.max()} "
+                "(Pillow mode I), beyond the 16-bit grey levels that have a standard scale. Convert it to an 8- or "
+                "16-bit PNG with the scaling that suits your data."
+            )
+        grey = (levels.astype(np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+    if image.mode == "F":
+        raise DataError(
+            f"Cannot convert {where} to RGB: its pixels are 32-bit floats (Pillow mode F), whose scale (0-1? "
+            "0-255? raw measurements?) no file states. Convert it to an 8- or 16-bit PNG with the scaling that suits "
+            "your data."
+        )
+    if image.mode == "RGB":
+        return image
+    if image.has_transparency_data:  # an alpha band (not LAB's "A"), or a transparent palette entry or colour
+        if image.mode == "La":  # premultiplied: Pillow converts it only to LA
+            image = image.convert("LA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
@@ -259,7 +312,9 @@ class ImageClassificationAdapter(TaskAdapter):
         return {"pixels": [p.numpy().tobytes() for p in pixels], "pixels_shape": [list(p.shape) for p in pixels]}
 
     def decode_signature(self, augment: bool) -> dict[str, Any]:
-        return {"view": "train_source" if augment else "eval", **self.backend.signature()}
+        # "decoder" names how files become RGB (to_rgb): a change there must not reuse older cached pixels.
+        view = "train_source" if augment else "eval"
+        return {"view": view, "decoder": "to_rgb-2", **self.backend.signature()}
 
     def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
         shape = example["pixels_shape"]
