@@ -424,10 +424,12 @@ def main() -> None:
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     results: dict[str, dict] = {}
+    reused = 0
     for number, case in enumerate(cases, 1):
         path = out / "rows" / f"{case.key}.json"
         if args.reuse and path.is_file():
             results[case.key] = json.loads(path.read_text())
+            reused += 1
             continue
         load = os.getloadavg()[0]
         progress(f"{number}/{len(cases)} {case.task} {case.strategy or ''} {ROWS[case.row]} (load {load:.1f})")
@@ -444,7 +446,9 @@ def main() -> None:
     body = [
         f"Command: `{command}`  ",
         f"Machine: {machine_line()}; 1-minute load {load_start:.1f} at the start  ",
-        f"Total {minutes:.1f} min ({len(rows)} rows, each one process; mode: {suite.mode.name}).",
+        f"Total {minutes:.1f} min in this invocation; the {len(rows)} rows (each one process; mode: "
+        f"{suite.mode.name}) took {sum(r['wall_s'] for r in rows) / 60:.1f} min of wall time together"
+        + (f", {reused} of them reused from {out}/rows (--reuse)." if reused else "."),
         "",
         "Tasks:",
         *task_lines(args.tasks),

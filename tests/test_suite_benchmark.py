@@ -66,7 +66,7 @@ def test_text_validation_phrasings_are_unseen_in_training(suite_tasks, tmp_path)
     assert len(validation.read_text().splitlines()) == 1 + 20 * len(suite_tasks.INTENTS)
 
 
-@pytest.mark.slow  # about 4 minutes: every row is a process that imports torch (run with pytest -m slow)
+@pytest.mark.slow  # 4-15 minutes (quiet to busy machine): every row is a process importing torch (pytest -m slow)
 def test_quick_run_prints_every_row(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     tasks, strategies = ["digits-5shot", "intents-10shot", "dyads-10shot"], ["linear_probe", "lp_ft"]
