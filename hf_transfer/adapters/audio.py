@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import DataError, ModelError
 from ..rng import seeded
-from .base import FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .base import FeatureSplit, LoadedModel, TaskAdapter, hf_head_modules, hooked_split, load_transformers
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class AudioClassificationAdapter(TaskAdapter):
     feature_extractor: Any = None  # set by load_model
 
     # ---- model ---------------------------------------------------------------------------------
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         if weights is not None:
@@ -98,7 +98,7 @@ class AudioClassificationAdapter(TaskAdapter):
             raise ModelError(
                 f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
             )
-        model, self.feature_extractor = load_transformers(
+        loaded, self.feature_extractor = load_transformers(
             AutoModelForAudioClassification,
             AutoFeatureExtractor,
             spec,
@@ -110,12 +110,12 @@ class AudioClassificationAdapter(TaskAdapter):
             "or a reachable Hub id of an audio classifier",
         )
         if self.config.freeze_feature_encoder:
-            freeze = getattr(model, "freeze_feature_encoder", None)
+            freeze = getattr(loaded.model, "freeze_feature_encoder", None)
             if callable(freeze):
                 freeze()  # the model's own switch: the convolutional encoder keeps its weights
             else:
-                logger.info("%s has no convolutional feature encoder to freeze", type(model).__name__)
-        return model
+                logger.info("%s has no convolutional feature encoder to freeze", type(loaded.model).__name__)
+        return loaded
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)  # wav2vec2 family: projector + classifier

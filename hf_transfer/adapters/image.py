@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 from ..errors import ConfigError, DataError
 from ..layer_decay import LayerIds
 from ..rng import seeded
-from .base import FeatureSplit, TaskAdapter
+from .base import FeatureSplit, LoadedModel, TaskAdapter
 from .usage import python_block
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ class ImageBackend(ABC):
         """Whether `spec` names a model of this family."""
 
     @abstractmethod
-    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        """The model sized for `labels`; also sets up this backend's preprocessing."""
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
+        """The model sized for `labels` and the classes its checkpoint names (see TaskAdapter.load_model);
+        also sets up this backend's preprocessing."""
 
     @abstractmethod
     def head_modules(self, model: nn.Module) -> list[str]: ...
@@ -202,7 +203,7 @@ class ImageClassificationAdapter(TaskAdapter):
     backend: ImageBackend  # set by load_model, from the model spec
 
     # ---- model ---------------------------------------------------------------------------------
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
         self.__dict__.pop("_augment", None)  # built for the previous backend's size, if any
         return self.backend.load(spec, weights, labels, pretrained)
