@@ -63,6 +63,8 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
+# The linear probe's default number of training views kept per example (benchmarks/RESULTS.md, "Issue 17").
+PROBE_VIEWS = 1
 # What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
 COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
@@ -99,11 +101,25 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
 
 @dataclass
 class LinearProbeConfig:
+    """The linear probe's settings; they apply to LP-FT's probe stage too."""
+
     cache_features: bool = setting(
         True,
         "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
         "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
     )
+    views: int = setting(
+        PROBE_VIEWS,
+        "Cached features: views of each training example whose features are kept, one backbone pass each (paid "
+        "once, cached); every epoch trains on one of them, drawn per example. Images: the evaluation view, its "
+        "mirror image (when data.hflip > 0), then random crops of data.crop_scale; audio: the centred window, "
+        "then random windows; text: only the evaluation view (no variation of a text surely keeps its label). "
+        "Validation always uses the evaluation view. 1: the evaluation view alone.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.views < 1:
+            raise ConfigError(f"linear_probe.views must be >= 1 (1: the evaluation view alone), got {self.views}")
 
 
 @register_strategy(

@@ -145,11 +145,13 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
 
 @dataclass
 class StageFit:
-    """One stage's training (see strategies.Stage) and the seconds its cached features took (None: uncached)."""
+    """One stage's training (see strategies.Stage), the seconds its cached features took (None: uncached)
+    and the cached probe's views."""
 
     stage: Stage
     fit: FitResult
     feature_seconds: float | None
+    views: list[str] | None = None
 
 
 def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
@@ -240,7 +242,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     engine.wait_for_everyone()
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
-        augmentation = adapter.augmentation(done[-1].stage.augment)
+        augmentation = _augmentation(adapter, done[-1])
         facts = card_facts(config, adapter, whole, labels, augmentation, _train_loss(done), engine.setup)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
@@ -277,11 +279,13 @@ def _fit_stage(
             logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
-            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir)
-    identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
+            count, cache = config.linear_probe.views, config.data.cache_dir
+            probe = cached_probe(model, adapter, train_set, eval_set, engine, batch_size, cache, count, settings.seed)
+    views = probe.views if probe is not None else None
+    identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
     if probe is not None:
         fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, step_offset=step_offset)
-        return StageFit(stage, fit, probe.feature_seconds)
+        return StageFit(stage, fit, probe.feature_seconds, views)
     data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
@@ -289,6 +293,16 @@ def _fit_stage(
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset)
     return StageFit(stage, fit, None)
+
+
+def _augmentation(adapter: TaskAdapter, done: StageFit) -> str:
+    """What the last stage trained on, in words: the adapter's augmentation, or a cached probe's views."""
+    if done.views is not None and len(done.views) > 1:
+        return (
+            f"cached features of {len(done.views)} views of each training example ({', '.join(done.views)}), "
+            "one drawn per example each epoch"
+        )
+    return adapter.augmentation(done.stage.augment)
 
 
 def _check_sharded_plan(plan: list[Stage], config: RunConfig) -> None:

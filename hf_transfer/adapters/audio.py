@@ -23,7 +23,16 @@ from torch import nn
 
 from ..errors import DataError, ModelError
 from ..rng import seeded
-from .base import FeatureSplit, LoadedModel, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .base import (
+    EVALUATION_VIEW,
+    FeatureSplit,
+    LoadedModel,
+    ProbeView,
+    TaskAdapter,
+    hf_head_modules,
+    hooked_split,
+    load_transformers,
+)
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
@@ -226,6 +235,12 @@ class AudioClassificationAdapter(TaskAdapter):
     def augmentation(self, augment: bool) -> str:
         seconds = f"{self.config.data.max_duration_s:g} s"
         return f"random {seconds} windows" if augment else f"none (the centred {seconds} window)"
+
+    def probe_views(self, count: int) -> list[ProbeView]:
+        """The centred window, then random windows of data.max_duration_s (time shifts; a clip no longer
+        than that is the same in every view)."""
+        window = (("max_samples", self._max_samples),)
+        return [EVALUATION_VIEW] + [ProbeView(f"window {i}", True, window) for i in range(1, count)]
 
     @property
     def _max_samples(self) -> int:

@@ -49,6 +49,19 @@ class LoadedModel:
     head_classes: list[str] | None
 
 
+@dataclass(frozen=True)
+class ProbeView:
+    """One view of every training example whose backbone features a cached probe keeps (see features.py):
+    the evaluation view, or a mild, label-preserving variation of it (a mirror image, a crop, a window)."""
+
+    name: str  # in the log, and in the cache key of its features
+    augment_source: bool  # made from the augmentation source (`decode(..., augment=True)`), not the evaluation view
+    recipe: tuple[tuple[str, Any], ...] = ()  # what its inputs depend on besides the decoded rows (cache key)
+
+
+EVALUATION_VIEW = ProbeView("evaluation", augment_source=False)
+
+
 @dataclass
 class FeatureSplit:
     """A model cut where the frozen backbone ends, for cached-feature probing.
@@ -198,6 +211,17 @@ class TaskAdapter(ABC):
     def augmentation(self, augment: bool) -> str:
         """The training-time augmentation in words, for the log and the model card."""
         return "random crops" if augment else "none"
+
+    def probe_views(self, count: int) -> list[ProbeView]:
+        """At most `count` views of each training example whose features a cached probe trains on (one
+        drawn per example each epoch); the first is always the evaluation view. Default: that one alone."""
+        return [EVALUATION_VIEW]
+
+    def view_inputs(self, example: dict[str, Any], view: ProbeView, seed: int) -> dict[str, Any]:
+        """One decoded example (decoded as `view.augment_source` says) as model inputs seen through `view`,
+        its randomness under `seed`. Default: the training augmentation for a view of the augmentation
+        source, else the evaluation transform."""
+        return self.transform(example, view.augment_source, seed if view.augment_source else None)
 
     @abstractmethod
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

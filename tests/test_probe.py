@@ -1,0 +1,157 @@
+"""The cached linear probe's views: K views of each training example are cached (one backbone pass each), each
+epoch draws one per example as a function of (seed, epoch, index), validation sees the evaluation view alone."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import timm.models.efficientnet
+import torch
+from conftest import tiny_image_overrides
+
+from hf_transfer import ADAPTERS, load_config, train
+from hf_transfer.adapters.base import EVALUATION_VIEW
+from hf_transfer.features import FeatureView, cached_probe
+from hf_transfer.rng import view_of
+from hf_transfer.specs import write_tiny_wav2vec2
+
+PROBE = {"strategy": "linear_probe", "train.lr": 0.05, "data.hflip": 0.5, "data.crop_scale": "[0.6, 1.0]"}
+
+
+def _run(train_dir, val_dir, out: Path, **extra):
+    overrides = tiny_image_overrides(train_dir, val_dir, out, **{**PROBE, "data.cache_dir": str(out.parent / "cache")})
+    return train(load_config(None, overrides + [f"{k}={v}" for k, v in extra.items()]))
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in result.model.state_dict().items()}
+
+
+@pytest.fixture
+def examples_seen(monkeypatch) -> list[int]:
+    """How many examples went through the backbone (timm EfficientNet's forward_features), call by call."""
+    seen: list[int] = []
+    original = timm.models.efficientnet.EfficientNet.forward_features
+
+    def counting(self, x):
+        seen.append(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(timm.models.efficientnet.EfficientNet, "forward_features", counting)
+    return seen
+
+
+# --------------------------------------------------------------------------------------------------- views
+
+
+def test_the_cache_holds_k_views_and_the_backbone_runs_k_passes(color_data, tmp_path, examples_seen, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.INFO):
+        first = _run(train_dir, val_dir, tmp_path / "a", **{"linear_probe.views": 3})
+    n_train, n_val = len(list(train_dir.rglob("*.png"))), len(list(val_dir.rglob("*.png")))
+    # 3 passes over the training set, 1 over validation (and 2 rows that show the head takes one vector each)
+    assert sum(examples_seen) == 3 * n_train + n_val + 2
+    assert "3 view(s) of each training example: evaluation, mirrored, crop 1" in caplog.text
+    features = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(features) == 4  # one file per view of the training set, one for validation
+    examples_seen.clear()
+    again = _run(train_dir, val_dir, tmp_path / "b", **{"linear_probe.views": 3})
+    assert examples_seen == [2] and again.metrics["accuracy"] == first.metrics["accuracy"]  # all from the cache
+    examples_seen.clear()
+    _run(train_dir, val_dir, tmp_path / "c", **{"linear_probe.views": 3, "data.crop_scale": "[0.9, 1.0]"})
+    assert sum(examples_seen) == n_train + 2  # another crop recipe: the crop view again, nothing else
+
+
+def test_views_follow_the_flip_setting_and_the_modality(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **{"data.hflip": 0}))
+    adapter = ADAPTERS.get(config.task)(config)
+    adapter.build_model(["blue", "green", "red"])
+    assert [v.name for v in adapter.probe_views(3)] == ["evaluation", "crop 1", "crop 2"]  # digits: no mirror
+    assert ADAPTERS.get("text-classification")(config).probe_views(4) == [EVALUATION_VIEW]  # text: one view
+    tiny = write_tiny_wav2vec2(tmp_path / "w2v2", hidden_size=32)
+    audio = ADAPTERS.get("audio-classification")(
+        load_config(None, ["task=audio-classification", f"model={tiny}", "pretrained=false"])
+    )
+    audio.build_model(["a", "b"])
+    assert [v.name for v in audio.probe_views(3)] == ["evaluation", "window 1", "window 2"]
+
+
+def test_the_mirrored_view_is_the_evaluation_view_flipped(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **PROBE))
+    adapter = ADAPTERS.get(config.task)(config)
+    adapter.build_model(["blue", "green", "red"])
+    mirrored = adapter.probe_views(2)[1]
+    example = adapter.decode({"image": [str(next(train_dir.rglob("*.png")))]}, augment=False)
+    example = {k: v[0] for k, v in example.items()}
+    evaluation = adapter.transform(example, False, None)["pixel_values"]
+    assert torch.equal(adapter.view_inputs(example, mirrored, seed=7)["pixel_values"], evaluation.flip(-1))
+
+
+def test_epochs_draw_views_deterministically_whatever_the_batch():
+    count, views = 64, 4
+    features = torch.arange(views).float().view(1, views, 1).expand(count, views, 1).contiguous()  # value = view
+    dataset = FeatureView(features, torch.zeros(count, dtype=torch.long), seed=3, views=True)
+    drawn = {}
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        drawn[epoch] = dataset.__getitems__(list(range(count)))["features"].flatten().long().tolist()
+        backwards = dataset.__getitems__(list(reversed(range(count))))["features"].flatten().long().tolist()
+        assert backwards == drawn[epoch][::-1]  # a function of the index, not of the batch
+        assert drawn[epoch] == [view_of(3, epoch, i, views) for i in range(count)]
+        assert set(drawn[epoch]) == set(range(views))  # every view is drawn
+    assert drawn[0] != drawn[1] != drawn[2]  # each epoch draws anew
+    other_seed = FeatureView(features, torch.zeros(count, dtype=torch.long), seed=4, views=True)
+    assert other_seed.__getitems__(list(range(count)))["features"].flatten().long().tolist() != drawn[0]
+
+
+def test_validation_uses_only_the_evaluation_view(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **PROBE))
+    from hf_transfer.data import load_splits
+    from hf_transfer.engine import Engine
+
+    adapter = ADAPTERS.get(config.task)(config)
+    splits = load_splits(config, adapter)
+    model = adapter.build_model(splits.labels)
+    engine = Engine(config.train, tmp_path / "o")
+    try:
+        one = cached_probe(model, adapter, splits.train, splits.validation, engine, 8, str(tmp_path / "c"), views=1)
+        three = cached_probe(model, adapter, splits.train, splits.validation, engine, 8, str(tmp_path / "c"), views=3)
+    finally:
+        engine.close()
+    assert one.views == ["evaluation"] and three.views == ["evaluation", "mirrored", "crop 1"]
+    assert torch.equal(three.data.eval.features, one.data.eval.features) and not three.data.eval.views
+    assert torch.equal(three.train_features[:, 0], one.train_features[:, 0])  # view 0: the evaluation view
+    assert not torch.allclose(three.train_features[:, 1], three.train_features[:, 0])
+
+
+def test_a_resumed_probe_with_views_equals_the_uninterrupted_one(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    common = {
+        "linear_probe.views": 3,
+        "train.epochs": 3,
+        "train.checkpoint_every_steps": 2,
+        "train.save_total_limit": 20,
+    }
+    full = _run(train_dir, val_dir, tmp_path / "a", **common)
+    crashed = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / "checkpoints", crashed / "checkpoints")
+    for checkpoint in (crashed / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.split("_")[1]) > 8:  # 6 steps per epoch: killed in the middle of epoch 1
+            shutil.rmtree(checkpoint)
+    resumed = _run(train_dir, val_dir, crashed, **common, **{"train.resume_from_checkpoint": "latest"})
+    assert [h["loss"] for h in resumed.metrics["history"]] == [h["loss"] for h in full.metrics["history"]]
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Another number of views is another run: its checkpoints are not resumed.
+    from hf_transfer.errors import RunDirError
+
+    other = tmp_path / "c"
+    shutil.copytree(tmp_path / "a" / "checkpoints", other / "checkpoints")
+    with pytest.raises(RunDirError, match="probe_views"):
+        _run(train_dir, val_dir, other, **{**common, "linear_probe.views": 2, "train.resume_from_checkpoint": "latest"})
