@@ -147,7 +147,11 @@ class TrainConfig:
     batch_size: int = setting(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).")
     eval_batch_size: int | None = setting(None, "Evaluation batch size per process; default: batch_size.")
     lr: float | None = setting(None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).")
-    weight_decay: float = setting(0.01, "AdamW weight decay; never applied to biases and normalisation weights.")
+    weight_decay: float = setting(
+        0.01,
+        "AdamW weight decay; never applied to biases and normalisation weights. A linear probe on cached features "
+        "(LP-FT's probe stage too) chooses its own by default: linear_probe.weight_decay.",
+    )
     scheduler: Scheduler = setting("cosine", f"Learning-rate schedule: {choices(Scheduler)}.")
     warmup_ratio: float = setting(0.1, "Fraction of optimizer steps spent warming up linearly.")
     gradient_accumulation_steps: int = setting(1, "Micro-batches per optimizer step.")

@@ -63,8 +63,10 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-# The linear probe's default number of training views kept per example (benchmarks/RESULTS.md, "Issue 17").
+# The linear probe's defaults (benchmarks/RESULTS.md, "Issue 17"): training views kept per example, and the
+# weight decays its search tries.
 PROBE_VIEWS = 1
+SEARCH_WEIGHT_DECAY = (0.01, 0.3, 1.0, 3.0, 10.0, 30.0)
 # What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
 COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
@@ -116,10 +118,38 @@ class LinearProbeConfig:
         "then random windows; text: only the evaluation view (no variation of a text surely keeps its label). "
         "Validation always uses the evaluation view. 1: the evaluation view alone.",
     )
+    weight_decay: float | None = setting(
+        None,
+        "AdamW weight decay of the head on cached features (and of LP-FT's probe stage). Default: chosen by the "
+        "search (linear_probe.search) and recorded here in the run's config.yaml; train.weight_decay when the "
+        "search is off or the features are not cached.",
+    )
+    search: bool = setting(
+        True,
+        "Cached features: choose the head's weight decay among linear_probe.search_weight_decay by stratified "
+        "k-fold cross-validation on the training features only (never the validation set), each candidate "
+        "trained with the run's recipe; then train on all training features with the choice (seconds).",
+    )
+    search_weight_decay: list[float] = setting(
+        list(SEARCH_WEIGHT_DECAY),
+        "The weight decays the search tries (AdamW's decoupled decay: with a probe's short schedule, values "
+        "above 1 are what regularise). One value: no search, that value.",
+    )
+    search_folds: int = setting(
+        5, "Folds of the search's cross-validation (fewer when a class has fewer training examples; at least 2)."
+    )
 
     def __post_init__(self) -> None:
         if self.views < 1:
             raise ConfigError(f"linear_probe.views must be >= 1 (1: the evaluation view alone), got {self.views}")
+        if self.weight_decay is not None:
+            check_number("linear_probe.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
+        if not self.search_weight_decay:
+            raise ConfigError("linear_probe.search_weight_decay must list at least one weight decay, e.g. [0.01, 1]")
+        for value in self.search_weight_decay:
+            check_number("linear_probe.search_weight_decay", value, ">= 0 (each value)", lambda v: v >= 0)
+        if self.search_folds < 2:
+            raise ConfigError(f"linear_probe.search_folds must be >= 2, got {self.search_folds}")
 
 
 @register_strategy(

@@ -24,8 +24,9 @@ from .defaults import apply_defaults
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
-from .features import cached_probe
+from .features import CachedProbe, cached_probe
 from .hub import push_run, require_token
+from .probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
 from .rundir import RunDir
 from .specs import resolve_model
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
@@ -145,13 +146,14 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
 
 @dataclass
 class StageFit:
-    """One stage's training (see strategies.Stage), the seconds its cached features took (None: uncached)
-    and the cached probe's views."""
+    """One stage's training (see strategies.Stage), the seconds its cached features took (None: uncached),
+    the cached probe's views and its regularisation search (None: not searched)."""
 
     stage: Stage
     fit: FitResult
     feature_seconds: float | None
     views: list[str] | None = None
+    search: SearchResult | None = None
 
 
 def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
@@ -222,6 +224,11 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     }
     if len(plan) > 1:
         metrics["stages"] = [_stage_summary(d) for d in done]
+    search = next((d.search for d in done if d.search is not None), None)
+    if search is not None:
+        metrics["probe_search"] = search_summary(search)
+        # config.yaml records the choice: run again from it, the probe trains with it (no search needed).
+        config = replace(config, linear_probe=replace(config.linear_probe, weight_decay=search.chosen.weight_decay))
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -244,6 +251,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
         augmentation = _augmentation(adapter, done[-1])
         facts = card_facts(config, adapter, whole, labels, augmentation, _train_loss(done), engine.setup)
+        facts.probe_search = search.describe() if search is not None else None
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
@@ -284,8 +292,11 @@ def _fit_stage(
     views = probe.views if probe is not None else None
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
     if probe is not None:
+        settings, search = _probe_regularisation(config, settings, probe, engine)
         fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, step_offset=step_offset)
-        return StageFit(stage, fit, probe.feature_seconds, views)
+        return StageFit(stage, fit, probe.feature_seconds, views, search)
+    if not stage.strategy.trains_backbone and config.linear_probe.weight_decay is not None:
+        settings = replace(settings, weight_decay=config.linear_probe.weight_decay)
     data = training_data(config, adapter, train_set, eval_set, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
@@ -293,6 +304,34 @@ def _fit_stage(
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset)
     return StageFit(stage, fit, None)
+
+
+def _probe_regularisation(
+    config: RunConfig, settings: TrainConfig, probe: CachedProbe, engine: Engine
+) -> tuple[TrainConfig, SearchResult | None]:
+    """The cached probe's settings with its weight decay: linear_probe.weight_decay when set, else the
+    search's choice on the training features (computed by the main process, taken by every process), else
+    train.weight_decay (search off, or too few examples to fold)."""
+    lp = config.linear_probe
+    if lp.weight_decay is not None:
+        return replace(settings, weight_decay=lp.weight_decay), None
+    if not lp.search:
+        return settings, None
+    if len(lp.search_weight_decay) == 1:  # a grid of one: that value, nothing to compare it with
+        return replace(settings, weight_decay=lp.search_weight_decay[0]), None
+    result = None
+    if engine.is_main_process:
+        grid = [SearchPoint(weight_decay, settings.lr) for weight_decay in lp.search_weight_decay]
+        # Examples per optimizer step over every process, as the engine trains.
+        batch = settings.batch_size * engine.num_processes * engine.accelerator.gradient_accumulation_steps
+        with torch.random.fork_rng(devices=[]):  # the run's random stream goes on as without a search
+            result = search_regularisation(
+                probe.head, probe.train_features, probe.train_labels, grid, lp.search_folds, settings, batch
+            )
+        if result is not None:
+            logger.info(f"Probe regularisation ({result.seconds:.1f} s): {result.describe()}")
+    result = engine.broadcast(result)
+    return (settings if result is None else replace(settings, weight_decay=result.chosen.weight_decay)), result
 
 
 def _augmentation(adapter: TaskAdapter, done: StageFit) -> str:

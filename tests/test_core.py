@@ -312,6 +312,9 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     assert setup["mixed_precision"] == "no"  # the run's setting wins over the accelerate config's
     assert "2 process(es) x batch 4" in out.stderr  # and the log says what was launched
     assert two["global_step"] == single.metrics["global_step"]
+    # The probe's weight decay is searched once (main process) and taken by both: the same choice as alone.
+    assert out.stderr.count("Probe regularisation") == 1
+    assert two["probe_search"]["weight_decay"] == single.metrics["probe_search"]["weight_decay"]
     assert two["accuracy"] == single.metrics["accuracy"]
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)
     # Gradients are averaged across ranks by an all-reduce: float sums in another order, nothing more.

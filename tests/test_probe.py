@@ -1,8 +1,11 @@
-"""The cached linear probe's views: K views of each training example are cached (one backbone pass each), each
-epoch draws one per example as a function of (seed, epoch, index), validation sees the evaluation view alone."""
+"""The cached linear probe's views and its regularisation search: K views of each training example are cached
+(one backbone pass each), each epoch draws one per example as a function of (seed, epoch, index), validation
+sees the evaluation view alone; the weight decay is chosen by cross-validation on the training features only,
+recorded in config.yaml, metrics.json and the card, and switching the search off is the probe of before."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -10,11 +13,14 @@ from pathlib import Path
 import pytest
 import timm.models.efficientnet
 import torch
+import yaml
 from conftest import tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.base import EVALUATION_VIEW
+from hf_transfer.config import TrainConfig
 from hf_transfer.features import FeatureView, cached_probe
+from hf_transfer.probe_search import SearchPoint, search_regularisation
 from hf_transfer.rng import view_of
 from hf_transfer.specs import write_tiny_wav2vec2
 
@@ -155,3 +161,79 @@ def test_a_resumed_probe_with_views_equals_the_uninterrupted_one(color_data, tmp
     shutil.copytree(tmp_path / "a" / "checkpoints", other / "checkpoints")
     with pytest.raises(RunDirError, match="probe_views"):
         _run(train_dir, val_dir, other, **{**common, "linear_probe.views": 2, "train.resume_from_checkpoint": "latest"})
+
+
+# -------------------------------------------------------------------------------------------------- search
+
+
+def test_the_search_never_reads_the_validation_set(color_data, tmp_path):
+    """Validation labels permuted (red <-> green folders): the run's validation score changes, the choice does not."""
+    train_dir, val_dir = color_data
+    swapped = tmp_path / "swapped"
+    shutil.copytree(val_dir, swapped)
+    (swapped / "red").rename(swapped / "tmp")
+    (swapped / "green").rename(swapped / "red")
+    (swapped / "tmp").rename(swapped / "green")
+    plain = _run(train_dir, val_dir, tmp_path / "a")
+    permuted = _run(train_dir, swapped, tmp_path / "b")
+    assert plain.metrics["accuracy"] != permuted.metrics["accuracy"]
+    choice = {k: v for k, v in plain.metrics["probe_search"].items() if k != "seconds"}
+    assert choice == {k: v for k, v in permuted.metrics["probe_search"].items() if k != "seconds"}
+
+
+def test_the_choice_is_recorded_in_the_log_config_metrics_and_card(color_data, tmp_path, caplog):
+    train_dir, val_dir = color_data
+    with caplog.at_level(logging.INFO):
+        result = _run(train_dir, val_dir, tmp_path / "a", **{"linear_probe.search_weight_decay": "[0.01,1,10]"})
+    search = result.metrics["probe_search"]
+    chosen = search["weight_decay"]
+    assert chosen in (0.01, 1, 10) and [s["weight_decay"] for s in search["scores"]] == [0.01, 1, 10]
+    assert search["folds"] == 5 and search["examples"] == 49
+    assert "Probe regularisation" in caplog.text and f"weight decay {chosen:g}" in caplog.text
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert saved["linear_probe"]["weight_decay"] == chosen
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["probe_search"] == search
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert f"**Probe regularisation:** weight decay {chosen:g}, lr 0.05, chosen by 5-fold cross-validation" in card
+    # The recorded config runs again without a search, to the same model.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = train(
+            load_config(tmp_path / "a" / "config.yaml", [f"output_dir={tmp_path / 'again'}", "train.log_with=[]"])
+        )
+    assert "Probe regularisation" not in caplog.text and "probe_search" not in again.metrics
+    assert all(torch.equal(v, _weights(again)[k]) for k, v in _weights(result).items())
+
+
+def test_search_off_is_the_probe_of_before_and_a_grid_of_one_is_no_search(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    off = _run(train_dir, val_dir, tmp_path / "off", **{"linear_probe.search": False, "train.weight_decay": 0.3})
+    one = _run(train_dir, val_dir, tmp_path / "one", **{"linear_probe.search_weight_decay": "[0.3]"})
+    assert "probe_search" not in off.metrics and "probe_search" not in one.metrics
+    assert off.metrics["history"] == one.metrics["history"]
+    assert all(torch.equal(v, _weights(one)[k]) for k, v in _weights(off).items())
+    searched = _run(train_dir, val_dir, tmp_path / "on", **{"linear_probe.search_weight_decay": "[0.3,10]"})
+    assert searched.metrics["probe_search"]["weight_decay"] in (0.3, 10)
+
+
+def test_the_search_copes_with_few_shot_data_and_chooses_by_held_out_accuracy():
+    """5 and 2 examples per class: stratified folds (5, then 2); a class with one example still folds in 2;
+    the point chosen has the best held-out accuracy; the head's own weights are untouched; 3 examples: no search."""
+    torch.manual_seed(0)
+    centres = torch.randn(3, 16) * 3
+    head = torch.nn.Linear(16, 3)
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    settings = TrainConfig(epochs=5, batch_size=4, lr=0.05)
+    grid = [SearchPoint(0.0, 0.05), SearchPoint(10.0, 0.05)]
+    for per_class, folds in ((5, 5), (2, 2)):
+        labels = torch.arange(3).repeat_interleave(per_class)
+        features = (centres[labels] + torch.randn(len(labels), 16)).unsqueeze(1)
+        result = search_regularisation(head, features, labels, grid, 5, settings, 4)
+        assert result.folds == folds and result.examples == len(labels)
+        assert [s["weight_decay"] for s in result.scores] == [0.0, 10.0]
+        best = max(s["accuracy"] for s in result.scores)
+        assert next(s for s in result.scores if s["weight_decay"] == result.chosen.weight_decay)["accuracy"] == best
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    assert search_regularisation(head, torch.randn(7, 1, 16), labels, grid, 5, settings, 4).folds == 2
+    assert all(torch.equal(v, head.state_dict()[k]) for k, v in start.items())
+    assert search_regularisation(head, torch.randn(3, 1, 16), torch.tensor([0, 1, 2]), grid, 5, settings, 4) is None
