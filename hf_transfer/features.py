@@ -154,13 +154,13 @@ def cached_probe(
     engine: Engine,
     batch_size: int,
     cache_root: str | None = None,
-    views: int = 1,
+    views: int | None = 1,
     seed: int = 0,
 ) -> CachedProbe | None:
     """Features of both splits (from the cache, or computed now): the validation set's evaluation view,
-    up to `views` views of each training example (see TaskAdapter.probe_views), each epoch drawing one
-    under `seed`; and the head to train on them. None when the adapter cannot cut this model (the probe
-    then trains uncached)."""
+    up to `views` views of each training example (None: the adapter's default; see TaskAdapter.probe_views),
+    each epoch drawing one under `seed`; and the head to train on them. None when the adapter cannot cut
+    this model (the probe then trains uncached)."""
     found = backbone_features(
         model, adapter, {"training": train_set, "validation": eval_set}, engine, batch_size, cache_root
     )
@@ -178,7 +178,7 @@ def cached_probe(
     stacked = torch.stack(train, dim=1)  # [examples, views, ...]
     data = probe_data(stacked, train_set, found.features["validation"], eval_set, seed)
     names = [view.name for view in chosen]
-    if views > len(chosen):
+    if views is not None and views > len(chosen):
         logger.info("linear_probe.views=%d: this task has %d probe view(s): %s", views, len(chosen), ", ".join(names))
     logger.info(
         "The head trains on cached backbone features (%s per example; %d view(s) of each training example: %s, "

@@ -63,9 +63,7 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-# The linear probe's defaults (benchmarks/RESULTS.md, "Issue 17"): training views kept per example, and the
-# weight decays its search tries.
-PROBE_VIEWS = 1
+# The weight decays the linear probe's search tries by default (benchmarks/RESULTS.md, "Issue 17").
 SEARCH_WEIGHT_DECAY = (0.01, 0.3, 1.0, 3.0, 10.0, 30.0)
 # What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
 COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
@@ -110,13 +108,15 @@ class LinearProbeConfig:
         "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
         "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
     )
-    views: int = setting(
-        PROBE_VIEWS,
+    views: int | None = setting(
+        None,
         "Cached features: views of each training example whose features are kept, one backbone pass each (paid "
         "once, cached); every epoch trains on one of them, drawn per example. Images: the evaluation view, its "
         "mirror image (when data.hflip > 0), then random crops of data.crop_scale; audio: the centred window, "
         "then random windows; text: only the evaluation view (no variation of a text surely keeps its label). "
-        "Validation always uses the evaluation view. 1: the evaluation view alone.",
+        "Validation always uses the evaluation view. 1: the evaluation view alone. Default: the views measured "
+        "to help: the evaluation view and, for images with data.hflip > 0, its mirror image (crops and audio "
+        "windows only when asked for).",
     )
     weight_decay: float | None = setting(
         None,
@@ -140,7 +140,7 @@ class LinearProbeConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.views < 1:
+        if self.views is not None and self.views < 1:
             raise ConfigError(f"linear_probe.views must be >= 1 (1: the evaluation view alone), got {self.views}")
         if self.weight_decay is not None:
             check_number("linear_probe.weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)

@@ -77,6 +77,12 @@ def test_views_follow_the_flip_setting_and_the_modality(color_data, tmp_path):
     adapter = ADAPTERS.get(config.task)(config)
     adapter.build_model(["blue", "green", "red"])
     assert [v.name for v in adapter.probe_views(3)] == ["evaluation", "crop 1", "crop 2"]  # digits: no mirror
+    assert adapter.probe_views(None) == [EVALUATION_VIEW]  # the default: no crops (measured worse)
+    flips = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **{"data.hflip": 0.5}))
+    flipping = ADAPTERS.get(flips.task)(flips)
+    flipping.build_model(["blue", "green", "red"])
+    assert [v.name for v in flipping.probe_views(None)] == ["evaluation", "mirrored"]  # the default with flips
+    assert [v.name for v in flipping.probe_views(3)] == ["evaluation", "mirrored", "crop 1"]
     assert ADAPTERS.get("text-classification")(config).probe_views(4) == [EVALUATION_VIEW]  # text: one view
     tiny = write_tiny_wav2vec2(tmp_path / "w2v2", hidden_size=32)
     audio = ADAPTERS.get("audio-classification")(
@@ -84,6 +90,7 @@ def test_views_follow_the_flip_setting_and_the_modality(color_data, tmp_path):
     )
     audio.build_model(["a", "b"])
     assert [v.name for v in audio.probe_views(3)] == ["evaluation", "window 1", "window 2"]
+    assert audio.probe_views(None) == [EVALUATION_VIEW]  # windows only when asked for (not measured)
 
 
 def test_the_mirrored_view_is_the_evaluation_view_flipped(color_data, tmp_path):

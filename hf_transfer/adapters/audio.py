@@ -236,9 +236,12 @@ class AudioClassificationAdapter(TaskAdapter):
         seconds = f"{self.config.data.max_duration_s:g} s"
         return f"random {seconds} windows" if augment else f"none (the centred {seconds} window)"
 
-    def probe_views(self, count: int) -> list[ProbeView]:
+    def probe_views(self, count: int | None) -> list[ProbeView]:
         """The centred window, then random windows of data.max_duration_s (time shifts; a clip no longer
-        than that is the same in every view)."""
+        than that is the same in every view). By default (None) the centred window alone: the windows'
+        gain is not measured (no pretrained audio model installs here)."""
+        if count is None:
+            return [EVALUATION_VIEW]
         window = (("max_samples", self._max_samples),)
         return [EVALUATION_VIEW] + [ProbeView(f"window {i}", True, window) for i in range(1, count)]
 

@@ -212,9 +212,10 @@ class TaskAdapter(ABC):
         """The training-time augmentation in words, for the log and the model card."""
         return "random crops" if augment else "none"
 
-    def probe_views(self, count: int) -> list[ProbeView]:
+    def probe_views(self, count: int | None) -> list[ProbeView]:
         """At most `count` views of each training example whose features a cached probe trains on (one
-        drawn per example each epoch); the first is always the evaluation view. Default: that one alone."""
+        drawn per example each epoch; None: the views this modality gains from by default); the first is
+        always the evaluation view. Default: that one alone."""
         return [EVALUATION_VIEW]
 
     def view_inputs(self, example: dict[str, Any], view: ProbeView, seed: int) -> dict[str, Any]:

@@ -281,12 +281,16 @@ class ImageClassificationAdapter(TaskAdapter):
         flip = f", horizontal flip p={d.hflip:g}" if d.hflip else ", no flips"
         return f"random resized crop to {self.backend.size} px (area {scale} of the image){flip}"
 
-    def probe_views(self, count: int) -> list[ProbeView]:
+    def probe_views(self, count: int | None) -> list[ProbeView]:
         """The evaluation view; its mirror image when data.hflip allows flips (digits and text do not); then
         random resized crops of data.crop_scale, each mirrored with probability data.hflip: the training
-        augmentation's views. (Crops of the evaluation view itself, scaled back up, measured worse.)"""
+        augmentation's views. By default (None) the first two only: on few-shot tasks the mirror image
+        helped where flips keep the label and the crops cost accuracy (benchmarks/RESULTS.md, issue 17).
+        (Crops of the evaluation view itself, scaled back up, measured worse than these.)"""
         d = self.config.data
         views = [EVALUATION_VIEW] + ([ProbeView(MIRRORED, augment_source=False)] if d.hflip > 0 else [])
+        if count is None:
+            return views
         crop = (("crop_scale", tuple(d.crop_scale)), ("hflip", d.hflip), ("ratio", _CROP_RATIO))
         views += [ProbeView(f"crop {i}", augment_source=True, recipe=crop) for i in range(1, count - len(views) + 1)]
         return views[:count]
