@@ -244,3 +244,40 @@ def test_the_search_copes_with_few_shot_data_and_chooses_by_held_out_accuracy():
     assert search_regularisation(head, torch.randn(7, 1, 16), labels, grid, 5, settings, 4).folds == 2
     assert all(torch.equal(v, head.state_dict()[k]) for k, v in start.items())
     assert search_regularisation(head, torch.randn(3, 1, 16), torch.tensor([0, 1, 2]), grid, 5, settings, 4) is None
+
+
+def test_each_model_of_the_search_is_the_head_the_engines_recipe_trains():
+    """One (weight decay, fold) model of the batched search equals the same head trained alone with torch's AdamW
+    (decay on the weight, not the bias), the warm-up and cosine schedule, gradient clipping, label smoothing and
+    the views drawn per epoch: the search compares what the real fit would do."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from hf_transfer.probe_search import _fold_plan, _train, _view_table
+
+    torch.manual_seed(0)
+    features, labels = torch.randn(40, 2, 8), torch.arange(4).repeat(10)
+    head = torch.nn.Linear(8, 4)
+    settings = TrainConfig(epochs=4, batch_size=4, lr=0.05, max_grad_norm=0.5, label_smoothing=0.1)
+    grid = [SearchPoint(0.0, 0.05), SearchPoint(3.0, 0.02)]
+    folds = [torch.arange(0, 40, 2), torch.arange(1, 40, 2)]
+    plans = [_fold_plan(indices, 4, settings, 40, f) for f, indices in enumerate(folds)]
+    views = _view_table(torch.arange(40), 2, 4, settings.seed)
+    models = _train(head, features, labels, grid, plans, settings, views)
+
+    alone = copy.deepcopy(head)
+    groups = [{"params": [alone.weight], "weight_decay": 3.0}, {"params": [alone.bias], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=0.02)
+    for rows, epoch, factor in plans[1]:  # point 1 (weight decay 3, lr 0.02), fold 1: model 1 * 2 + 1
+        for group in optimizer.param_groups:
+            group["lr"] = 0.02 * factor
+        loss = F.cross_entropy(alone(features[rows, views[epoch, rows]]), labels[rows], label_smoothing=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(alone.parameters(), 0.5)
+        optimizer.step()
+    assert len(plans[1]) == 4 * (20 // 4) and plans[1][0][2] == 0.0  # whole batches; the warm-up starts at 0
+    assert torch.allclose(models.params["weight"][3], alone.weight, atol=1e-6)
+    assert torch.allclose(models.params["bias"][3], alone.bias, atol=1e-6)
+    assert not torch.allclose(models.params["weight"][1], alone.weight, atol=1e-3)  # another point differs
