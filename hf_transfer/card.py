@@ -52,6 +52,7 @@ class CardFacts:
     base_model: str | None = None  # the base's Hub id (None: a local model, local weights or random init)
     usage: str = ""  # Markdown: opening the saved model with its standard loader (the adapter's snippet)
     setup: RunSetup | None = None  # processes, mixed precision and batch the run trained with
+    probe_search: str | None = None  # the cached probe's regularisation search, in words (None: not searched)
 
 
 def card_facts(
@@ -235,6 +236,7 @@ def _body_values(
         "warmup": f"{config.train.warmup_ratio:g}",
         "batch_size": config.train.batch_size,
         "setup": facts.setup.describe() if facts.setup else None,
+        "probe_search": facts.probe_search,
         "augmentation": facts.augmentation,
         "labels": [markdown_text(label) for label in labels],
         "best_epoch": metrics.get("best_epoch"),

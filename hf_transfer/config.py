@@ -165,7 +165,10 @@ class TrainConfig:
         None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).", Range(0, low_open=True)
     )
     weight_decay: float = setting(
-        0.01, "AdamW weight decay; never applied to biases and normalisation weights.", Range(0)
+        0.01,
+        "AdamW weight decay; never applied to biases and normalisation weights. A linear probe on cached features "
+        "(LP-FT's probe stage too) chooses its own by default: linear_probe.weight_decay.",
+        Range(0),
     )
     scheduler: Scheduler = setting("cosine", f"Learning-rate schedule: {choices(Scheduler)}.")
     warmup_ratio: float = setting(

@@ -27,7 +27,7 @@ from .rng import example_seed
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .adapters.base import TaskAdapter
+    from .adapters.base import ProbeView, TaskAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ class ExampleView(TorchDataset):
 
     `augment` runs the adapter's random training augmentation under a per-example seed; the epoch
     lives in shared memory so that persistent worker processes see `set_epoch` (Accelerate calls it
-    on the dataset at the start of every epoch)."""
+    on the dataset at the start of every epoch). With a probe `view`, each example is seen through it
+    (`adapter.view_inputs`, rows decoded as `view.augment_source`) under the same per-example seed."""
 
     def __init__(
         self,
@@ -140,9 +141,11 @@ class ExampleView(TorchDataset):
         seed: int = 0,
         decoded: bool = True,
         origin: str | None = None,
+        view: ProbeView | None = None,
     ):
         self.data, self.adapter, self.augment, self.seed, self.decoded = data, adapter, augment, seed, decoded
         self.names = RowNames(data, origin)  # names a row that cannot be decoded (decoded=False)
+        self.view = view
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
@@ -157,8 +160,9 @@ class ExampleView(TorchDataset):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         rows = self.data[list(indices)]  # one Arrow read for the whole batch
         epoch = int(self._epoch)
-        seeds = [example_seed(self.seed, epoch, int(index)) if self.augment else None for index in indices]
-        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds, self.names, indices)
+        random = self.augment or self.view is not None
+        seeds = [example_seed(self.seed, epoch, int(index)) if random else None for index in indices]
+        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds, self.names, indices, self.view)
 
 
 def model_examples(
@@ -169,17 +173,19 @@ def model_examples(
     seeds: Sequence[int | None],
     names: RowNames | None = None,
     positions: Sequence[int] | None = None,
+    view: ProbeView | None = None,
 ) -> list[dict[str, Any]]:
     """A batch of rows (decoded, or decoded here) as model inputs, one example each, the i-th augmented
-    under `seeds[i]` (None without augmentation). A row that cannot be decoded is named by `names` from its
-    position in `positions` (None: rows without a number, a stream's)."""
+    under `seeds[i]` (None without augmentation), or seen through a probe `view` under it. A row that cannot
+    be decoded is named by `names` from its position in `positions` (None: rows without a number, a
+    stream's)."""
     if not decoded:
         fresh = decode_rows(adapter, rows, augment, names or RowNames(None, None), positions)
         rows = {k: v for k, v in rows.items() if k not in adapter.input_columns} | fresh
-    return [
-        adapter.transform({key: values[j] for key, values in rows.items()}, augment, seed)
-        for j, seed in enumerate(seeds)
-    ]
+    examples = [{key: values[j] for key, values in rows.items()} for j in range(len(seeds))]
+    if view is not None:
+        return [adapter.view_inputs(example, view, seed) for example, seed in zip(examples, seeds, strict=True)]
+    return [adapter.transform(example, augment, seed) for example, seed in zip(examples, seeds, strict=True)]
 
 
 @dataclass(frozen=True)

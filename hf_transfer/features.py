@@ -7,6 +7,13 @@ features are kept on disk under a key made of everything they depend on (the fro
 cut, the preprocessing, the data), and the head trains on them: many epochs in seconds. The head's
 parameters are the model's own, so the model saved afterwards is the same kind of artifact as an
 uncached run's: backbone plus trained head, opening in timm / pipeline() as usual.
+
+Augmentation without paying for it every epoch: the training set's features can be kept for K views
+of each example (`linear_probe.views`: the evaluation view, its mirror image, mild crops, audio
+windows; the adapter says which, `probe_views`), one backbone pass per view, paid once and cached
+under a key that names the view's recipe. Each epoch then trains on one of an example's views, drawn
+as a function of (seed, epoch, index) like every augmentation here, so a resumed run and any number
+of workers see the same draws. The validation features are the evaluation view's alone.
 """
 
 from __future__ import annotations
@@ -25,32 +32,49 @@ from torch.utils.data import Dataset as TorchDataset
 from .cache import cache_dir, fingerprint, tensors_fingerprint
 from .datapipe import ExampleView, decode_once
 from .engine import FitData
+from .rng import view_of
 from .weights import safetensors_problem
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .adapters.base import FeatureSplit, TaskAdapter
+    from .adapters.base import FeatureSplit, ProbeView, TaskAdapter
     from .engine import Engine
 
 logger = logging.getLogger(__name__)
 
+# The seed of the probe views' random parts (crops, windows): fixed, not the run's, so that runs with
+# other seeds share the cached views (the run's seed decides which view each epoch draws).
+VIEW_SEED = 0
+
 
 class FeatureView(TorchDataset):
-    """Cached features and their labels as a map-style dataset (a batch is one tensor index)."""
+    """Cached features and their labels as a map-style dataset (a batch is one tensor index).
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.features, self.labels = features, labels
+    Features of shape [examples, views, ...] hold several views of each example: each epoch an example
+    is one of them, `view_of(seed, epoch, index)`. The epoch lives in shared memory, so persistent
+    DataLoader workers see `set_epoch` (Accelerate calls it on the dataset every epoch)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, seed: int = 0, views: bool = False) -> None:
+        self.features, self.labels, self.seed, self.views = features, labels, seed, views
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"features": self.features[index], "labels": self.labels[index]}
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices)
-        return {"features": self.features[index], "labels": self.labels[index]}
+        if not self.views:
+            return {"features": self.features[index], "labels": self.labels[index]}
+        epoch, count = int(self._epoch), self.features.shape[1]
+        drawn = torch.tensor([view_of(self.seed, epoch, int(i), count) for i in indices], dtype=torch.long)
+        return {"features": self.features[index, drawn], "labels": self.labels[index]}
 
 
 def collate_features(batch: Any) -> dict[str, torch.Tensor]:
@@ -70,6 +94,8 @@ class BackboneFeatures:
     head: nn.Module
     features: dict[str, torch.Tensor]  # data set name -> [examples, ...] as the head receives them
     seconds: float  # spent computing them; 0 when every one came from the cache
+    split: FeatureSplit  # where the model was cut
+    weights: str  # the backbone's fingerprint (see backbone_fingerprint)
 
 
 def backbone_features(
@@ -104,16 +130,26 @@ def backbone_features(
             split, weights, model, adapter, dataset, engine, batch_size, cache_root, what, origin
         )
         seconds += spent
-    return BackboneFeatures(head=split.head, features=features, seconds=seconds)
+    return BackboneFeatures(head=split.head, features=features, seconds=seconds, split=split, weights=weights)
 
 
 @dataclass
 class CachedProbe:
-    """The head to train, what it trains on, and the seconds spent getting the features (0 when cached)."""
+    """The head to train, what it trains on (training features [examples, views, ...]: view 0 is the
+    evaluation view), the views' names, and the seconds spent getting the features (0 when cached)."""
 
     head: nn.Module
     data: FitData
     feature_seconds: float
+    views: list[str]
+
+    @property
+    def train_features(self) -> torch.Tensor:
+        return self.data.train.features
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.data.train.labels
 
 
 def cached_probe(
@@ -125,25 +161,51 @@ def cached_probe(
     batch_size: int,
     cache_root: str | None = None,
     origins: tuple[str | None, str | None] = (None, None),
+    views: int | None = 1,
+    seed: int = 0,
 ) -> CachedProbe | None:
-    """Features of both splits (from the cache, or computed now) and the head to train on them;
-    None when the adapter cannot cut this model (the probe then trains uncached)."""
+    """Features of both splits (from the cache, or computed now): the validation set's evaluation view,
+    up to `views` views of each training example (None: the adapter's default; see TaskAdapter.probe_views),
+    each epoch drawing one under `seed`; and the head to train on them. None when the adapter cannot cut
+    this model (the probe then trains uncached). `origins`: where each split's rows come from (see
+    Splits.origins), for the error on a row that cannot be decoded."""
     sets = {"training": train_set, "validation": eval_set}
     named = dict(zip(sets, origins, strict=True))
     found = backbone_features(model, adapter, sets, engine, batch_size, cache_root, named)
     if found is None:
         logger.info("The probe trains uncached")
         return None
-    train = found.features["training"]
-    data = probe_data(train, train_set, found.features["validation"], eval_set)
-    logger.info("The head trains on cached backbone features (%s per example)", tuple(train.shape[1:]))
-    return CachedProbe(head=found.head, data=data, feature_seconds=found.seconds)
+    chosen = adapter.probe_views(views)
+    train, seconds = [found.features["training"]], found.seconds
+    for position, view in enumerate(chosen[1:], start=1):
+        what, at = f"training ({view.name})", (position, view)
+        args = (found.split, found.weights, model, adapter, train_set, engine, batch_size, cache_root, what)
+        features, spent = _features(*args, origin=origins[0], view=at)
+        train.append(features)
+        seconds += spent
+    stacked = torch.stack(train, dim=1)  # [examples, views, ...]
+    data = probe_data(stacked, train_set, found.features["validation"], eval_set, seed)
+    names = [view.name for view in chosen]
+    if views is not None and views > len(chosen):
+        logger.info("linear_probe.views=%d: this task has %d probe view(s): %s", views, len(chosen), ", ".join(names))
+    logger.info(
+        "The head trains on cached backbone features (%s per example; %d view(s) of each training example: %s, "
+        "one drawn per example each epoch)",
+        tuple(stacked.shape[2:]),
+        len(chosen),
+        ", ".join(names),
+    )
+    return CachedProbe(head=found.head, data=data, feature_seconds=seconds, views=names)
 
 
-def probe_data(train: torch.Tensor, train_set: Dataset, evaluation: torch.Tensor, eval_set: Dataset) -> FitData:
-    """What the engine fits a head on: the features of both splits with their data sets' labels."""
+def probe_data(
+    train: torch.Tensor, train_set: Dataset, evaluation: torch.Tensor, eval_set: Dataset, seed: int = 0
+) -> FitData:
+    """What the engine fits a head on: the features of both splits with their data sets' labels.
+    `train` [examples, ...], or [examples, views, ...] with views drawn per epoch under `seed`."""
+    views = train.dim() == evaluation.dim() + 1
     return FitData(
-        train=FeatureView(train, torch.tensor(train_set["labels"])),
+        train=FeatureView(train, torch.tensor(train_set["labels"]), seed, views),
         eval=FeatureView(evaluation, torch.tensor(eval_set["labels"])),
         collate=collate_features,
         logits=head_logits,
@@ -177,9 +239,17 @@ def _features(
     cache_root: str | None,
     what: str,
     origin: str | None = None,
+    view: tuple[int, ProbeView] | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """The features of `dataset` and the seconds spent computing them (0 when read from the cache)."""
-    key = fingerprint("features-v1", split.name, weights, adapter.decode_signature(False), dataset._fingerprint)
+    """The features of `dataset` (its evaluation view, or the probe `view` at its position in the list of
+    views, whose random parts are seeded by (VIEW_SEED, position, index)) and the seconds spent computing
+    them (0 when read from the cache)."""
+    position, seen = view or (0, None)
+    augment_source = seen is not None and seen.augment_source
+    parts = ["features-v1", split.name, weights, adapter.decode_signature(augment_source), dataset._fingerprint]
+    if seen is not None:
+        parts += [seen.name, seen.recipe, position, VIEW_SEED]
+    key = fingerprint(*parts)
     path = cache_dir("features", cache_root) / f"{key}.safetensors"
     problem = safetensors_problem(path) if path.is_file() else None
     if problem:  # the cache is ours: a damaged entry (a disk that filled up) is computed again
@@ -191,10 +261,15 @@ def _features(
             return features, 0.0
     start = time.perf_counter()
     with engine.main_process_first():  # one process decodes into the input cache, the others read it
-        decoded, is_decoded = decode_once(dataset, adapter, augment=False, cache_root=cache_root, origin=origin)
-    view = ExampleView(decoded, adapter, augment=False, decoded=is_decoded, origin=origin)
-    logger.info("Computing %s features once (%d examples) -> %s", what, len(view), path)
-    features = engine.gather(split.features, view, adapter.collate, batch_size)
+        decoded, is_decoded = decode_once(
+            dataset, adapter, augment=augment_source, cache_root=cache_root, origin=origin
+        )
+    examples = ExampleView(
+        decoded, adapter, augment=augment_source, seed=VIEW_SEED, decoded=is_decoded, origin=origin, view=seen
+    )
+    examples.set_epoch(position)  # the view's position plays the epoch's part in its examples' seeds
+    logger.info("Computing %s features once (%d examples) -> %s", what, len(examples), path)
+    features = engine.gather(split.features, examples, adapter.collate, batch_size)
     if engine.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

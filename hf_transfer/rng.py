@@ -29,3 +29,8 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def view_of(seed: int, epoch: int, index: int, views: int) -> int:
+    """Which of an example's `views` cached views an epoch trains on: a function of (seed, epoch, index)."""
+    return example_seed(seed, epoch, index) % views if views > 1 else 0

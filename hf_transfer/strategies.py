@@ -63,6 +63,8 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
+# The weight decays the linear probe's search tries by default (benchmarks/RESULTS.md, "Issue 17").
+SEARCH_WEIGHT_DECAY = (0.01, 0.3, 1.0, 3.0, 10.0, 30.0)
 # What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
 COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
@@ -99,11 +101,53 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
 
 @dataclass
 class LinearProbeConfig:
+    """The linear probe's settings; they apply to LP-FT's probe stage too."""
+
     cache_features: bool = setting(
         True,
         "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
         "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
     )
+    views: int | None = setting(
+        None,
+        "Cached features: views of each training example whose features are kept, one backbone pass each (paid "
+        "once, cached); every epoch trains on one of them, drawn per example. Images: the evaluation view, its "
+        "mirror image (when data.hflip > 0), then random crops of data.crop_scale; audio: the centred window, "
+        "then random windows; text: only the evaluation view (no variation of a text surely keeps its label). "
+        "Validation always uses the evaluation view. 1: the evaluation view alone. Default: the views measured "
+        "to help: the evaluation view and, for images with data.hflip > 0, its mirror image (crops and audio "
+        "windows only when asked for).",
+        Range(1),
+    )
+    weight_decay: float | None = setting(
+        None,
+        "AdamW weight decay of the head on cached features (and of LP-FT's probe stage). Default: chosen by the "
+        "search (linear_probe.search) and recorded here in the run's config.yaml; train.weight_decay when the "
+        "search is off or the features are not cached.",
+        Range(0),
+    )
+    search: bool = setting(
+        True,
+        "Cached features: choose the head's weight decay among linear_probe.search_weight_decay by stratified "
+        "k-fold cross-validation on the training features only (never the validation set), each candidate "
+        "trained with the run's recipe; then train on all training features with the choice (seconds).",
+    )
+    search_weight_decay: list[float] = setting(
+        list(SEARCH_WEIGHT_DECAY),
+        "The weight decays the search tries (AdamW's decoupled decay: with a probe's short schedule, values "
+        "above 1 are what regularise). One value: no search, that value.",
+        Range(0),
+    )
+    search_folds: int = setting(
+        5,
+        "Folds of the search's cross-validation (fewer when a class has fewer training examples; at least 2).",
+        Range(2, 100),
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "linear_probe")
+        if not self.search_weight_decay:
+            raise ConfigError("linear_probe.search_weight_decay must list at least one weight decay, e.g. [0.01, 1]")
 
 
 @register_strategy(

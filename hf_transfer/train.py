@@ -25,9 +25,10 @@ from .distributed import process_state
 from .engine import Engine, FitData, FitResult, check_launch
 from .errors import ConfigError, RunDirError
 from .evaluation import classification_report, learned_nothing
-from .features import cached_probe
+from .features import CachedProbe, cached_probe
 from .hub import push_run, require_token
 from .log import default_logging
+from .probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
 from .rundir import RunDir
 from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
 from .streaming import load_stream_splits, training_stream
@@ -161,11 +162,14 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
 
 @dataclass
 class StageFit:
-    """One stage's training (see strategies.Stage) and the seconds its cached features took (None: uncached)."""
+    """One stage's training (see strategies.Stage), the seconds its cached features took (None: uncached),
+    the cached probe's views and its regularisation search (None: not searched)."""
 
     stage: Stage
     fit: FitResult
     feature_seconds: float | None
+    views: list[str] | None = None
+    search: SearchResult | None = None
 
 
 def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
@@ -249,6 +253,11 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     }
     if len(plan) > 1:
         metrics["stages"] = [r["summary"] for r in records]
+    search = next((r["probe_search"] for r in records if r.get("probe_search")), None)
+    if search is not None:
+        metrics["probe_search"] = search
+        # config.yaml records the choice: run again from it, the probe trains with it (no search needed).
+        config = replace(config, linear_probe=replace(config.linear_probe, weight_decay=search["weight_decay"]))
     # The best model's validation predictions, for the card's per-class table and confusion matrix:
     # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
     # process its shard, gather_for_metrics reassembling the set.
@@ -269,9 +278,10 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     engine.wait_for_everyone()
     if engine.is_main_process:
         write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
-        augmentation = adapter.augmentation(done[-1].stage.augment)
+        augmentation = _augmentation(adapter, done[-1])
         train_loss = [point for r in records for point in r["train_loss"]]
         facts = card_facts(config, adapter, whole, labels, augmentation, train_loss, engine.setup)
+        facts.probe_search = next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None)
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
@@ -311,13 +321,18 @@ def _fit_stage(
             logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
+            count, cache = config.linear_probe.views, config.data.cache_dir
             probe = cached_probe(
-                model, adapter, train_set, eval_set, engine, batch_size, config.data.cache_dir, origins
+                model, adapter, train_set, eval_set, engine, batch_size, cache, origins, count, settings.seed
             )
-    identity = {**run_identity(config, cached=probe is not None), "stage": stage.name}
+    views = probe.views if probe is not None else None
+    identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
     if probe is not None:
+        settings, search = _probe_regularisation(config, settings, probe, engine)
         fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, None, step_offset, earlier)
-        return StageFit(stage, fit, probe.feature_seconds)
+        return StageFit(stage, fit, probe.feature_seconds, views, search)
+    if not stage.strategy.trains_backbone and config.linear_probe.weight_decay is not None:
+        settings = replace(settings, weight_decay=config.linear_probe.weight_decay)
     data = training_data(config, adapter, train_set, eval_set, engine, stage.augment, origins)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
@@ -325,6 +340,44 @@ def _fit_stage(
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset, earlier)
     return StageFit(stage, fit, None)
+
+
+def _probe_regularisation(
+    config: RunConfig, settings: TrainConfig, probe: CachedProbe, engine: Engine
+) -> tuple[TrainConfig, SearchResult | None]:
+    """The cached probe's settings with its weight decay: linear_probe.weight_decay when set, else the
+    search's choice on the training features (computed by the main process, taken by every process), else
+    train.weight_decay (search off, or too few examples to fold)."""
+    lp = config.linear_probe
+    if lp.weight_decay is not None:
+        return replace(settings, weight_decay=lp.weight_decay), None
+    if not lp.search:
+        return settings, None
+    if len(lp.search_weight_decay) == 1:  # a grid of one: that value, nothing to compare it with
+        return replace(settings, weight_decay=lp.search_weight_decay[0]), None
+    result = None
+    if engine.is_main_process:
+        grid = [SearchPoint(weight_decay, settings.lr) for weight_decay in lp.search_weight_decay]
+        # Examples per optimizer step over every process, as the engine trains.
+        batch = settings.batch_size * engine.num_processes * engine.accelerator.gradient_accumulation_steps
+        with torch.random.fork_rng(devices=[]):  # the run's random stream goes on as without a search
+            result = search_regularisation(
+                probe.head, probe.train_features, probe.train_labels, grid, lp.search_folds, settings, batch
+            )
+        if result is not None:
+            logger.info(f"Probe regularisation ({result.seconds:.1f} s): {result.describe()}")
+    result = engine.broadcast(result)
+    return (settings if result is None else replace(settings, weight_decay=result.chosen.weight_decay)), result
+
+
+def _augmentation(adapter: TaskAdapter, done: StageFit) -> str:
+    """What the last stage trained on, in words: the adapter's augmentation, or a cached probe's views."""
+    if done.views is not None and len(done.views) > 1:
+        return (
+            f"cached features of {len(done.views)} views of each training example ({', '.join(done.views)}), "
+            "one drawn per example each epoch"
+        )
+    return adapter.augmentation(done.stage.augment)
 
 
 def _check_sharded_plan(plan: list[Stage], config: RunConfig) -> None:
@@ -377,6 +430,9 @@ def _stage_record(done: StageFit) -> dict[str, Any]:
         "train_runtime": fit.train_runtime,
         "feature_runtime": done.feature_seconds,
         "end_step": fit.step_offset + fit.global_step,
+        # A cached probe's regularisation search (metrics.json, config.yaml's choice and the card's line).
+        "probe_search": search_summary(done.search) if done.search is not None else None,
+        "probe_search_text": done.search.describe() if done.search is not None else None,
     }
 
 

@@ -51,7 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("config",)),
     ("data", ("data", "datapipe", "streaming", "evaluation")),
     ("engine", ("engine", "autobatch", "distributed")),
-    ("around a run", ("features", "artifacts", "card", "hub", "defaults", "inference")),
+    ("around a run", ("probe_search", "features", "artifacts", "card", "hub", "defaults", "inference")),
     ("train", ("train",)),
     ("built on train", ("compare", "rank")),
     ("entry points", ("cli", "hf_transfer", "__main__", "samples")),

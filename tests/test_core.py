@@ -329,7 +329,11 @@ def test_early_stopping_and_loss_selection(color_data, tmp_path):
         tmp_path / "o",
         **{
             "train.epochs": 6,
-            "train.lr": 1e-30,  # lr 0 is refused; this one is too small to change any output
+            # lr 0 is refused; this one is too small to change any weight. A probe, so that no BatchNorm statistic
+            # moves either: full fine-tuning's drifting statistics move the loss of a head initialised for
+            # transfer (near-uniform predictions) by chance amounts, in either direction.
+            "strategy": "linear_probe",
+            "train.lr": 1e-30,
             "train.early_stopping_patience": 1,
             "train.metric_for_best_model": "loss",
         },
@@ -438,6 +442,9 @@ def test_two_processes_match_one_with_the_same_global_batch(color_data, tmp_path
     assert setup["mixed_precision"] == "no"  # the run's setting wins over the accelerate config's
     assert "2 process(es) x batch 4" in out.stderr  # and the log says what was launched
     assert two["global_step"] == single.metrics["global_step"]
+    # The probe's weight decay is searched once (main process) and taken by both: the same choice as alone.
+    assert out.stderr.count("Probe regularisation") == 1
+    assert two["probe_search"]["weight_decay"] == single.metrics["probe_search"]["weight_decay"]
     assert two["accuracy"] == single.metrics["accuracy"]
     assert two["f1_macro"] == pytest.approx(single.metrics["f1_macro"], abs=1e-6)
     # Gradients are averaged across ranks by an all-reduce: float sums in another order, nothing more.

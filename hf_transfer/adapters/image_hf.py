@@ -19,7 +19,14 @@ from torchvision.transforms import functional as TF
 
 from ..errors import ModelError
 from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
-from .base import FeatureSplit, enable_hf_gradient_checkpointing, hf_head_modules, hooked_split, load_transformers
+from .base import (
+    FeatureSplit,
+    LoadedModel,
+    enable_hf_gradient_checkpointing,
+    hf_head_modules,
+    hooked_split,
+    load_transformers,
+)
 from .image import ImageBackend, pil_to_uint8
 from .usage import peft_transformers_code, pipeline_code
 
@@ -50,12 +57,12 @@ class TransformersImageBackend(ImageBackend):
     def hub_id(cls, spec: str) -> str | None:
         return spec
 
-    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         if weights is not None:
             raise ModelError(f"`weights` applies to timm architectures only; {spec!r} is not one.")
-        model, self.processor = load_transformers(
+        loaded, self.processor = load_transformers(
             AutoModelForImageClassification,
             AutoImageProcessor,
             spec,
@@ -75,7 +82,7 @@ class TransformersImageBackend(ImageBackend):
                     setattr(p, attr, {k: override for k in ("height", "width", "shortest_edge") if size.get(k)})
         size = _size_dict(p.crop_size if getattr(p, "do_center_crop", False) else p.size)
         self.size = int(size.get("height") or size.get("shortest_edge"))
-        return model
+        return loaded
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)

@@ -25,7 +25,7 @@ from torchvision.transforms import functional as TF
 from ..errors import ModelError, raise_if_offline_cache_miss
 from ..layer_decay import LayerIds, by_name, unwrapped
 from ..weights import load_timm_weights
-from .base import FeatureSplit
+from .base import FeatureSplit, LoadedModel, checkpoint_classes
 from .image import ImageBackend, pil_to_uint8
 from .usage import BASE_COMMENT, BASE_PLACEHOLDER, LOCAL_FOLDER
 
@@ -100,7 +100,7 @@ class TimmBackend(ImageBackend):
             return timm.models.get_pretrained_cfg(name).hf_hub_id or None
         return None  # local-dir: a local folder
 
-    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         name = timm_name(spec)
         assert name is not None
         load_hub_weights = pretrained and weights is None
@@ -113,6 +113,9 @@ class TimmBackend(ImageBackend):
         except OSError as err:
             raise_if_offline_cache_miss(name, err)
             raise
+        # The classes the loaded head was trained for: what the checkpoint's config names (timm's label_names;
+        # a bare weights file names none, and random weights were trained for nothing).
+        classes = checkpoint_classes(model.pretrained_cfg.get("label_names")) if load_hub_weights else None
         if weights is not None:
             load_timm_weights(model, weights, head=self.head_modules(model))
         if self.data.image_size is not None:
@@ -127,7 +130,7 @@ class TimmBackend(ImageBackend):
         if [type(t).__name__ for t in steps[-2:]] != ["MaybeToTensor", "Normalize"]:
             raise ModelError(f"Unexpected timm eval transform {steps}: expected it to end in MaybeToTensor, Normalize.")
         self._eval_geometry = steps[:-2]
-        return model
+        return LoadedModel(model, classes)
 
     def head_modules(self, model: nn.Module) -> list[str]:
         classifier = model.pretrained_cfg.get("classifier") or "classifier"

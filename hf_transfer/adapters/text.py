@@ -17,7 +17,7 @@ from torch import nn
 
 from ..cache import fingerprint
 from ..errors import DataError, ModelError
-from .base import TaskAdapter, hf_head_modules, load_transformers
+from .base import LoadedModel, TaskAdapter, hf_head_modules, load_transformers
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
@@ -38,14 +38,14 @@ class TextClassificationAdapter(TaskAdapter):
     _position_limit: int  # the longest input the model's position embeddings cover
 
     # ---- model ---------------------------------------------------------------------------------
-    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> nn.Module:
+    def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
         if weights is not None:
             raise ModelError(
                 "`weights` applies to timm image models only; for text, give a folder or Hub id as `model`."
             )
-        model, self.tokenizer = load_transformers(
+        loaded, self.tokenizer = load_transformers(
             AutoModelForSequenceClassification,
             AutoTokenizer,
             spec,
@@ -56,6 +56,7 @@ class TextClassificationAdapter(TaskAdapter):
             hint="a local transformers folder (model + tokenizer), a previous run's output_dir, "
             "or a reachable Hub id of a sequence classifier",
         )
+        model = loaded.model
         if self.tokenizer.pad_token is None:
             # Decoder-style tokenizers (GPT-2, ...) have no pad token; the model must know which id is padding.
             if self.tokenizer.eos_token is None:
@@ -67,7 +68,7 @@ class TextClassificationAdapter(TaskAdapter):
         self._model_inputs = [name for name in self.tokenizer.model_input_names if name in accepted]
         self._position_limit = getattr(model.config, "max_position_embeddings", None) or self.config.data.max_length
         self._collator = DataCollatorWithPadding(self.tokenizer)
-        return model
+        return loaded
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)  # BERT: classifier; DistilBERT: pre_classifier + classifier
