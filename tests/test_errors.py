@@ -345,7 +345,7 @@ def test_every_numeric_setting_has_a_range_checked_when_the_config_loads(key, ki
     valid = metadata.get("range")
     assert valid is not None, f"{key} declares no range: setting(default, help, Range(...))"
     assert valid.low is not None or valid.high is not None
-    listed = key == "data.crop_scale"  # a list of numbers: each item is checked
+    listed = key in ("data.crop_scale", "linear_probe.search_weight_decay")  # lists of numbers: each item checked
     for value in _outside(valid, kind):
         shown = f"[{value}, 1.0]" if listed else f"{value}"
         with pytest.raises(ConfigError, match=rf"^{re.escape(key)}(\[0\])? must be .*{re.escape(str(valid))}") as err:

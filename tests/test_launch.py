@@ -87,7 +87,7 @@ def test_a_one_process_run_records_what_it_used(color_data, tmp_path, caplog):
     described = "1 process (cpu), mixed precision no; batch 4 per device x 1 x 2 accumulation step(s) = 8 examples"
     assert any(described in record.getMessage() for record in caplog.records)
     card = (result.output_dir / "README.md").read_text()
-    assert "warm-up.\n- **Setup:** " + described + " per optimizer step.\n- **Training augmentation:**" in card
+    assert "\n- **Setup:** " + described + " per optimizer step.\n- **Training augmentation:**" in card
 
 
 def test_fp16_on_a_cpu_trains_in_full_precision_and_is_recorded_so(color_data, tmp_path, caplog):
