@@ -791,7 +791,7 @@ def minilm_dir() -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from hf_transfer.specs import resolve_data  # only to locate the repository's sample datasets
+    from hf_transfer.catalog.specs import resolve_data  # only to locate the repository's sample datasets
 
     train, validation = resolve_data(args.train), resolve_data(args.validation)
     if args.command == "image":

@@ -59,10 +59,10 @@ from machine import machine_line, publish
 from torch import nn
 
 from hf_transfer import STRATEGIES, Engine, TrainConfig, load_config, train
-from hf_transfer.datapipe import ExampleView, decode_once
-from hf_transfer.engine import FitData
-from hf_transfer.features import FeatureView, collate_features
-from hf_transfer.specs import resolve_data, resolve_model
+from hf_transfer.catalog.specs import resolve_data, resolve_model
+from hf_transfer.data.pipeline import ExampleView, decode_once
+from hf_transfer.engine.loop import FitData
+from hf_transfer.methods.features import FeatureView, collate_features
 from hf_transfer.train import prepare, resolved
 
 HERE = Path(__file__).resolve().parent

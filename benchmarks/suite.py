@@ -52,7 +52,7 @@ from speed import write_tiny_bert
 from suite_tasks import DATA_VERSION, TASKS, MissingFonts, Task
 
 from hf_transfer import load_config
-from hf_transfer.specs import resolve_model
+from hf_transfer.catalog.specs import resolve_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

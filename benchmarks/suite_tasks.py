@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_transfer.samples import DYAD_CLASSES, NOTES, write_note_folders, write_sentiment_csv, write_text_csv
-from hf_transfer.specs import resolve_data
+from hf_transfer.catalog.samples import DYAD_CLASSES, NOTES, write_note_folders, write_sentiment_csv, write_text_csv
+from hf_transfer.catalog.specs import resolve_data
 
 # Bump when a builder changes what it writes: the data cache is keyed by it.
 DATA_VERSION = 2

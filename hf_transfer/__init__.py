@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import keep_functions, lazy_getattr
+from .core.lazy import keep_functions, lazy_getattr
 
 if TYPE_CHECKING:  # the same names for type checkers and editors (at run time, __getattr__ below imports them)
     from .adapters import (  # noqa: F401
@@ -21,13 +21,13 @@ if TYPE_CHECKING:  # the same names for type checkers and editors (at run time, 
         TaskAdapter,
         TextClassificationAdapter,
     )
-    from .config import DataConfig, RunConfig, TrainConfig, load_config  # noqa: F401
-    from .engine import Engine, FitResult  # noqa: F401
-    from .errors import ConfigError, DataError, HFTransferError, ModelError  # noqa: F401
+    from .config.schema import DataConfig, RunConfig, TrainConfig, load_config  # noqa: F401
+    from .core.errors import ConfigError, DataError, HFTransferError, ModelError  # noqa: F401
+    from .core.log import configure_logging  # noqa: F401
+    from .engine.loop import Engine, FitResult  # noqa: F401
     from .inference import LoadedRun, evaluate_run, load_run  # noqa: F401
-    from .log import configure_logging  # noqa: F401
+    from .methods.strategies import STRATEGIES, LoraConfigSpec  # noqa: F401
     from .rank import Candidate, RankResult, rank  # noqa: F401
-    from .strategies import STRATEGIES, LoraConfigSpec  # noqa: F401
     from .train import RunResult, train  # noqa: F401
 
 __version__ = "0.1.0"
@@ -39,25 +39,25 @@ _EXPORTS = {
     "ImageClassificationAdapter": "adapters",
     "TaskAdapter": "adapters",
     "TextClassificationAdapter": "adapters",
-    "DataConfig": "config",
-    "RunConfig": "config",
-    "TrainConfig": "config",
-    "load_config": "config",
-    "Engine": "engine",
-    "FitResult": "engine",
-    "ConfigError": "errors",
-    "DataError": "errors",
-    "HFTransferError": "errors",
-    "ModelError": "errors",
+    "DataConfig": "config.schema",
+    "RunConfig": "config.schema",
+    "TrainConfig": "config.schema",
+    "load_config": "config.schema",
+    "Engine": "engine.loop",
+    "FitResult": "engine.loop",
+    "ConfigError": "core.errors",
+    "DataError": "core.errors",
+    "HFTransferError": "core.errors",
+    "ModelError": "core.errors",
     "LoadedRun": "inference",
     "evaluate_run": "inference",
     "load_run": "inference",
-    "configure_logging": "log",
+    "configure_logging": "core.log",
     "Candidate": "rank",
     "RankResult": "rank",
     "rank": "rank",
-    "STRATEGIES": "strategies",
-    "LoraConfigSpec": "strategies",
+    "STRATEGIES": "methods.strategies",
+    "LoraConfigSpec": "methods.strategies",
     "RunResult": "train",
     "train": "train",
 }

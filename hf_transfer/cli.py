@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import describe_fields, load_config
-from .errors import HFTransferError
-from .log import configure_logging
-from .strategies import COMPARED_BY_DEFAULT
+from .config.schema import describe_fields, load_config
+from .core.errors import HFTransferError
+from .core.log import configure_logging
+from .methods.strategies import COMPARED_BY_DEFAULT
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -101,8 +101,8 @@ def summary(result: RunResult) -> str:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from .config import dump_config
-    from .defaults import apply_defaults, with_output_dir
+    from .config.schema import dump_config
+    from .data.defaults import apply_defaults, with_output_dir
 
     config = load_config(args.config, _data_override(args) + args.overrides)
     if config.data.train:  # the task, model and output_dir that training would choose
@@ -210,7 +210,7 @@ def _predict(args: argparse.Namespace) -> int:
     inputs, shown = read_inputs(run, args.inputs)
     results = run.predict(inputs, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
-        from .artifacts import json_safe
+        from .artifacts.model import json_safe
 
         rows = [{"input": s, "predictions": r} for s, r in zip(shown, results, strict=True)]
         print(json.dumps(json_safe(rows), indent=2, allow_nan=False))
@@ -268,7 +268,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _push_arguments(parser: argparse.ArgumentParser) -> None:
-    from .hub import DEFAULT_COMMIT_MESSAGE
+    from .artifacts.hub import DEFAULT_COMMIT_MESSAGE
 
     parser.add_argument("output_dir", help="A finished run's output_dir.")
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. user/my-model (created if missing).")
@@ -278,7 +278,7 @@ def _push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_run
+    from .artifacts.hub import push_run
 
     url = push_run(
         args.output_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message

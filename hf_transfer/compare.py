@@ -25,15 +25,15 @@ from typing import Any
 import psutil
 import torch
 
-from .artifacts import json_safe, write_json, write_text_atomic
-from .config import RunConfig
-from .data import check_output_outside_data
-from .defaults import with_output_dir
-from .distributed import process_state
-from .errors import HFTransferError
-from .log import default_logging
-from .plots import plot_comparison
-from .strategies import COMPARED_BY_DEFAULT, STRATEGIES
+from .artifacts.model import json_safe, write_json, write_text_atomic
+from .artifacts.plots import plot_comparison
+from .config.schema import RunConfig
+from .core.errors import HFTransferError
+from .core.log import default_logging
+from .data.defaults import with_output_dir
+from .data.sources import check_output_outside_data
+from .engine.distributed import process_state
+from .methods.strategies import COMPARED_BY_DEFAULT, STRATEGIES
 from .train import prepare, train
 
 logger = logging.getLogger(__name__)

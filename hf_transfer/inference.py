@@ -18,13 +18,13 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts import write_json
-from .config import RunConfig
-from .data import in_memory_name, load_labelled
-from .errors import ConfigError, DataError
-from .evaluation import Predictions, classification_report, predict_dataset
-from .rundir import RunDir
-from .specs import resolve_data
+from .artifacts.model import write_json
+from .catalog.specs import resolve_data
+from .config.schema import RunConfig
+from .core.errors import ConfigError, DataError
+from .core.rundir import RunDir
+from .data.sources import in_memory_name, load_labelled
+from .engine.evaluation import Predictions, classification_report, predict_dataset
 
 
 @dataclass

@@ -31,21 +31,21 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 from .adapters import ADAPTERS
-from .artifacts import write_json, write_text_atomic
-from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
-from .data import check_output_outside_data, load_splits
-from .defaults import apply_defaults, with_output_dir
-from .distributed import process_state
-from .engine import Engine
-from .errors import ConfigError, HFTransferError
-from .features import backbone_features, probe_data
-from .log import default_logging
-from .logme import logme_score
-from .plots import plot_ranking
-from .rundir import RunDir
-from .strategies import STRATEGIES
+from .artifacts.model import write_json, write_text_atomic
+from .artifacts.plots import plot_ranking
+from .config.schema import RunConfig, apply_overrides, nest_dotted, with_overrides
+from .core.errors import ConfigError, HFTransferError
+from .core.log import default_logging
+from .core.rundir import RunDir
+from .core.yaml_reader import read_yaml_file
+from .data.defaults import apply_defaults, with_output_dir
+from .data.sources import check_output_outside_data, load_splits
+from .engine.distributed import process_state
+from .engine.loop import Engine
+from .methods.features import backbone_features, probe_data
+from .methods.logme import logme_score
+from .methods.strategies import STRATEGIES
 from .train import resolved, train
-from .yaml_reader import read_yaml_file
 
 logger = get_logger(__name__)
 

@@ -12,26 +12,26 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict, IterableDataset
 from torch import nn
 
-from . import data as data_lib
-from . import layer_decay
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts import save_model_artifact, save_run_files, write_json
-from .card import card_facts, portable_base, write_model_card
-from .checkpoints import checkpoint_identity
-from .config import MixedPrecision, RunConfig, TrainConfig, to_dict
-from .datapipe import ExampleView, check_decodable, decode_once
-from .defaults import apply_defaults, with_output_dir
-from .distributed import process_state
-from .engine import Engine, FitData, FitResult, check_launch
-from .errors import ConfigError, RunDirError
-from .evaluation import classification_report, learned_nothing
-from .features import CachedProbe, cached_probe
-from .hub import push_run, require_token
-from .log import default_logging
-from .probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
-from .rundir import RunDir
-from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
-from .streaming import load_stream_splits, training_stream
+from .artifacts.card import card_facts, portable_base, write_model_card
+from .artifacts.hub import push_run, require_token
+from .artifacts.model import save_model_artifact, save_run_files, write_json
+from .config.schema import MixedPrecision, RunConfig, TrainConfig, to_dict
+from .core.errors import ConfigError, RunDirError
+from .core.log import default_logging
+from .core.rundir import RunDir
+from .data import sources as data_lib
+from .data.defaults import apply_defaults, with_output_dir
+from .data.pipeline import ExampleView, check_decodable, decode_once
+from .data.streaming import load_stream_splits, training_stream
+from .engine.checkpoints import checkpoint_identity
+from .engine.distributed import process_state
+from .engine.evaluation import classification_report, learned_nothing
+from .engine.loop import Engine, FitData, FitResult, check_launch
+from .methods import layer_decay
+from .methods.features import CachedProbe, cached_probe
+from .methods.probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
+from .methods.strategies import Stage, augments, learning_rate, stages, trainable_parameters
 
 if TYPE_CHECKING:
     from accelerate import PartialState

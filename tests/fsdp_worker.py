@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_transfer.distributed import load_full_state_dict, structure_copy
+from hf_transfer.engine.distributed import load_full_state_dict, structure_copy
 
 
 def main(out: Path) -> None:

@@ -21,12 +21,12 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from hf_transfer import card as card_module
 from hf_transfer import load_config, train
 from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
-from hf_transfer.artifacts import save_model_artifact
+from hf_transfer.artifacts import card as card_module
+from hf_transfer.artifacts.model import save_model_artifact
+from hf_transfer.artifacts.plots import plot_curves
 from hf_transfer.inference import load_run
-from hf_transfer.plots import plot_curves
 
 
 def _pixels(result, files: list[Path]) -> torch.Tensor:

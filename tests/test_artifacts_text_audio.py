@@ -30,10 +30,10 @@ from transformers import (
 
 from hf_transfer import load_config, train
 from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
+from hf_transfer.catalog.samples import write_note_folders
+from hf_transfer.catalog.specs import write_tiny_wav2vec2
 from hf_transfer.cli import main
 from hf_transfer.inference import load_run
-from hf_transfer.samples import write_note_folders
-from hf_transfer.specs import write_tiny_wav2vec2
 
 LABELS = ["neg", "neu", "pos"]
 ID2LABEL = dict(enumerate(LABELS))

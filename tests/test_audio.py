@@ -21,9 +21,9 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.audio import load_audio
-from hf_transfer.errors import DataError, ModelError
-from hf_transfer.samples import NEW_NOTE_CLASSES, TONE_CLASSES, write_note_folders
-from hf_transfer.specs import write_tiny_wav2vec2
+from hf_transfer.catalog.samples import NEW_NOTE_CLASSES, TONE_CLASSES, write_note_folders
+from hf_transfer.catalog.specs import write_tiny_wav2vec2
+from hf_transfer.core.errors import DataError, ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_CLASSES = {n: TONE_CLASSES[n] for n in ("A3", "E4", "C5")}  # far apart: learnable in a few epochs

@@ -18,11 +18,11 @@ from hf_transfer.adapters.image_hf import TransformersImageBackend
 from hf_transfer.adapters.image_timm import TimmBackend
 from hf_transfer.adapters.text import TextClassificationAdapter
 from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
-from hf_transfer.card import hub_model_id, write_model_card
-from hf_transfer.config import DataConfig, HubConfig, RunConfig
-from hf_transfer.errors import ConfigError, HubError
-from hf_transfer.hub import require_token
-from hf_transfer.metrics import load_metric
+from hf_transfer.artifacts.card import hub_model_id, write_model_card
+from hf_transfer.artifacts.hub import require_token
+from hf_transfer.config.schema import DataConfig, HubConfig, RunConfig
+from hf_transfer.core.errors import ConfigError, HubError
+from hf_transfer.engine.metrics import load_metric
 
 LABELS = ["cat", "dog"]
 
@@ -110,7 +110,7 @@ def test_audio_snippets_show_the_array_form_and_say_that_paths_need_ffmpeg():
 )
 def test_a_lora_adapter_names_its_base_portably(settings, named, tmp_path):
     """adapter_config.json may be published: the base by its Hub id, else its spec with no local path."""
-    from hf_transfer.card import portable_base
+    from hf_transfer.artifacts.card import portable_base
 
     if settings["model"].startswith("/"):
         (tmp_path / "my-bert").mkdir()

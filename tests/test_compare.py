@@ -17,7 +17,7 @@ from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
 from hf_transfer.cli import main
 from hf_transfer.compare import compare
-from hf_transfer.errors import ConfigError, TrainingDiverged
+from hf_transfer.core.errors import ConfigError, TrainingDiverged
 
 COMMON = {"train.epochs": 2, "lp_ft.probe_epochs": 2}
 

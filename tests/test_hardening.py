@@ -24,11 +24,11 @@ from filelock import FileLock
 
 from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
-from hf_transfer.artifacts import json_safe, write_json
+from hf_transfer.artifacts.model import json_safe, write_json
+from hf_transfer.catalog.weights import read_state_dict
 from hf_transfer.cli import main
-from hf_transfer.errors import DataError, ModelError, RunDirError, TrainingDiverged
+from hf_transfer.core.errors import DataError, ModelError, RunDirError, TrainingDiverged
 from hf_transfer.inference import evaluate_run, load_run
-from hf_transfer.weights import read_state_dict
 
 
 def _config(train_dir, val_dir, out, **extra):
@@ -204,7 +204,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_che
 def test_a_replacing_run_killed_before_its_first_checkpoint_gives_the_old_run_back(checkpointed):
     """kill -9 of a run that was replacing another (moved aside when the folder was claimed): the next
     claim of the folder puts the old run back, so nothing was lost."""
-    from hf_transfer.rundir import RunDir
+    from hf_transfer.core.rundir import RunDir
 
     _, _, result = checkpointed
     out = result.output_dir
@@ -400,8 +400,8 @@ def _alias_bomb(levels: int = 12) -> str:
 def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
     """9**12 values from a few hundred bytes: every YAML the package reads goes through one loader that
     refuses it at once, naming what it read (a loader that accepts it leaves a merge that never ends)."""
-    from hf_transfer.data import load_source
-    from hf_transfer.errors import ConfigError
+    from hf_transfer.core.errors import ConfigError
+    from hf_transfer.data.sources import load_source
     from hf_transfer.rank import candidate_config, load_candidates
 
     bomb = _alias_bomb()

@@ -16,7 +16,7 @@ from transformers import BertForSequenceClassification
 
 from hf_transfer import ADAPTERS, load_config
 from hf_transfer.adapters.base import HEAD_INIT_STD
-from hf_transfer.specs import resolve_data, write_tiny_wav2vec2
+from hf_transfer.catalog.specs import resolve_data, write_tiny_wav2vec2
 
 DIGITS = [str(i) for i in range(10)]
 

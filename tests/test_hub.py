@@ -14,7 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
-from hf_transfer.errors import ConfigError, HubError
+from hf_transfer.core.errors import ConfigError, HubError
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from peft import PeftModel
 from PIL import Image
 
 from hf_transfer import ADAPTERS, load_config, train
-from hf_transfer.errors import ConfigError, DataError, ModelError
+from hf_transfer.core.errors import ConfigError, DataError, ModelError
 
 
 def _batch(result, n: int = 6) -> dict[str, torch.Tensor]:

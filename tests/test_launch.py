@@ -15,8 +15,8 @@ import yaml
 from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, train
-from hf_transfer.engine import check_launch
-from hf_transfer.errors import LaunchError
+from hf_transfer.core.errors import LaunchError
+from hf_transfer.engine.loop import check_launch
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from hf_transfer import logme
-from hf_transfer.logme import logme_fit, logme_score
+from hf_transfer.methods import logme
+from hf_transfer.methods.logme import logme_fit, logme_score
 
 
 def _paper_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:

@@ -73,7 +73,7 @@ def test_evaluate_rejects_unknown_labels(tmp_path_factory, tmp_path, capsys):
 
 
 def test_load_run_on_a_non_run(tmp_path):
-    from hf_transfer.errors import ConfigError
+    from hf_transfer.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not a finished hf-transfer run"):
         load_run(tmp_path)

@@ -18,11 +18,11 @@ from conftest import tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.base import EVALUATION_VIEW
-from hf_transfer.config import TrainConfig
-from hf_transfer.features import FeatureView, cached_probe
-from hf_transfer.probe_search import SearchPoint, search_regularisation
-from hf_transfer.rng import view_of
-from hf_transfer.specs import write_tiny_wav2vec2
+from hf_transfer.catalog.specs import write_tiny_wav2vec2
+from hf_transfer.config.schema import TrainConfig
+from hf_transfer.core.rng import view_of
+from hf_transfer.methods.features import FeatureView, cached_probe
+from hf_transfer.methods.probe_search import SearchPoint, search_regularisation
 
 PROBE = {"strategy": "linear_probe", "train.lr": 0.05, "data.hflip": 0.5, "data.crop_scale": "[0.6, 1.0]"}
 
@@ -125,8 +125,8 @@ def test_epochs_draw_views_deterministically_whatever_the_batch():
 def test_validation_uses_only_the_evaluation_view(color_data, tmp_path):
     train_dir, val_dir = color_data
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **PROBE))
-    from hf_transfer.data import load_splits
-    from hf_transfer.engine import Engine
+    from hf_transfer.data.sources import load_splits
+    from hf_transfer.engine.loop import Engine
 
     adapter = ADAPTERS.get(config.task)(config)
     splits = load_splits(config, adapter)
@@ -162,7 +162,7 @@ def test_a_resumed_probe_with_views_equals_the_uninterrupted_one(color_data, tmp
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Another number of views is another run: its checkpoints are not resumed.
-    from hf_transfer.errors import RunDirError
+    from hf_transfer.core.errors import RunDirError
 
     other = tmp_path / "c"
     shutil.copytree(tmp_path / "a" / "checkpoints", other / "checkpoints")
@@ -254,7 +254,7 @@ def test_each_model_of_the_search_is_the_head_the_engines_recipe_trains():
 
     import torch.nn.functional as F
 
-    from hf_transfer.probe_search import _fold_plan, _train, _view_table
+    from hf_transfer.methods.probe_search import _fold_plan, _train, _view_table
 
     torch.manual_seed(0)
     features, labels = torch.randn(40, 2, 8), torch.arange(4).repeat(10)

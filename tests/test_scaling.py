@@ -18,8 +18,8 @@ import torch
 from conftest import failure_lines, tiny_image_overrides
 
 from hf_transfer import load_config, train
-from hf_transfer.checkpoints import verify_checkpoint
-from hf_transfer.errors import RunDirError
+from hf_transfer.core.errors import RunDirError
+from hf_transfer.engine.checkpoints import verify_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -103,8 +103,8 @@ def test_two_nodes_match_one_process_and_only_the_global_main_writes(color_data,
 
 def test_a_process_left_alone_by_the_cpu_launcher_is_reported(tmp_path, monkeypatch, caplog):
     """`accelerate launch --cpu --num_processes 2` (no mpirun) sets MASTER_ADDR but starts the script once, alone."""
-    from hf_transfer.config import TrainConfig
-    from hf_transfer.engine import Engine
+    from hf_transfer.config.schema import TrainConfig
+    from hf_transfer.engine.loop import Engine
 
     for variable in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
         monkeypatch.delenv(variable, raising=False)
@@ -303,8 +303,8 @@ def test_auto_find_batch_size_halves_the_batch_doubles_accumulation_and_changes_
 
 
 def test_auto_find_batch_size_stops_at_one_with_the_ways_out(color_data, tmp_path, monkeypatch):
-    from hf_transfer.autobatch import smaller_batches
-    from hf_transfer.errors import ConfigError
+    from hf_transfer.core.errors import ConfigError
+    from hf_transfer.engine.autobatch import smaller_batches
 
     assert (list(smaller_batches(32)), list(smaller_batches(6)), list(smaller_batches(5))) == (
         [16, 8, 4, 2, 1],

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_transfer.errors import ConfigError
-from hf_transfer.registry import Registry
+from hf_transfer.core.errors import ConfigError
+from hf_transfer.core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "timm", "datasets", "peft", "accelerate", "torchvision", "huggingface_hub")
@@ -79,7 +79,7 @@ def test_declared_adapters_are_exactly_the_adapter_classes():
 
 
 def test_compare_runs_every_registered_strategy_by_default():
-    from hf_transfer.strategies import COMPARED_BY_DEFAULT, STRATEGIES
+    from hf_transfer.methods.strategies import COMPARED_BY_DEFAULT, STRATEGIES
 
     assert sorted(COMPARED_BY_DEFAULT) == STRATEGIES.names()
 

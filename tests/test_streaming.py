@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from hf_transfer import load_config, train
 from hf_transfer.adapters import ADAPTERS
-from hf_transfer.errors import ConfigError, DataError
-from hf_transfer.streaming import StreamExamples, load_stream_splits
+from hf_transfer.core.errors import ConfigError, DataError
+from hf_transfer.data.streaming import StreamExamples, load_stream_splits
 
 COLOURS = ["red", "green", "blue"]
 
@@ -188,8 +188,8 @@ def test_streamed_folders_take_their_classes_from_their_sub_folders(tmp_path):
     loaded run: no data.labels needed."""
     from conftest import write_color_images
 
-    from hf_transfer.samples import TONE_CLASSES, write_note_folders
-    from hf_transfer.specs import write_tiny_wav2vec2
+    from hf_transfer.catalog.samples import TONE_CLASSES, write_note_folders
+    from hf_transfer.catalog.specs import write_tiny_wav2vec2
 
     for split, seed in (("train", 0), ("validation", 1)):
         write_color_images(tmp_path / "photos" / split, per_class=4, seed=seed, modes=False)

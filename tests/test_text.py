@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from hf_transfer import TextClassificationAdapter, load_config, train
-from hf_transfer.errors import DataError
+from hf_transfer.core.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -401,7 +401,7 @@ def test_minilm_beats_the_majority_baseline(tmp_path):
         [f"output_dir={tmp_path / 'run'}", "train.progress_bar=false", "train.log_with=[]"],
     )
     result = train(config)
-    from hf_transfer.specs import resolve_data
+    from hf_transfer.catalog.specs import resolve_data
 
     with open(resolve_data(config.data.validation)) as f:
         labels = [row["label"] for row in csv.DictReader(f)]

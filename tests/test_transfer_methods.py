@@ -14,8 +14,8 @@ import torch
 from conftest import tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
-from hf_transfer.layer_decay import param_groups
-from hf_transfer.strategies import STRATEGIES
+from hf_transfer.methods.layer_decay import param_groups
+from hf_transfer.methods.strategies import STRATEGIES
 
 LP_FT = {"strategy": "lp_ft", "lp_ft.probe_epochs": 2, "train.epochs": 2, "train.lr": 0.01}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import lazy_getattr
-from ..registry import Registry
+from ..core.lazy import lazy_getattr
+from ..core.registry import Registry
 
 if TYPE_CHECKING:  # for type checkers (at run time, __getattr__ below imports them)
     from .audio import AudioClassificationAdapter  # noqa: F401

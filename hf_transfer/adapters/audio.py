@@ -21,8 +21,8 @@ from datasets import Audio, Dataset, Value
 from scipy.signal import resample_poly
 from torch import nn
 
-from ..errors import DataError, ModelError
-from ..rng import seeded
+from ..core.errors import DataError, ModelError
+from ..core.rng import seeded
 from .base import (
     EVALUATION_VIEW,
     FeatureSplit,

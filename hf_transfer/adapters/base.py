@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ModelError, raise_if_offline_cache_miss
-from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
-from ..rundir import RunDir
-from ..specs import resolve_model
-from ..weights import safetensors_problem
+from ..catalog.specs import resolve_model
+from ..catalog.weights import safetensors_problem
+from ..core.errors import ModelError, raise_if_offline_cache_miss
+from ..core.rundir import RunDir
+from ..methods.layer_decay import LayerIds, numbered_layer_ids, unwrapped
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from ..config import RunConfig
+    from ..config.schema import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from torchvision.transforms import v2
 
-from ..errors import ConfigError, DataError, ModelError
-from ..layer_decay import LayerIds
-from ..rng import seeded
+from ..core.errors import ConfigError, DataError, ModelError
+from ..core.rng import seeded
+from ..methods.layer_decay import LayerIds
 from .base import EVALUATION_VIEW, FeatureSplit, LoadedModel, ProbeView, TaskAdapter
 from .usage import python_block
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..config import DataConfig
+    from ..config.schema import DataConfig
 
 # RandomResizedCrop's aspect-ratio range, as torchvision and timm use it.
 _CROP_RATIO = (3 / 4, 4 / 3)

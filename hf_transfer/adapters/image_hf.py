@@ -17,8 +17,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..errors import ModelError
-from ..layer_decay import LayerIds, numbered_layer_ids, unwrapped
+from ..core.errors import ModelError
+from ..methods.layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from .base import (
     FeatureSplit,
     LoadedModel,

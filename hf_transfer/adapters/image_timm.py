@@ -22,9 +22,9 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..errors import ModelError, raise_if_offline_cache_miss
-from ..layer_decay import LayerIds, by_name, unwrapped
-from ..weights import load_timm_weights
+from ..catalog.weights import load_timm_weights
+from ..core.errors import ModelError, raise_if_offline_cache_miss
+from ..methods.layer_decay import LayerIds, by_name, unwrapped
 from .base import FeatureSplit, LoadedModel, checkpoint_classes
 from .image import ImageBackend, pil_to_uint8
 from .usage import BASE_COMMENT, BASE_PLACEHOLDER, LOCAL_FOLDER

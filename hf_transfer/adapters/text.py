@@ -15,8 +15,8 @@ import torch
 from datasets import Dataset, Value
 from torch import nn
 
-from ..cache import fingerprint
-from ..errors import DataError, ModelError
+from ..core.cache import fingerprint
+from ..core.errors import DataError, ModelError
 from .base import LoadedModel, TaskAdapter, hf_head_modules, load_transformers
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .adapters.base import TaskAdapter
-from .config import RunConfig, dump_config
-from .rundir import RunDir
+from ..adapters.base import TaskAdapter
+from ..config.schema import RunConfig, dump_config
+from ..core.rundir import RunDir
 
 if TYPE_CHECKING:
-    from .engine import RunSetup
+    from ..engine.loop import RunSetup
 
 
 def write_text_atomic(path: Path, text: str) -> None:

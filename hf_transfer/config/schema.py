@@ -35,11 +35,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .adapters import ADAPTERS
-from .errors import ConfigError
-from .fields import Range, check_choice, check_ranges, choices, section, setting
-from .strategies import STRATEGIES, Strategy
-from .yaml_reader import load_yaml, read_yaml_file
+from ..adapters import ADAPTERS
+from ..core.errors import ConfigError
+from ..core.fields import Range, check_choice, check_ranges, choices, section, setting
+from ..core.yaml_reader import load_yaml, read_yaml_file
+from ..methods.strategies import STRATEGIES, Strategy
 
 # Upper bounds where a larger value only exhausts memory: the image side, the audio clip, the workers.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096

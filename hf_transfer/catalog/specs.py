@@ -18,9 +18,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import cache_root
-from .errors import ConfigError
-from .registry import Registry
+from ..core.cache import cache_root
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 SAMPLE_PREFIX = "sample:"
 PYPI_PREFIX = "pypi:"
@@ -53,7 +53,7 @@ def resolve_data(source: str) -> str:
     """`sample:<name>/<split>` -> a local folder/file, generated once into the cache; anything else unchanged."""
     if not source.startswith(SAMPLE_PREFIX):
         return source
-    importlib.import_module("hf_transfer.samples")  # registers the sample data sets in SAMPLES
+    importlib.import_module("hf_transfer.catalog.samples")  # registers the sample data sets in SAMPLES
     name, _, split = source[len(SAMPLE_PREFIX) :].partition("/")
     build = SAMPLES.get(name)
     root = cache_root() / "samples" / name

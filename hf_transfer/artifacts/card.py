@@ -19,23 +19,23 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .adapters import ADAPTERS
-from .adapters.usage import LOCAL_FOLDER
-from .artifacts import write_text_atomic
-from .config import RunConfig, to_dict
-from .data import IN_MEMORY_PREFIX, source_format
+from ..adapters import ADAPTERS
+from ..adapters.usage import LOCAL_FOLDER
+from ..catalog.specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
+from ..config.schema import RunConfig, to_dict
+from ..core.rundir import RunDir
+from ..data.sources import IN_MEMORY_PREFIX, source_format
+from ..methods.strategies import learning_rate
+from .model import write_text_atomic
 from .plots import plot_confusion_matrix, plot_curves
-from .rundir import RunDir
-from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
-from .strategies import learning_rate
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .adapters import TaskAdapter
-    from .engine import RunSetup
+    from ..adapters import TaskAdapter
+    from ..engine.loop import RunSetup
 
-TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+TEMPLATE = Path(__file__).parents[1] / "templates" / "model_card.md"  # hf_transfer/templates: package data
 # metrics.json key -> model-index metric type and name (the Hub's evaluation results).
 _INDEXED = {"accuracy": ("accuracy", "Accuracy"), "f1_macro": ("f1", "F1 (macro)"), "loss": ("loss", "Loss")}
 

@@ -38,14 +38,14 @@ from accelerate.utils import send_to_device
 from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
 
-from . import data as data_lib
-from .datapipe import LoaderSettings, RowNames, model_examples
-from .errors import ConfigError, DataError, RunDirError
-from .rng import example_seed
+from ..core.errors import ConfigError, DataError, RunDirError
+from ..core.rng import example_seed
+from . import sources as data_lib
+from .pipeline import LoaderSettings, RowNames, model_examples
 
 if TYPE_CHECKING:
-    from .adapters.base import TaskAdapter
-    from .config import RunConfig
+    from ..adapters.base import TaskAdapter
+    from ..config.schema import RunConfig
 
 logger = logging.getLogger(__name__)
 # torchdata 0.11 calls a torch function that torch 2.14 deprecates, once per pass: nothing a user can act on.

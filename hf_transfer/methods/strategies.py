@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, ModelError
-from .fields import Range, check_ranges, setting
-from .registry import Registry
+from ..core.errors import ConfigError, ModelError
+from ..core.fields import Range, check_ranges, setting
+from ..core.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .adapters.base import TaskAdapter
-    from .config import RunConfig, TrainConfig  # config.py imports this module to build RunConfig's sections
+    from ..adapters.base import TaskAdapter
+    from ..config.schema import RunConfig, TrainConfig  # config.py imports this module to build RunConfig's sections
 
 # No torch at import time: config.py (and so `hf-transfer --help`) reads this registry; the strategies
 # import what they need when they run.

@@ -17,8 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import HubError
-from .rundir import RunDir
+from ..core.errors import HubError
+from ..core.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
     import evaluate

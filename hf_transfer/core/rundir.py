@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from ..config.schema import RunConfig
 
 
 class RunDir:
@@ -138,7 +138,7 @@ class RunDir:
         return [name for name in listed if isinstance(name, str) and _plain_name(name)]
 
     def read_config(self) -> RunConfig:
-        from .config import load_config
+        from ..config.schema import load_config
 
         return load_config(self.config)
 

@@ -23,11 +23,11 @@ from accelerate.utils import DistributedType, find_executable_batch_size
 from accelerate.utils.memory import should_reduce_batch_size
 from torch import nn
 
-from .config import TrainConfig
-from .errors import ConfigError
+from ..config.schema import TrainConfig
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .engine import FitResult
+    from .loop import FitResult
 
 logger = get_logger(__name__)
 

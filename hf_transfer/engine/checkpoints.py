@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .errors import RunDirError
-from .weights import safetensors_problem
+from ..catalog.weights import safetensors_problem
+from ..core.errors import RunDirError
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.safetensors"  # the run's best weights as of this checkpoint

@@ -34,14 +34,14 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 from datasets.exceptions import DatasetGenerationError
 
-from .cache import cache_dir, fingerprint
-from .errors import ConfigError, DataError
-from .specs import resolve_data
-from .yaml_reader import read_front_matter, read_yaml_file
+from ..catalog.specs import resolve_data
+from ..core.cache import cache_dir, fingerprint
+from ..core.errors import ConfigError, DataError
+from ..core.yaml_reader import read_front_matter, read_yaml_file
 
 if TYPE_CHECKING:
-    from .adapters.base import TaskAdapter
-    from .config import DataConfig, RunConfig
+    from ..adapters.base import TaskAdapter
+    from ..config.schema import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .rng import example_seed, view_of
+from ..core.rng import example_seed, view_of
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from ..config.schema import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .adapters import ADAPTERS
+from ..adapters import ADAPTERS
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from .config import RunConfig
+    from ..config.schema import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None)
     notes = []
     task = config.task
     if task is None:
-        from .data import in_memory_name, infer_task  # reads the data: only when the task is unset
+        from .sources import in_memory_name, infer_task  # reads the data: only when the task is unset
 
         task, why = infer_task(config.data.train, config.data.subset, data, config.data.streaming)
         source = in_memory_name(data) if data is not None else config.data.train
@@ -89,8 +89,8 @@ def with_output_dir(config: RunConfig, data: Dataset | DatasetDict | None = None
 def _data_name(config: RunConfig, data: Dataset | DatasetDict | None) -> str:
     """digits for sample:digits/train, photos for photos/ or photos:test, reviews for reviews.csv, sst2 for
     a Hub id glue with subset sst2, dataset-<fingerprint> for a dataset passed in memory."""
-    from .data import IN_MEMORY_PREFIX, in_memory_name, source_location
-    from .specs import SAMPLE_PREFIX
+    from ..catalog.specs import SAMPLE_PREFIX
+    from .sources import IN_MEMORY_PREFIX, in_memory_name, source_location
 
     source = config.data.train or (in_memory_name(data) if data is not None else "data")
     if source.startswith(IN_MEMORY_PREFIX):

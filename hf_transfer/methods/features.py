@@ -29,17 +29,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
-from .cache import cache_dir, fingerprint, tensors_fingerprint
-from .datapipe import ExampleView, decode_once
-from .engine import FitData
-from .rng import view_of
-from .weights import safetensors_problem
+from ..catalog.weights import safetensors_problem
+from ..core.cache import cache_dir, fingerprint, tensors_fingerprint
+from ..core.rng import view_of
+from ..data.pipeline import ExampleView, decode_once
+from ..engine.loop import FitData
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .adapters.base import FeatureSplit, ProbeView, TaskAdapter
-    from .engine import Engine
+    from ..adapters.base import FeatureSplit, ProbeView, TaskAdapter
+    from ..engine.loop import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -36,17 +36,15 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..catalog.weights import read_safetensors
+from ..config.schema import TrainConfig
+from ..core.errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
+from ..core.rundir import RunDir
+from ..data.pipeline import LoaderSettings, loader_settings
+from ..data.streaming import StreamLoader
+from ..methods.strategies import set_train_mode
 from .autobatch import fit_finding_batch_size
-from .checkpoints import (
-    BEST_FILE,
-    STATE_FILE,
-    checkpoint_identity,
-    identity_mismatch,
-    read_state,
-    verify_checkpoint,
-)
-from .config import TrainConfig
-from .datapipe import LoaderSettings, loader_settings
+from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, read_state, verify_checkpoint
 from .distributed import (
     check_distributed_setup,
     cpu_launch,
@@ -56,15 +54,11 @@ from .distributed import (
     process_state,
     structure_copy,
 )
-from .errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
-from .rundir import RunDir
-from .strategies import set_train_mode
-from .streaming import StreamLoader
-from .weights import read_safetensors
 
-logger = get_logger(__name__)
+# Named for the engine (hf_transfer.engine), as its log lines have always been, not for this file.
+logger = get_logger(__package__)
 
 Logits = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -227,7 +221,7 @@ class Engine:
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
         if missing:  # Accelerate drops them silently; say so once
-            logging.getLogger(__name__).warning(
+            logging.getLogger(__package__).warning(
                 "Trackers %s are not installed and will not log (installed: %s)", missing, sorted(available)
             )
         process_state()  # N processes launched without GPUs: a process group over the CPUs, as one run
@@ -603,7 +597,7 @@ class Engine:
         run.state.nonfinite_losses += 1
         if run.state.nonfinite_losses > run.settings.max_nonfinite_losses:
             raise TrainingDiverged(self._divergence_message(run.state.global_step + 1, run.state, run.settings))
-        logging.getLogger(__name__).warning(
+        logging.getLogger(__package__).warning(
             "Non-finite loss at step %d: update skipped (%d of train.max_nonfinite_losses=%d)",
             run.state.global_step + 1,
             run.state.nonfinite_losses,
@@ -844,7 +838,7 @@ def _warn_if_collapsed(state: TrainState, num_labels: int, lr: float) -> None:
         return
     chance = math.log(num_labels)
     near_chance = f" (about ln {num_labels} = {chance:.2f}: chance level)" if abs(last - chance) < 0.1 * chance else ""
-    logging.getLogger(__name__).warning(
+    logging.getLogger(__package__).warning(
         "The training loss has not moved in the first epoch (%.4f -> %.4f%s): the model is not learning. "
         "Lower train.lr (now %g) by 10x, or raise train.warmup_ratio; with LoRA, check lora.target_modules.",
         first,

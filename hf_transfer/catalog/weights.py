@@ -9,7 +9,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import HFTransferError, ModelError
+from ..core.errors import HFTransferError, ModelError
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

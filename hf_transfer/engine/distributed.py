@@ -41,7 +41,7 @@ from accelerate.utils import (
 )
 from torch import nn
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from ..core.errors import DataError
 
 # Stop a target once one step changes its log evidence by less than this per example. The fixed point
 # converges linearly (slowest at a boundary maximum, ratio ~0.97 per step in practice), so the evidence

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from .cache import cache_dir, fingerprint
-from .errors import DataError
-from .rng import example_seed
+from ..core.cache import cache_dir, fingerprint
+from ..core.errors import DataError
+from ..core.rng import example_seed
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .adapters.base import ProbeView, TaskAdapter
+    from ..adapters.base import ProbeView, TaskAdapter
 
 logger = logging.getLogger(__name__)
 

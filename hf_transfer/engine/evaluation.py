@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .datapipe import ExampleView
+from ..data.pipeline import ExampleView
 from .metrics import classification_metrics, named_metrics
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from datasets import Dataset
 
-    from .adapters.base import TaskAdapter
+    from ..adapters.base import TaskAdapter
 
 
 @dataclass

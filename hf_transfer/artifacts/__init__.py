@@ -1,0 +1,1 @@
+"""What a run leaves: the model and run files, the model card, plots, the Hub push."""

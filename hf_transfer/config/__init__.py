@@ -1,0 +1,1 @@
+"""The run configuration: the settings (schema) and how they are read (YAML files, KEY=VALUE overrides) and shown."""
