@@ -20,7 +20,7 @@ from hf_transfer.adapters.audio import load_audio
 from hf_transfer.adapters.image_timm import is_timm_folder
 from hf_transfer.catalog.specs import resolve_model
 from hf_transfer.core.rundir import RunDir
-from hf_transfer.data.sources import load_labelled
+from hf_transfer.data.splits import load_labelled
 from hf_transfer.inference import load_run
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from hf_transfer import ADAPTERS, STRATEGIES, configure_logging, load_config
 from hf_transfer.cli import add_run_arguments
 from hf_transfer.data.pipeline import ExampleView, decode_once
-from hf_transfer.data.sources import load_splits
+from hf_transfer.data.splits import load_splits
 from hf_transfer.methods.strategies import augments, learning_rate, set_train_mode
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,8 @@ from .catalog.specs import resolve_data
 from .config.schema import RunConfig
 from .core.errors import ConfigError, DataError
 from .core.rundir import RunDir
-from .data.sources import in_memory_name, load_labelled
+from .data.sources import in_memory_name
+from .data.splits import load_labelled
 from .engine.evaluation import Predictions, classification_report, predict_dataset
 
 

@@ -39,7 +39,8 @@ from .core.log import default_logging
 from .core.rundir import RunDir
 from .core.yaml_reader import read_yaml_file
 from .data.defaults import apply_defaults, with_output_dir
-from .data.sources import check_output_outside_data, load_splits
+from .data.sources import check_output_outside_data
+from .data.splits import load_splits
 from .engine.distributed import process_state
 from .engine.loop import Engine
 from .methods.features import backbone_features, probe_data

@@ -20,9 +20,10 @@ from .config.schema import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .core.errors import ConfigError, RunDirError
 from .core.log import default_logging
 from .core.rundir import RunDir
-from .data import sources as data_lib
 from .data.defaults import apply_defaults, with_output_dir
 from .data.pipeline import ExampleView, check_decodable, decode_once
+from .data.sources import check_output_outside_data
+from .data.splits import load_splits
 from .data.streaming import load_stream_splits, training_stream
 from .engine.checkpoints import checkpoint_identity
 from .engine.distributed import process_state
@@ -87,7 +88,7 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
     with _processes().main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
-        splits = data_lib.load_splits(config, adapter, data)
+        splits = load_splits(config, adapter, data)
     model = adapter.build_model(splits.labels)
     rng = torch.get_rng_state()
     return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
@@ -135,7 +136,7 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
         with _processes().main_process_first():  # one process reads (or downloads) the data to infer the task
             config = apply_defaults(config, data)
     config = with_output_dir(config, data)
-    data_lib.check_output_outside_data(config)  # before anything is written there
+    check_output_outside_data(config)  # before anything is written there
     engine = Engine(config.train, config.output_dir, num_workers=config.data.num_workers)
     config = with_setup(config, engine)
     run_dir = RunDir(config.output_dir)
@@ -176,7 +177,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
     output_dir = Path(config.output_dir)
     if prepared is None:
         adapter = ADAPTERS.get(config.task)(config)
-        load = load_stream_splits if config.data.streaming else data_lib.load_splits
+        load = load_stream_splits if config.data.streaming else load_splits
         with engine.main_process_first():  # one process builds the datasets cache, the others read it
             splits = load(config, adapter, data)
         # From here on the config names the columns found in the data (and an in-memory source): config.yaml,

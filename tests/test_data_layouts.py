@@ -26,8 +26,10 @@ from hf_transfer.catalog.specs import write_tiny_wav2vec2
 from hf_transfer.cli import main
 from hf_transfer.core.errors import DataError
 from hf_transfer.core.rundir import RunDir
+from hf_transfer.data.columns import resolve_columns
 from hf_transfer.data.defaults import DEFAULT_MODELS, apply_defaults
-from hf_transfer.data.sources import IN_MEMORY_PREFIX, open_source, resolve_columns
+from hf_transfer.data.files import IN_MEMORY_PREFIX
+from hf_transfer.data.sources import open_source
 from hf_transfer.inference import evaluate_run, load_run
 
 COMMON = {

@@ -46,7 +46,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(color_data, tmp_path
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **AUGMENTED))
     adapter = ADAPTERS.get(config.task)(config)
     adapter.build_model(["blue", "green", "red"])
-    from hf_transfer.data.sources import load_source
+    from hf_transfer.data.splits import load_source
 
     rows = adapter.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
     decoded, _ = decode_once(rows, adapter, augment=True, cache_root=str(tmp_path / "cache"))

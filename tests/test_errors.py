@@ -25,7 +25,8 @@ from hf_transfer.artifacts.card import write_model_card
 from hf_transfer.cli import COMMANDS, main
 from hf_transfer.config.schema import RunConfig, dump_config
 from hf_transfer.core.errors import ConfigError, DataError, HFTransferError, ModelError
-from hf_transfer.data.sources import load_source, open_source
+from hf_transfer.data.sources import open_source
+from hf_transfer.data.splits import load_source
 from hf_transfer.inference import load_run
 
 # --------------------------------------------------------------------------- 1. trust_remote_code

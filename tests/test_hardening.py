@@ -401,7 +401,7 @@ def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
     """9**12 values from a few hundred bytes: every YAML the package reads goes through one loader that
     refuses it at once, naming what it read (a loader that accepts it leaves a merge that never ends)."""
     from hf_transfer.core.errors import ConfigError
-    from hf_transfer.data.sources import load_source
+    from hf_transfer.data.splits import load_source
     from hf_transfer.rank import candidate_config, load_candidates
 
     bomb = _alias_bomb()

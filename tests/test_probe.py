@@ -125,7 +125,7 @@ def test_epochs_draw_views_deterministically_whatever_the_batch():
 def test_validation_uses_only_the_evaluation_view(color_data, tmp_path):
     train_dir, val_dir = color_data
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **PROBE))
-    from hf_transfer.data.sources import load_splits
+    from hf_transfer.data.splits import load_splits
     from hf_transfer.engine.loop import Engine
 
     adapter = ADAPTERS.get(config.task)(config)

@@ -24,7 +24,8 @@ from ..adapters.usage import LOCAL_FOLDER
 from ..catalog.specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
 from ..config.schema import RunConfig, to_dict
 from ..core.rundir import RunDir
-from ..data.sources import IN_MEMORY_PREFIX, source_format
+from ..data.files import IN_MEMORY_PREFIX
+from ..data.sources import source_format
 from ..methods.strategies import learning_rate
 from .model import write_text_atomic
 from .plots import plot_confusion_matrix, plot_curves

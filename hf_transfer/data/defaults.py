@@ -53,7 +53,8 @@ def apply_defaults(config: RunConfig, data: Dataset | DatasetDict | None = None)
     notes = []
     task = config.task
     if task is None:
-        from .sources import in_memory_name, infer_task  # reads the data: only when the task is unset
+        from .columns import infer_task  # reads the data: only when the task is unset
+        from .sources import in_memory_name
 
         task, why = infer_task(config.data.train, config.data.subset, data, config.data.streaming)
         source = in_memory_name(data) if data is not None else config.data.train
@@ -90,7 +91,8 @@ def _data_name(config: RunConfig, data: Dataset | DatasetDict | None) -> str:
     """digits for sample:digits/train, photos for photos/ or photos:test, reviews for reviews.csv, sst2 for
     a Hub id glue with subset sst2, dataset-<fingerprint> for a dataset passed in memory."""
     from ..catalog.specs import SAMPLE_PREFIX
-    from .sources import IN_MEMORY_PREFIX, in_memory_name, source_location
+    from .files import IN_MEMORY_PREFIX, source_location
+    from .sources import in_memory_name
 
     source = config.data.train or (in_memory_name(data) if data is not None else "data")
     if source.startswith(IN_MEMORY_PREFIX):

@@ -40,8 +40,10 @@ from datasets.distributed import split_dataset_by_node
 
 from ..core.errors import ConfigError, DataError, RunDirError
 from ..core.rng import example_seed
-from . import sources as data_lib
+from .columns import resolve_columns
 from .pipeline import LoaderSettings, RowNames, model_examples
+from .sources import open_source
+from .splits import Splits, labelled, load_labelled
 
 if TYPE_CHECKING:
     from ..adapters.base import TaskAdapter
@@ -58,7 +60,7 @@ STATE_FILE = "stream_state_{rank}.json"  # one per process: each reads its own p
 # --------------------------------------------------------------------------- the run's splits
 
 
-def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = None) -> data_lib.Splits:
+def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = None) -> Splits:
     """The training stream (labelled lazily, not yet shuffled or split) and the validation set, read
     whole: `data.validation`, else the stream's own validation split."""
     d = config.data
@@ -73,7 +75,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
         raise ConfigError("data.train is not set: point it at data files, a folder or a Hub dataset id.")
     keys = ("data.label_column", f"data.{adapter.input_column_key}")
     given = getattr(d, adapter.input_column_key)
-    source = data_lib.open_source(d.train, adapter.folder_builder, d.subset, streaming=True)
+    source = open_source(d.train, adapter.folder_builder, d.subset, streaming=True)
     name = source.choose("train")
     stream, where = source.splits[name], source.origins[name]
     if stream.features is None:
@@ -81,7 +83,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
             f"The columns of {where!r} are not known before reading it: convert it to parquet (its schema is "
             "stored), or set data.streaming=false."
         )
-    columns = data_lib.resolve_columns(stream, adapter, d.label_column, given, where, keys)
+    columns = resolve_columns(stream, adapter, d.label_column, given, where, keys)
     logger.info(
         "Columns of %s (streamed): input %r (%s), label %r (%s)",
         where,
@@ -90,20 +92,18 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
         columns.label,
         columns.label_how,
     )
-    train, labels = data_lib.labelled(stream, source, adapter, columns, d.labels, where)
+    train, labels = labelled(stream, source, adapter, columns, d.labels, where)
     if len(labels) < 2:
         raise DataError(f"{where!r} has {len(labels)} class(es); classification needs at least 2.")
     prefer = (columns.label, columns.input)
     if d.validation:
-        validation, _ = data_lib.load_labelled(
-            d.validation, adapter, d.label_column, labels, given, keys, d.subset, prefer
-        )
+        validation, _ = load_labelled(d.validation, adapter, d.label_column, labels, given, keys, d.subset, prefer)
         origin = f"{d.validation} (data.validation)"
     elif (split := source.validation_split(besides=name)) is not None:
         origin = source.origins[split]
         rows = materialize(source.splits[split], d.max_eval_samples)
-        found = data_lib.resolve_columns(rows, adapter, d.label_column, given, origin, keys, prefer)
-        validation, _ = data_lib.labelled(rows, source, adapter, found, labels, origin)
+        found = resolve_columns(rows, adapter, d.label_column, given, origin, keys, prefer)
+        validation, _ = labelled(rows, source, adapter, found, labels, origin)
     else:
         raise ConfigError(
             f"{d.train!r} has no validation split, and a stream cannot hold part of itself out: set "
@@ -120,7 +120,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
         len(validation),
     )
     d = replace(d, label_column=columns.label, **{adapter.input_column_key: columns.input})
-    return data_lib.Splits(train, validation, labels, replace(config, data=d), (where, d.validation or origin))
+    return Splits(train, validation, labels, replace(config, data=d), (where, d.validation or origin))
 
 
 def materialize(stream: IterableDataset, limit: int | None) -> Dataset:
