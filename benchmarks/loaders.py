@@ -19,6 +19,7 @@ import torch
 from hf_transfer.adapters.audio import load_audio
 from hf_transfer.adapters.image_timm import is_timm_folder
 from hf_transfer.catalog.specs import resolve_model
+from hf_transfer.config.schema import load_config
 from hf_transfer.core.rundir import RunDir
 from hf_transfer.data.splits import load_labelled
 from hf_transfer.inference import load_run
@@ -56,7 +57,7 @@ def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
     id2label = dict(enumerate(labels))
     # adapter_config.json names the base portably (a Hub id, or a local folder by its name): this machine's
     # copy is the one the run's config.yaml names.
-    base_path = resolve_model(RunDir(folder).read_config().model)
+    base_path = resolve_model(load_config(RunDir(folder).config).model)
     auto = {
         "text-classification": transformers.AutoModelForSequenceClassification,
         "image-classification": transformers.AutoModelForImageClassification,

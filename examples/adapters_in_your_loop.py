@@ -23,7 +23,8 @@ from hf_transfer import ADAPTERS, STRATEGIES, configure_logging, load_config
 from hf_transfer.cli import add_run_arguments
 from hf_transfer.data.pipeline import ExampleView, decode_once
 from hf_transfer.data.splits import load_splits
-from hf_transfer.methods.strategies import augments, learning_rate, set_train_mode
+from hf_transfer.engine.train_mode import set_train_mode
+from hf_transfer.methods.strategies import augments, learning_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = [ROOT / "tasks" / "digits_sample.yaml", ROOT / "configs" / "lite0_linear_probe.yaml"]

@@ -20,7 +20,7 @@ from torch import nn
 from .adapters import ADAPTERS, TaskAdapter
 from .artifacts.model import write_json
 from .catalog.specs import resolve_data
-from .config.schema import RunConfig
+from .config.schema import RunConfig, load_config
 from .core.errors import ConfigError, DataError
 from .core.rundir import RunDir
 from .data.sources import in_memory_name
@@ -84,7 +84,7 @@ def load_run(
             f"{output_dir} is not a finished hf-transfer run (no {RunDir.RUN_INFO}). Give the output_dir of a run."
         )
     info = run_dir.read_run_info()
-    run_config = run_dir.read_config()
+    run_config = load_config(run_dir.config)
     # The run's own settings (image size, max_length, max duration...) with the run itself as the model.
     config = dataclasses.replace(
         run_config, model=str(output_dir), weights=None, pretrained=True, trust_remote_code=trust_remote_code

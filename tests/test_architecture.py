@@ -1,11 +1,14 @@
-"""The package's shape, checked from its source: import layers, no cycles, no branching on model families.
+"""The package's shape, checked from its source: the directory tree is the layer table, imports go down
+only, no cycles, no branching on model families.
 
-The layers below are the table in docs/architecture.md (a test keeps the two equal). A module may
-import, at module level, modules of its own layer or a lower one. Imports inside a function (lazy:
-for start-up time, or to break a cycle) and `if TYPE_CHECKING:` imports (annotations only) do not
-count, except that a lazy import of a higher layer must be listed in LAZY_UPWARD.
+A module's layer is its folder (`hf_transfer/core/rundir.py` is in layer `core`); a module directly in
+`hf_transfer/` is in the top layer, `workflows`. The layers below are the table in docs/architecture.md
+(a test keeps the two equal). A module may import modules of its own layer or a lower one, never a
+higher one, and no import cycle exists, counting every kind of import: module-level, inside a function
+(lazy), under `if TYPE_CHECKING:`, and a module named by string (`importlib.import_module`, a registry's
+`declare("hf_transfer.x:Name")`, a package's lazy `_EXPORTS`).
 
-`python tests/test_architecture.py` prints the package's import graph, module-level and lazy apart.
+`python tests/test_architecture.py` prints the package's import graph, by layer, each kind apart.
 """
 
 from __future__ import annotations
@@ -20,51 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hf_transfer"
 DOC = ROOT / "docs" / "architecture.md"
 
-# Module names are dotted, relative to hf_transfer; "hf_transfer" is the package's __init__.py.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "foundations",
-        (
-            "errors",
-            "log",
-            "registry",
-            "fields",
-            "rng",
-            "cache",
-            "plots",
-            "layer_decay",
-            "weights",
-            "checkpoints",
-            "metrics",
-            "logme",
-            "lazy",
-            "yaml_reader",
-        ),
-    ),
-    ("run folder and specs", ("rundir", "specs")),
-    ("adapter contract", ("adapters.usage", "adapters.base")),
-    (
-        "adapters",
-        ("adapters.image", "adapters.image_timm", "adapters.image_hf", "adapters.text", "adapters.audio", "adapters"),
-    ),
-    ("strategies", ("strategies",)),
-    ("config", ("config",)),
-    ("data", ("data", "datapipe", "streaming", "evaluation")),
-    ("engine", ("engine", "autobatch", "distributed")),
-    ("around a run", ("probe_search", "features", "artifacts", "card", "hub", "defaults", "inference")),
-    ("train", ("train",)),
-    ("built on train", ("compare", "rank")),
-    ("entry points", ("cli", "hf_transfer", "__main__", "samples")),
-]
+# The layers, lowest first: each is a sub-package of hf_transfer, except the last, the flat modules.
+LAYERS = ["core", "config", "catalog", "adapters", "data", "engine", "methods", "artifacts", "workflows"]
+TOP = "workflows"
+MAX_FLAT = 12  # modules directly in hf_transfer/, __init__ and __main__ included
 
-# Lazy imports of a higher layer, each with its reason (docs/architecture.md, "Lazy imports").
-LAZY_UPWARD = {
-    ("rundir", "config"),  # RunDir.read_config; config imports the adapters, which use RunDir
-    ("specs", "samples"),  # sample data sets register themselves when a `sample:` source is first asked for
-}
-
-# Only the adapters know their concrete classes; everything else goes through ADAPTERS or the contract.
-ADAPTER_ENTRY_POINTS = {"adapters", "adapters.base", "adapters.usage"}
+# Only the adapters know their concrete classes; everything else goes through ADAPTERS or the contract
+# (base, usage, and layers: which layer a parameter is in, for layer-wise learning rates).
+ADAPTER_ENTRY_POINTS = {"adapters", "adapters.base", "adapters.usage", "adapters.layers"}
 
 FAMILY = re.compile(
     r"(?<![a-z])(vit|deit|beit|swin|convnext|resnet|efficientnet|mobilenet|regnet|bert|roberta|deberta|distilbert|"
@@ -72,15 +38,12 @@ FAMILY = re.compile(
     re.IGNORECASE,
 )
 # Where a spec string is parsed to choose an image backend ("timm/..." is timm's Hub organisation): the
-# one place where a name decides the family, by design (adapters/image.py `backend_for`).
+# one place where a name decides the family, by design (adapters/image_timm.py `timm_name`).
 FAMILY_PARSERS = {("adapters/image_timm.py", "timm_name")}
 
 
-def layer_of() -> dict[str, int]:
-    return {module: index for index, (_, modules) in enumerate(LAYERS) for module in modules}
-
-
 def module_name(path: Path) -> str:
+    """Dotted, relative to hf_transfer; "hf_transfer" is the package's __init__.py."""
     parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -90,6 +53,16 @@ def module_name(path: Path) -> str:
 @functools.cache
 def package_modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer(module: str) -> str:
+    """A module's layer is its folder: the first part of its dotted name, or `workflows` when flat."""
+    path = package_modules()[module]
+    return path.relative_to(PACKAGE).parts[0] if len(path.relative_to(PACKAGE).parts) > 1 else TOP
+
+
+def rank(module: str) -> int:
+    return LAYERS.index(layer(module))
 
 
 def _resolve(importer: str, is_package: bool, node: ast.Import | ast.ImportFrom, known: set[str]) -> list[str]:
@@ -120,35 +93,46 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _named_by_string(importer: str, node: ast.AST, known: set[str]) -> list[str]:
+    """Modules named in a string: "hf_transfer.x" or "hf_transfer.x:Name" (import_module, Registry.declare),
+    and the values of a package's `_EXPORTS = {"Name": "submodule"}` (core.lazy.lazy_getattr)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("hf_transfer."):
+        target = node.value.removeprefix("hf_transfer.").partition(":")[0]
+        return [target] if target in known else []
+    is_exports = isinstance(node, (ast.Assign, ast.AnnAssign)) and "_EXPORTS" in ast.unparse(node).partition("=")[0]
+    if is_exports and isinstance(node.value, ast.Dict):
+        prefix = "" if importer == "hf_transfer" else importer + "."
+        return [
+            prefix + v.value for v in node.value.values if isinstance(v, ast.Constant) and prefix + v.value in known
+        ]
+    return []
+
+
 @functools.cache
-def imports() -> list[tuple[str, str, int, bool]]:
-    """Every intra-package import as (importer, imported, line, lazy); TYPE_CHECKING imports left out.
-    `importlib.import_module("hf_transfer.x")` counts as an import of x."""
+def imports() -> list[tuple[str, str, int, str]]:
+    """Every intra-package import as (importer, imported, line, kind); kind is "module" (module level),
+    "lazy" (inside a function, or named by string) or "type" (under `if TYPE_CHECKING:`)."""
     modules = package_modules()
+    known = set(modules)
     found = []
     for importer, path in modules.items():
 
-        def visit(nodes: Iterable[ast.AST], lazy: bool, importer: str = importer, path: Path = path) -> None:
+        def visit(nodes: Iterable[ast.AST], kind: str, importer: str = importer, path: Path = path) -> None:
             for node in nodes:
                 if _is_type_checking(node):
-                    visit(node.orelse, lazy)  # the else branch runs
+                    visit(node.body, "type")
+                    visit(node.orelse, kind)
                     continue
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    for target in _resolve(importer, path.name == "__init__.py", node, set(modules)):
-                        found.append((importer, target, node.lineno, lazy))
-                elif (
-                    isinstance(node, ast.Call)
-                    and ast.unparse(node.func).endswith("import_module")
-                    and node.args
-                    and isinstance(node.args[0], ast.Constant)
-                    and str(node.args[0].value).startswith("hf_transfer.")
-                ):
-                    found.append((importer, node.args[0].value.removeprefix("hf_transfer."), node.lineno, lazy))
-                inside = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                visit(ast.iter_child_nodes(node), inside)
+                    for target in _resolve(importer, path.name == "__init__.py", node, known):
+                        found.append((importer, target, node.lineno, kind))
+                for target in _named_by_string(importer, node, known):
+                    found.append((importer, target, node.lineno, "lazy" if kind == "module" else kind))
+                inside = "lazy" if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) else kind
+                visit(ast.iter_child_nodes(node), inside if kind == "module" else kind)
 
-        visit(ast.parse(path.read_text()).body, False)
-    return found
+        visit(ast.parse(path.read_text()).body, "module")
+    return [(i, t, line, kind) for i, t, line, kind in found if i != t]
 
 
 def _where(importer: str, line: int) -> str:
@@ -156,49 +140,14 @@ def _where(importer: str, line: int) -> str:
 
 
 def _describe(module: str) -> str:
-    index = layer_of()[module]
-    return f"{module} (layer {index + 1}, {LAYERS[index][0]})"
+    return f"{module} (layer {rank(module) + 1}, {layer(module)})"
 
 
-def test_every_module_has_one_layer():
-    listed = [module for _, modules in LAYERS for module in modules]
-    assert len(listed) == len(set(listed)), "a module is listed in two layers"
-    unplaced, gone = sorted(set(package_modules()) - set(listed)), sorted(set(listed) - set(package_modules()))
-    assert not unplaced, f"place these modules in a layer, here and in docs/architecture.md: {unplaced}"
-    assert not gone, f"LAYERS lists modules that are gone: {gone}"
-
-
-def test_module_level_imports_never_reach_a_higher_layer():
-    layer = layer_of()
-    wrong = [
-        f"{_where(importer, line)}: {_describe(importer)} imports {_describe(target)}"
-        for importer, target, line, lazy in imports()
-        if not lazy and layer[target] > layer[importer]
-    ]
-    assert not wrong, "imports against the layering (docs/architecture.md):\n" + "\n".join(wrong)
-
-
-def test_lazy_imports_of_a_higher_layer_are_the_listed_ones():
-    layer = layer_of()
-    upward = {
-        (importer, target): line
-        for importer, target, line, lazy in imports()
-        if lazy and layer[target] > layer[importer]
-    }
-    unlisted = [
-        f"{_where(importer, line)}: {_describe(importer)} imports {_describe(target)}"
-        for (importer, target), line in upward.items()
-        if (importer, target) not in LAZY_UPWARD
-    ]
-    assert not unlisted, "lazy imports of a higher layer not in LAZY_UPWARD:\n" + "\n".join(unlisted)
-    assert LAZY_UPWARD <= set(upward), f"LAZY_UPWARD lists imports that are gone: {LAZY_UPWARD - set(upward)}"
-
-
-def test_no_import_cycle_at_module_level():
+def import_cycle(edges: Iterable[tuple[str, str]]) -> list[str] | None:
+    """One cycle of the directed graph `edges`, as the modules along it (first == last), or None."""
     graph: dict[str, set[str]] = {}
-    for importer, target, _, lazy in imports():
-        if not lazy and target != importer:
-            graph.setdefault(importer, set()).add(target)
+    for importer, target in edges:
+        graph.setdefault(importer, set()).add(target)
     done: set[str] = set()
 
     def cycle_from(module: str, path: list[str]) -> list[str] | None:
@@ -213,8 +162,45 @@ def test_no_import_cycle_at_module_level():
         return None
 
     for module in sorted(graph):
-        cycle = cycle_from(module, [])
-        assert cycle is None, "import cycle: " + " -> ".join(cycle)
+        if cycle := cycle_from(module, []):
+            return cycle
+    return None
+
+
+def test_every_folder_is_a_layer_and_few_modules_are_flat():
+    folders = sorted({path.relative_to(PACKAGE).parts[0] for path in package_modules().values()} - {"__init__.py"})
+    folders = [f for f in folders if not f.endswith(".py")]
+    assert sorted(folders) == sorted(LAYERS[:-1]), f"sub-packages {folders} are not the layers {LAYERS[:-1]}"
+    assert all((PACKAGE / folder / "__init__.py").is_file() for folder in folders)
+    flat = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(flat) <= MAX_FLAT, f"{len(flat)} modules flat in hf_transfer/ (at most {MAX_FLAT}): {flat}"
+    nested = [p for p in package_modules().values() if len(p.relative_to(PACKAGE).parts) > 2]
+    assert not nested, f"a layer is one folder deep: {nested}"
+
+
+def test_no_import_of_a_higher_layer_of_any_kind():
+    wrong = [
+        f"{_where(importer, line)}: {_describe(importer)} imports {_describe(target)} ({kind})"
+        for importer, target, line, kind in imports()
+        if rank(target) > rank(importer)
+    ]
+    assert not wrong, "imports against the layering (docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle_of_any_kind():
+    cycle = import_cycle((importer, target) for importer, target, _, _ in imports())
+    assert cycle is None, "import cycle (module-level, lazy or TYPE_CHECKING): " + " -> ".join(cycle)
+
+
+def test_the_checks_see_every_kind_of_import():
+    """The graph holds lazy, TYPE_CHECKING and by-string imports (so the two tests above see them)."""
+    edges = {(importer, target, kind) for importer, target, _, kind in imports()}
+    assert ("hf_transfer", "train", "type") in edges  # the public API's TYPE_CHECKING block
+    assert ("hf_transfer", "train", "lazy") in edges  # ... and its _EXPORTS, imported on first use
+    assert ("adapters", "adapters.image", "lazy") in edges  # declared in ADAPTERS by string
+    assert ("cli", "train", "lazy") in edges  # each sub-command's module imported when it runs
+    assert import_cycle([("a", "b"), ("b", "c"), ("c", "a")]) == ["a", "b", "c", "a"]
+    assert import_cycle([("a", "b"), ("b", "c")]) is None
 
 
 def test_concrete_adapters_are_reached_only_through_the_registry():
@@ -226,12 +212,17 @@ def test_concrete_adapters_are_reached_only_through_the_registry():
     assert not wrong, "\n".join(wrong)
 
 
-def test_docs_architecture_lists_the_same_layers():
-    rows = [line for line in DOC.read_text().splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
-    documented = [
-        (cells[2].strip(), tuple(re.findall(r"`([\w.]+)`", cells[3]))) for cells in (r.split("|") for r in rows)
-    ]
+def test_docs_architecture_lists_the_same_layers_and_every_module():
+    text = DOC.read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    documented = [cells[2].strip().strip("`").rstrip("/") for cells in (r.split("|") for r in rows)]
     assert documented == LAYERS, "docs/architecture.md's layer table and LAYERS differ"
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in package_modules().values()
+        if path.relative_to(PACKAGE).as_posix() not in text
+    ]
+    assert not missing, f"docs/architecture.md's tree does not list: {missing}"
 
 
 def family_branches(source: str, path: str) -> list[str]:
@@ -287,10 +278,11 @@ def test_no_branching_on_model_family_names():
 
 def print_graph() -> None:
     edges = imports()
-    for module in sorted(package_modules(), key=lambda m: (layer_of()[m], m)):
-        top = sorted({t for i, t, _, lazy in edges if i == module and not lazy})
-        lazy = sorted({t for i, t, _, z in edges if i == module and z} - set(top))
-        print(f"{_describe(module)}\n    module level: {', '.join(top) or '-'}\n    lazy: {', '.join(lazy) or '-'}")
+    for module in sorted(package_modules(), key=lambda m: (rank(m), m)):
+        print(_describe(module))
+        for kind in ("module", "lazy", "type"):
+            targets = sorted({t for i, t, _, k in edges if i == module and k == kind})
+            print(f"    {kind}: {', '.join(targets) or '-'}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from conftest import failure_lines, tiny_image_overrides
 from hf_transfer import load_config, train
 from hf_transfer.cli import main
 from hf_transfer.config.schema import RunConfig, TrainConfig, describe_fields, with_strategy_sections
+from hf_transfer.config.strategy_settings import LinearProbeConfig, LoraConfigSpec, LpFtSettings
 from hf_transfer.core.errors import ConfigError, ModelError
 from hf_transfer.core.fields import setting
 from hf_transfer.core.registry import Registry
 from hf_transfer.methods import strategies
-from hf_transfer.methods.strategies import STRATEGIES, LinearProbeConfig, LoraConfigSpec, LpFtSettings, Strategy
+from hf_transfer.methods.strategies import STRATEGIES, Strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,6 +141,27 @@ def test_builtin_strategies_own_their_sections():
     assert all(fields[name] is cls for name, cls in sections.items())
     keys = [key for key, _, _ in describe_fields()]
     assert {"lora.target_modules", "linear_probe.cache_features", "lp_ft.then"} <= set(keys)
+
+
+def test_the_choices_config_declares_are_the_registries():
+    """config/ names the tasks and strategies (and the defaults --help states) without importing their
+    registries: the declarations must stay what ADAPTERS and STRATEGIES hold."""
+    import typing
+
+    from hf_transfer.adapters import ADAPTERS
+    from hf_transfer.config.schema import Task
+    from hf_transfer.config.strategy_settings import DEFAULT_LR, TRAINS_BACKBONE, StrategyName
+
+    assert list(typing.get_args(Task)) == ADAPTERS.names()
+    assert list(typing.get_args(StrategyName)) == STRATEGIES.names()
+    assert DEFAULT_LR == {name: STRATEGIES.get(name).default_lr for name in STRATEGIES}
+    assert TRAINS_BACKBONE == {name: STRATEGIES.get(name).trains_backbone for name in STRATEGIES}
+    for kind, key, wrong, close in (
+        ("task", "task", "image-clasification", "image-classification"),
+        ("strategy", "strategy", "lorra", "lora"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^Unknown {kind} '{wrong}'. Valid {kind}s: .*Did you mean '{close}'"):
+            load_config(None, [f"{key}={wrong}"])
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "tasks").glob("*.yaml")))

@@ -21,9 +21,10 @@ from torch import nn
 
 from ..catalog.specs import resolve_model
 from ..catalog.weights import safetensors_problem
+from ..config.schema import load_config
 from ..core.errors import ModelError, raise_if_offline_cache_miss
 from ..core.rundir import RunDir
-from ..methods.layer_decay import LayerIds, numbered_layer_ids, unwrapped
+from .layers import LayerIds, numbered_layer_ids, unwrapped
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -249,7 +250,7 @@ class TaskAdapter(ABC):
 
     def layer_ids(self, model: nn.Module) -> LayerIds:
         """Each parameter's layer, stem 0 to head top, for layer-wise learning-rate decay (a PeftModel too).
-        Default: the numbered blocks of the module tree (see layer_decay.numbered_layer_ids)."""
+        Default: the numbered blocks of the module tree (see layers.numbered_layer_ids)."""
         return numbered_layer_ids(model, self.head_modules(unwrapped(model)))
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
@@ -279,7 +280,7 @@ class TaskAdapter(ABC):
             from peft import PeftModel
 
             # The folder's own config.yaml never enables remote code: only this run's setting counts.
-            previous = dataclasses.replace(run.read_config(), trust_remote_code=self.config.trust_remote_code)
+            previous = dataclasses.replace(load_config(run.config), trust_remote_code=self.config.trust_remote_code)
             previous_adapter = type(self)(previous)
             # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
             with torch.random.fork_rng():

@@ -18,7 +18,6 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..core.errors import ModelError
-from ..methods.layer_decay import LayerIds, numbered_layer_ids, unwrapped
 from .base import (
     FeatureSplit,
     LoadedModel,
@@ -27,7 +26,8 @@ from .base import (
     hooked_split,
     load_transformers,
 )
-from .image import ImageBackend, pil_to_uint8
+from .image_backend import ImageBackend, pil_to_uint8
+from .layers import LayerIds, numbered_layer_ids, unwrapped
 from .usage import peft_transformers_code, pipeline_code
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from torchvision.transforms import functional as TF
 
 from ..catalog.weights import load_timm_weights
 from ..core.errors import ModelError, raise_if_offline_cache_miss
-from ..methods.layer_decay import LayerIds, by_name, unwrapped
 from .base import FeatureSplit, LoadedModel, checkpoint_classes
-from .image import ImageBackend, pil_to_uint8
+from .image_backend import ImageBackend, pil_to_uint8
+from .layers import LayerIds, by_name, unwrapped
 from .usage import BASE_COMMENT, BASE_PLACEHOLDER, LOCAL_FOLDER
 
 if TYPE_CHECKING:

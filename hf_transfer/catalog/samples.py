@@ -1,15 +1,20 @@
 """Sample data sets for offline demos, examples and benchmarks, generated on demand.
 
-Each is registered in `specs.SAMPLES` under its name, so `data.train: sample:digits/train` works in
-any config; this module depends on the package, never the reverse (specs.resolve_data imports it the
-first time a `sample:` source is asked for).
+Each is registered in `SAMPLES` under its name, so `data.train: sample:digits/train` works in any config
+(specs.resolve_data builds one into the cache the first time it is asked for). Generating imports numpy and
+the writers only then; this module imports nothing else of the package but the registry, so specs.py can
+import it without a cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from .specs import AUDIO_RATE, SAMPLES
+from ..core.registry import Registry
+
+AUDIO_RATE = 16_000
+SAMPLES: Registry[Callable[[Path], None]] = Registry("sample dataset")
 
 
 @SAMPLES.register("digits")

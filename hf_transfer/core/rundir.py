@@ -28,14 +28,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..config.schema import RunConfig
 
 
 class RunDir:
@@ -136,11 +133,6 @@ class RunDir:
         never a way out of the folder."""
         listed = self.read_run_info().get("artifacts", []) if self.is_finished_run() else []
         return [name for name in listed if isinstance(name, str) and _plain_name(name)]
-
-    def read_config(self) -> RunConfig:
-        from ..config.schema import load_config
-
-        return load_config(self.config)
 
     def holds_run(self) -> bool:
         """Whether another run's files are here: a finished run, or checkpoints of an unfinished one."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -26,19 +26,17 @@ from torch import nn
 from ..config.schema import TrainConfig
 from ..core.errors import ConfigError
 
-if TYPE_CHECKING:
-    from .loop import FitResult
-
 logger = get_logger(__name__)
+Result = TypeVar("Result")  # what `fit` returns (the loop's result); this module never imports the loop
 
 
 def fit_finding_batch_size(
     accelerator: Accelerator,
-    fit: Callable[[TrainConfig], FitResult],
+    fit: Callable[[TrainConfig], Result],
     model: nn.Module,
     settings: TrainConfig,
     accumulation: int,
-) -> FitResult:
+) -> Result:
     """`fit(settings)`, again with half the batch and twice `accumulation` after each out-of-memory error.
 
     `accumulation` is the gradient accumulation at `settings.batch_size` (the accelerator's own, which
@@ -55,7 +53,7 @@ def fit_finding_batch_size(
     smaller = smaller_batches(settings.batch_size)
 
     @find_executable_batch_size(starting_batch_size=settings.batch_size, reduce_batch_size_fn=lambda: next(smaller, 0))
-    def attempt(batch_size: int) -> FitResult:
+    def attempt(batch_size: int) -> Result:
         factor = settings.batch_size // batch_size
         if tried:
             logger.warning(

@@ -42,7 +42,6 @@ from ..core.errors import ConfigError, LaunchError, RunDirError, TrainingDiverge
 from ..core.rundir import RunDir
 from ..data.pipeline import LoaderSettings, loader_settings
 from ..data.streaming import StreamLoader
-from ..methods.strategies import set_train_mode
 from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, read_state, verify_checkpoint
 from .distributed import (
@@ -56,6 +55,7 @@ from .distributed import (
 )
 from .evaluation import Predictions, gather_logits, summary_metrics
 from .metrics import load_metric
+from .train_mode import set_train_mode
 
 # Named for the engine (hf_transfer.engine), as its log lines have always been, not for this file.
 logger = get_logger(__package__)

@@ -5,13 +5,14 @@ freshly built model, the adapter (for the head and LoRA targets) and the run con
 model to train; a one-line description (for --help, the log and the card); its default learning
 rate; whether it trains the backbone (which decides the default augmentation: a frozen backbone
 trains on the deterministic evaluation view, so its features can be cached); and, if it has any, its
-settings: a dataclass that becomes the run config's section named after the strategy (`lora:` in
-YAML, `lora.r=16` as an override, `config.lora` in code, its keys in `--help`).
+settings: a dataclass that is the run config's section named after the strategy (`lora:` in YAML,
+`lora.r=16` as an override, `config.lora` in code, its keys in `--help`).
 
-A new strategy is one block in this file: its settings dataclass (fields declared with `setting`,
-checked in `__post_init__`), its function, and `@register_strategy(name, ..., settings=ItsSettings)`.
-config.py builds RunConfig's strategy sections from this registry, so nothing else changes. (lp_ft,
-for instance: `LpFtSettings` with its stage lengths, registered as "lp_ft", read as `config.lp_ft`.)
+The settings dataclasses live in config/strategy_settings.py, as explicit sections of RunConfig (so
+type checkers see `config.lora.r`), with the strategy names and defaults that `--help` shows; config/
+imports nothing of this layer. A new strategy is its function and `@register_strategy(name, ...,
+settings=ItsSettings)` here, plus its name, defaults and section there (tests/test_core.py checks that
+the two agree). (lp_ft, for instance: `LpFtSettings` with its stage lengths, read as `config.lp_ft`.)
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..core.errors import ConfigError, ModelError
-from ..core.fields import Range, check_ranges, setting
+from ..config.strategy_settings import LinearProbeConfig, LoraConfigSpec, LpFtSettings
+from ..core.errors import ModelError
 from ..core.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
 
     from ..adapters.base import TaskAdapter
-    from ..config.schema import RunConfig, TrainConfig  # config.py imports this module to build RunConfig's sections
+    from ..config.schema import RunConfig, TrainConfig
 
 # No torch at import time: config.py (and so `hf-transfer --help`) reads this registry; the strategies
 # import what they need when they run.
@@ -63,8 +64,6 @@ class Stage:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-# The weight decays the linear probe's search tries by default (benchmarks/RESULTS.md, "Issue 17").
-SEARCH_WEIGHT_DECAY = (0.01, 0.3, 1.0, 3.0, 10.0, 30.0)
 # What `hf-transfer compare` runs unless told otherwise: every registered strategy, cheapest first.
 COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
@@ -99,57 +98,6 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
     return model
 
 
-@dataclass
-class LinearProbeConfig:
-    """The linear probe's settings; they apply to LP-FT's probe stage too."""
-
-    cache_features: bool = setting(
-        True,
-        "Compute the frozen backbone's features once (cached on disk, keyed by model, weights, preprocessing "
-        "and data) and train the head on them: many epochs in seconds. Needs data.augment off (the default).",
-    )
-    views: int | None = setting(
-        None,
-        "Cached features: views of each training example whose features are kept, one backbone pass each (paid "
-        "once, cached); every epoch trains on one of them, drawn per example. Images: the evaluation view, its "
-        "mirror image (when data.hflip > 0), then random crops of data.crop_scale; audio: the centred window, "
-        "then random windows; text: only the evaluation view (no variation of a text surely keeps its label). "
-        "Validation always uses the evaluation view. 1: the evaluation view alone. Default: the views measured "
-        "to help: the evaluation view and, for images with data.hflip > 0, its mirror image (crops and audio "
-        "windows only when asked for).",
-        Range(1),
-    )
-    weight_decay: float | None = setting(
-        None,
-        "AdamW weight decay of the head on cached features (and of LP-FT's probe stage). Default: chosen by the "
-        "search (linear_probe.search) and recorded here in the run's config.yaml; train.weight_decay when the "
-        "search is off or the features are not cached.",
-        Range(0),
-    )
-    search: bool = setting(
-        True,
-        "Cached features: choose the head's weight decay among linear_probe.search_weight_decay by stratified "
-        "k-fold cross-validation on the training features only (never the validation set), each candidate "
-        "trained with the run's recipe; then train on all training features with the choice (seconds).",
-    )
-    search_weight_decay: list[float] = setting(
-        list(SEARCH_WEIGHT_DECAY),
-        "The weight decays the search tries (AdamW's decoupled decay: with a probe's short schedule, values "
-        "above 1 are what regularise). One value: no search, that value.",
-        Range(0),
-    )
-    search_folds: int = setting(
-        5,
-        "Folds of the search's cross-validation (fewer when a class has fewer training examples; at least 2).",
-        Range(2, 100),
-    )
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "linear_probe")
-        if not self.search_weight_decay:
-            raise ConfigError("linear_probe.search_weight_decay must list at least one weight decay, e.g. [0.01, 1]")
-
-
 @register_strategy(
     "linear_probe",
     "linear probe: the backbone is frozen, only the new head trains (on cached features where possible)",
@@ -158,25 +106,12 @@ class LinearProbeConfig:
     settings=LinearProbeConfig,
 )
 def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
-    """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (see set_train_mode)."""
+    """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (engine/train_mode.py)."""
     heads = adapter.head_modules(model)
     model.requires_grad_(False)
     for name in heads:
         model.get_submodule(name).requires_grad_(True)
     return model
-
-
-@dataclass
-class LoraConfigSpec:
-    r: int = setting(8, "LoRA rank.", Range(1))
-    alpha: int = setting(16, "LoRA alpha (scaling = alpha / r).", Range(0, low_open=True))
-    dropout: float = setting(0.0, "Dropout on the LoRA path.", Range(0, 1, high_open=True))
-    target_modules: list[str] | None = setting(
-        None, "Module names to adapt; default: the adapter's choice for the architecture."
-    )
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "lora")
 
 
 @register_strategy(
@@ -225,20 +160,6 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
         ) from None
 
 
-@dataclass
-class LpFtSettings:
-    then: str = setting("full", "LP-FT's second stage, from the probed head: full | lora.")
-    probe_epochs: int = setting(10, "Epochs of the first stage, the linear probe (cached features: seconds).", Range(1))
-    probe_lr: float | None = setting(
-        None, "Learning rate of the probe stage; default: linear_probe's.", Range(0, low_open=True)
-    )
-
-    def __post_init__(self) -> None:
-        if self.then not in ("full", "lora"):
-            raise ConfigError(f"lp_ft.then must be full or lora, got {self.then!r}")
-        check_ranges(self, "lp_ft")
-
-
 def _lp_ft_plan(config: RunConfig) -> list[Stage]:
     """Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"
     (ICLR 2022): fit the head on the frozen backbone first, so that fine-tuning starts from a good head
@@ -281,30 +202,6 @@ def augments(config: RunConfig) -> bool:
     if config.data.augment is not None:
         return config.data.augment
     return _final(config).trains_backbone
-
-
-def set_train_mode(model: nn.Module) -> None:
-    """model.train(), except that every part whose parameters are all frozen runs in eval mode: a frozen
-    backbone keeps its BatchNorm statistics and computes its features without dropout, exactly as the
-    cached-feature probe computes them once. (Parameterless layers, such as a head's dropout, follow
-    their parent.)"""
-    model.train()
-    _freeze_modes(model)
-
-
-def _freeze_modes(module: nn.Module) -> bool:
-    """Put frozen subtrees in eval mode; returns whether `module`'s subtree has a trainable parameter."""
-    trainable = any(p.requires_grad for p in module.parameters(recurse=False))
-    frozen_children = []
-    for child in module.children():
-        if _freeze_modes(child):
-            trainable = True
-        elif any(True for _ in child.parameters()):
-            frozen_children.append(child)
-    if trainable:
-        for child in frozen_children:
-            child.eval()
-    return trainable
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
