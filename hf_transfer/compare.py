@@ -25,9 +25,9 @@ from typing import Any
 import psutil
 import torch
 
-from .artifacts.model import json_safe, write_json, write_text_atomic
 from .artifacts.plots import plot_comparison
 from .config.schema import RunConfig
+from .core.atomic import json_safe, write_json, write_text_atomic
 from .core.errors import HFTransferError
 from .core.log import default_logging
 from .data.defaults import with_output_dir

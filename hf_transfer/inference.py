@@ -18,9 +18,9 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 
 from .adapters import ADAPTERS, TaskAdapter
-from .artifacts.model import write_json
 from .catalog.specs import resolve_data
 from .config.schema import RunConfig, load_config
+from .core.atomic import write_json
 from .core.errors import ConfigError, DataError
 from .core.rundir import RunDir
 from .data.sources import in_memory_name

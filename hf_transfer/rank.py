@@ -31,9 +31,9 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 from .adapters import ADAPTERS
-from .artifacts.model import write_json, write_text_atomic
 from .artifacts.plots import plot_ranking
 from .config.schema import RunConfig, apply_overrides, nest_dotted, with_overrides
+from .core.atomic import write_json, write_text_atomic
 from .core.errors import ConfigError, HFTransferError
 from .core.log import default_logging
 from .core.rundir import RunDir

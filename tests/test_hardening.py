@@ -24,9 +24,9 @@ from filelock import FileLock
 
 from hf_transfer import load_config, train
 from hf_transfer.adapters.image import ImageClassificationAdapter
-from hf_transfer.artifacts.model import json_safe, write_json
 from hf_transfer.catalog.weights import read_state_dict
 from hf_transfer.cli import main
+from hf_transfer.core.atomic import json_safe, write_json
 from hf_transfer.core.errors import DataError, ModelError, RunDirError, TrainingDiverged
 from hf_transfer.inference import evaluate_run, load_run
 
@@ -141,6 +141,22 @@ def test_metrics_and_predictions_are_always_valid_json(tmp_path):
     loaded = json.loads(path.read_text(), parse_constant=refuse)  # strict: NaN/Infinity would raise
     assert loaded == {"loss": None, "history": [{"loss": None}], "accuracy": 0.5}
     assert json_safe([{"score": float("-inf")}]) == [{"score": None}]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    """Every file the package writes in place goes through core.atomic: the old content stays whole until
+    the new one is complete, and a writer that fails midway leaves nothing behind."""
+    from hf_transfer.core.atomic import atomic_path
+
+    path = tmp_path / "sub" / "model.safetensors"
+    write_json(path, {"old": 1})
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text('{"new": ')  # half written, then the writer fails
+        raise RuntimeError("disk full")
+    assert json.loads(path.read_text()) == {"old": 1} and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    with atomic_path(path) as tmp:
+        tmp.write_text('{"new": 2}')
+    assert json.loads(path.read_text()) == {"new": 2} and sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
 # ------------------------------------------------------------------ one run, one output_dir

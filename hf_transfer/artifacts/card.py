@@ -23,11 +23,11 @@ from ..adapters import ADAPTERS
 from ..adapters.usage import LOCAL_FOLDER
 from ..catalog.specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
 from ..config.schema import RunConfig, to_dict
+from ..core.atomic import write_text_atomic
 from ..core.rundir import RunDir
 from ..data.files import IN_MEMORY_PREFIX
 from ..data.sources import source_format
 from ..methods.strategies import learning_rate
-from .model import write_text_atomic
 from .plots import plot_confusion_matrix, plot_curves
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """What a run leaves in output_dir: the model in its standard format, metrics.json, config.yaml, run_info.json.
 
-Every file is written to a temporary name and moved into place, so a crash never leaves a
-half-written artifact beside a good one.
+Every file is written to a temporary name and moved into place (core/atomic.py; the model's files as one
+staging folder), so a crash never leaves a half-written artifact beside a good one.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -20,32 +19,11 @@ from torch import nn
 
 from ..adapters.base import TaskAdapter
 from ..config.schema import RunConfig, dump_config
+from ..core.atomic import write_json, write_text_atomic
 from ..core.rundir import RunDir
 
 if TYPE_CHECKING:
     from ..engine.loop import RunSetup
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every NaN/infinite float as null: JSON has no NaN, and strict parsers reject it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def save_model_artifact(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from ..core.atomic import atomic_path
 
 
 def plot_curves(history: list[dict[str, Any]], train_loss: list[tuple[int, float]], path: Path) -> None:
@@ -116,8 +117,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # long labels stay inside
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # long labels stay inside
     plt.close(fig)
-    os.replace(tmp, path)

@@ -54,7 +54,7 @@ class RunDir:
     RUN_FILES = (CONFIG, RUN_INFO, METRICS, CARD, CURVES, CONFUSION, MERGED)
     # Folders a user may also put files into: only these entries in them are a run's.
     RUN_ENTRIES = {CHECKPOINTS: ("step_*", "best"), EVAL: ("*.json",), LOGS: (TRACKER_PROJECT,)}
-    # What an interrupted write leaves (artifacts.write_text_atomic, save_model_artifact's staging folder).
+    # What an interrupted write leaves (core.atomic.atomic_path, save_model_artifact's staging folder).
     TEMPORARY = (".*.tmp", ".model-*")
 
     def __init__(self, root: str | Path) -> None:

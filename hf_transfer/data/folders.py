@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from ..core.atomic import atomic_path
 from ..core.cache import cache_dir
 from ..core.errors import DataError
 from ..core.yaml_reader import read_front_matter, read_yaml_file
@@ -300,12 +301,9 @@ def _on_disk(listing: Dataset) -> Dataset:
 
     path = cache_dir("listings") / f"{listing._fingerprint}.arrow"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with ArrowWriter(path=str(tmp), features=listing.features) as writer:
-            writer.write_table(listing.data.table)
+        with atomic_path(path) as tmp, ArrowWriter(path=str(tmp), features=listing.features) as writer:
+            writer.write_table(listing.data.table)  # another process reads a whole file or none
             writer.finalize()
-        os.replace(tmp, path)  # atomic: another process reads a whole file or none
     return Dataset.from_file(str(path))
 
 

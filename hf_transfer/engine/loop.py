@@ -38,6 +38,7 @@ from transformers import get_scheduler
 
 from ..catalog.weights import read_safetensors
 from ..config.schema import TrainConfig
+from ..core.atomic import atomic_path
 from ..core.errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from ..core.rundir import RunDir
 from ..data.pipeline import LoaderSettings, loader_settings
@@ -659,11 +660,8 @@ class Engine:
     def _save_best(self, model: nn.Module) -> None:
         weights = self.accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
         if self.accelerator.is_main_process:
-            path = self.run_dir.best_weights
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file(_unshare(weights), str(tmp))
-            os.replace(tmp, path)  # atomic: a crash leaves the previous best intact
+            with atomic_path(self.run_dir.best_weights) as tmp:  # a crash leaves the previous best intact
+                save_file(_unshare(weights), str(tmp))
         self.accelerator.wait_for_everyone()
 
     def _load_best(self, model: nn.Module, plain: nn.Module | None) -> nn.Module | None:
@@ -767,10 +765,9 @@ class Engine:
         if self.accelerator.is_main_process and (path / BEST_FILE).is_file():
             # The best weights as of the checkpoint, whichever folder it came from: what the resumed run's
             # metrics will describe (a later best of a crashed run is not).
-            best.parent.mkdir(parents=True, exist_ok=True)
             if not (best.is_file() and os.path.samefile(path / BEST_FILE, best)):
-                shutil.copyfile(path / BEST_FILE, best.with_suffix(".tmp"))
-                os.replace(best.with_suffix(".tmp"), best)
+                with atomic_path(best) as tmp:
+                    shutil.copyfile(path / BEST_FILE, tmp)
         self.accelerator.wait_for_everyone()
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state

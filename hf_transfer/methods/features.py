@@ -19,7 +19,6 @@ of workers see the same draws. The validation features are the evaluation view's
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
 from ..catalog.weights import safetensors_problem
+from ..core.atomic import atomic_path
 from ..core.cache import cache_dir, fingerprint, tensors_fingerprint
 from ..core.rng import view_of
 from ..data.pipeline import ExampleView, decode_once
@@ -271,9 +271,7 @@ def _features(
     logger.info("Computing %s features once (%d examples) -> %s", what, len(examples), path)
     features = engine.gather(split.features, examples, adapter.collate, batch_size)
     if engine.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"features": features.contiguous()}, str(tmp))
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        with atomic_path(path) as tmp:  # a reader never sees half a file
+            save_file({"features": features.contiguous()}, str(tmp))
     engine.wait_for_everyone()
     return features, time.perf_counter() - start
