@@ -20,6 +20,8 @@ RunConfig is a plain dataclass with every section written out, the strategies' o
 `with_strategy_sections` builds a RunConfig with it, to pass as `load_config(..., schema=...)`.
 """
 
+# No `from __future__ import annotations` here: the fields' types stay the classes themselves, so
+# `dataclasses.fields(RunConfig)` names each section's dataclass (not a string of its name).
 import dataclasses
 import difflib
 import re
@@ -62,10 +64,10 @@ Task = Literal["audio-classification", "image-classification", "text-classificat
 
 def _strategies(trains_backbone: bool) -> str:
     """The strategies that do (or do not) train the backbone, for help texts."""
-    return ", ".join(name for name in choices(StrategyName, ",").split(",") if TRAINS_BACKBONE[name] == trains_backbone)
+    return ", ".join(name for name in typing.get_args(StrategyName) if TRAINS_BACKBONE[name] == trains_backbone)
 
 
-_DEFAULT_LRS = ", ".join(f"{name} {DEFAULT_LR[name]:g}" for name in choices(StrategyName, ",").split(","))
+_DEFAULT_LRS = ", ".join(f"{name} {DEFAULT_LR[name]:g}" for name in typing.get_args(StrategyName))
 
 
 @dataclass
