@@ -22,11 +22,12 @@ if TYPE_CHECKING:  # the same names for type checkers and editors (at run time, 
         TextClassificationAdapter,
     )
     from .config.schema import DataConfig, RunConfig, TrainConfig, load_config  # noqa: F401
+    from .config.strategy_settings import LoraConfigSpec  # noqa: F401
     from .core.errors import ConfigError, DataError, HFTransferError, ModelError  # noqa: F401
     from .core.log import configure_logging  # noqa: F401
     from .engine.loop import Engine, FitResult  # noqa: F401
     from .inference import LoadedRun, evaluate_run, load_run  # noqa: F401
-    from .methods.strategies import STRATEGIES, LoraConfigSpec  # noqa: F401
+    from .methods.strategies import STRATEGIES  # noqa: F401
     from .rank import Candidate, RankResult, rank  # noqa: F401
     from .train import RunResult, train  # noqa: F401
 
@@ -57,7 +58,7 @@ _EXPORTS = {
     "RankResult": "rank",
     "rank": "rank",
     "STRATEGIES": "methods.strategies",
-    "LoraConfigSpec": "methods.strategies",
+    "LoraConfigSpec": "config.strategy_settings",
     "RunResult": "train",
     "train": "train",
 }

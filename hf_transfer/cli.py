@@ -210,7 +210,7 @@ def _predict(args: argparse.Namespace) -> int:
     inputs, shown = read_inputs(run, args.inputs)
     results = run.predict(inputs, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
-        from .artifacts.model import json_safe
+        from .core.atomic import json_safe
 
         rows = [{"input": s, "predictions": r} for s, r in zip(shown, results, strict=True)]
         print(json.dumps(json_safe(rows), indent=2, allow_nan=False))
