@@ -502,7 +502,11 @@ class Engine:
         while state.epoch < plan.epochs and not stop:
             stop = self._train_epoch(run)
             self._log_losses(run)
-            if run.last_eval_step != state.global_step and (not s.eval_every_steps or stop or self._last_epoch(run)):
+            # Every epoch's end, or with eval_every_steps the steps it names (an epoch's last one is left here), and
+            # the run's end.
+            every = s.eval_every_steps
+            due = not every or state.global_step % every == 0 or stop or self._last_epoch(run)
+            if run.last_eval_step != state.global_step and due:
                 stop = self._evaluate(run) or stop
             if state.epoch == 0:
                 _warn_if_collapsed(state, len(labels), s.lr)
@@ -538,6 +542,9 @@ class Engine:
             run.train_dl.set_epoch(state.epoch)
             skip = state.batches_in_epoch
             batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
+        # The epoch's last batch: a step cadence falling on it is left to the epoch's end, which evaluates and
+        # checkpoints that step once (a stream has no epochs: its run ends at max_steps).
+        last_batch = None if isinstance(run.train_dl, StreamLoader) else len(run.train_dl)
         set_train_mode(run.model)
         for batch in batches:
             with acc.accumulate(run.model):
@@ -565,6 +572,8 @@ class Engine:
                 self._log_losses(run)
             if state.global_step >= run.plan.total_steps:
                 return True
+            if state.batches_in_epoch == last_batch:
+                continue
             if s.eval_every_steps and state.global_step % s.eval_every_steps == 0:
                 self._log_losses(run)
                 if self._evaluate(run):

@@ -4,12 +4,16 @@ only by the runs that use them."""
 
 from __future__ import annotations
 
+import json
 import traceback
+from pathlib import Path
 
+import pytest
 import torch
+from accelerate import Accelerator
 from conftest import tiny_image_overrides
 
-from hf_transfer import ADAPTERS, load_config
+from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.data import load_source
 from hf_transfer.datapipe import ExampleView, decode_once
 
@@ -41,3 +45,23 @@ def test_augmenting_a_batch_extracts_no_stack_and_seeds_no_accelerator(color_dat
     assert len(batch) == 8
     assert stacks == [] and seeded == []
     assert torch.equal(torch.get_rng_state(), before)  # the process's own stream is untouched
+
+
+@pytest.mark.parametrize("cadence", ["train.eval_every_steps", "train.checkpoint_every_steps"])
+def test_a_step_that_ends_an_epoch_is_checkpointed_and_evaluated_once(color_data, tmp_path, monkeypatch, cadence):
+    """49 images in batches of 8: 6 steps an epoch. A step cadence of 6 falls on every epoch's end, which
+    evaluated and checkpointed that step, then checkpointed it again as the epoch ended."""
+    written = []
+    save_state = Accelerator.save_state
+    monkeypatch.setattr(
+        Accelerator,
+        "save_state",
+        lambda self, folder, *a, **k: written.append(Path(folder).name) or save_state(self, folder, *a, **k),
+    )
+    overrides = tiny_image_overrides(*color_data, tmp_path / "out", **{cadence: 6})
+    result = train(load_config(None, overrides))
+    assert written == ["step_0000006.tmp", "step_0000012.tmp", "step_0000018.tmp"]
+    assert [(h["epoch"], h["step"]) for h in result.metrics["history"]] == [(0, 6), (1, 12), (2, 18)]
+    state = json.loads((tmp_path / "out" / "checkpoints" / "step_0000012" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batches_in_epoch"]) == (2, 0)  # the epoch's end, its evaluation included
+    assert [h["step"] for h in state["history"]] == [6, 12]
