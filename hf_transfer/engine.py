@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import psutil
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -224,6 +225,9 @@ class Engine:
         self.output_dir = Path(output_dir)
         self.run_dir = RunDir(output_dir)
         self._fits = 0
+        # When this engine's first batch arrived and whether its first optimizer step was taken (both logged once).
+        self._first_batch_at: float | None = None
+        self._stepped = False
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
         if missing:  # Accelerate drops them silently; say so once
@@ -547,6 +551,8 @@ class Engine:
         last_batch = None if isinstance(run.train_dl, StreamLoader) else len(run.train_dl)
         set_train_mode(run.model)
         for batch in batches:
+            if self._first_batch_at is None:
+                self._first_batch_at = process_seconds()
             with acc.accumulate(run.model):
                 targets = batch.pop("labels")
                 logits = run.data.logits(run.model, batch)
@@ -567,6 +573,12 @@ class Engine:
                 continue
             run.scheduler.step()
             state.global_step += 1
+            if not self._stepped:
+                self._stepped = True
+                logger.info(
+                    f"Training started {self._first_batch_at:.1f} s after the process did (imports, data, model and "
+                    f"setup before it); the first optimizer step took {process_seconds() - self._first_batch_at:.1f} s"
+                )
             run.progress.update(1)
             if state.global_step % s.logging_steps == 0:
                 self._log_losses(run)
@@ -831,6 +843,11 @@ def check_launch(num_processes: int, device: torch.device, environ: Mapping[str,
         f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
         f"so each of them would train the whole run alone and write the same output_dir: {fix}."
     )
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started: the interpreter's start, before any import."""
+    return time.time() - psutil.Process().create_time()
 
 
 def precision_in_effect(accelerator: Accelerator) -> str:

@@ -5,9 +5,13 @@ only by the runs that use them."""
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
 import traceback
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from accelerate import Accelerator
@@ -65,3 +69,14 @@ def test_a_step_that_ends_an_epoch_is_checkpointed_and_evaluated_once(color_data
     state = json.loads((tmp_path / "out" / "checkpoints" / "step_0000012" / "trainer_state.json").read_text())
     assert (state["epoch"], state["batches_in_epoch"]) == (2, 0)  # the epoch's end, its evaluation included
     assert [h["step"] for h in state["history"]] == [6, 12]
+
+
+def test_the_log_states_when_training_started_and_what_the_first_step_took_once(color_data, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        train(load_config(None, tiny_image_overrides(*color_data, tmp_path / "out")))
+    said = re.findall(
+        r"Training started ([\d.]+) s after the process did .*the first optimizer step took ([\d.]+) s", caplog.text
+    )
+    assert len(said) == 1  # three epochs, one first step
+    started, step = map(float, said[0])
+    assert 0 < started and started + step < time.time() - psutil.Process().create_time()
