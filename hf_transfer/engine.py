@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,10 @@ from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import save_file
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from .autobatch import fit_finding_batch_size
 from .checkpoints import (
@@ -469,12 +470,7 @@ class Engine:
                     f"{acc.num_processes} process(es): lower train.batch_size or add data."
                 )
             plan = self._plan(len(train_dl))
-        scheduler = get_scheduler(
-            s.scheduler,
-            optimizer,
-            num_warmup_steps=int(s.warmup_ratio * plan.total_steps),
-            num_training_steps=plan.total_steps,
-        )
+        scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * plan.total_steps), plan.total_steps)
         identity = {**(identity or {}), "labels": list(labels)}
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler, train_dl)
@@ -843,6 +839,31 @@ def check_launch(num_processes: int, device: torch.device, environ: Mapping[str,
         f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
         f"so each of them would train the whole run alone and write the same output_dir: {fix}."
     )
+
+
+def lr_schedule(name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """The learning rate per optimizer step (`train.scheduler`): constant, or a linear warm-up over `warmup_steps`
+    then a linear or cosine decay to 0 at `total_steps`; the same numbers as transformers' `get_scheduler` for these
+    names (whose `constant` has no warm-up either). Not imported from there: transformers.optimization imports the
+    Trainer's utilities and with them peft, about a second before the first step of every run, for two formulas."""
+    if name == "constant":
+        return LambdaLR(optimizer, _constant)
+    return LambdaLR(
+        optimizer, partial(_warmup_then_decay, warmup=warmup_steps, total=total_steps, cosine=name == "cosine")
+    )
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def _warmup_then_decay(step: int, *, warmup: int, total: int, cosine: bool) -> float:
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    if cosine:
+        progress = float(step - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
 
 
 def process_seconds() -> float:

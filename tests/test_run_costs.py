@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +22,9 @@ from conftest import tiny_image_overrides
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.data import load_source
 from hf_transfer.datapipe import ExampleView, decode_once
+from hf_transfer.engine import lr_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 AUGMENTED = {"data.crop_scale": "[0.5, 1.0]", "data.hflip": 0.5, "data.augment": True}
 
@@ -80,3 +85,33 @@ def test_the_log_states_when_training_started_and_what_the_first_step_took_once(
     assert len(said) == 1  # three epochs, one first step
     started, step = map(float, said[0])
     assert 0 < started and started + step < time.time() - psutil.Process().create_time()
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize(("warmup", "total"), [(0, 1), (3, 20), (2, 7), (0, 13)])
+def test_the_schedule_gives_transformers_numbers_without_importing_it(name, warmup, total):
+    from transformers import get_scheduler
+
+    def rates(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+        scheduler = make(optimizer)
+        out = []
+        for _ in range(total + 2):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = rates(lambda o: lr_schedule(name, o, warmup, total))
+    assert ours == rates(lambda o: get_scheduler(name, o, num_warmup_steps=warmup, num_training_steps=total))
+
+
+def test_the_training_modules_import_neither_peft_nor_the_trainer():
+    """transformers.optimization (get_scheduler) imports the Trainer's utilities and peft: about a second
+    before every run's first step."""
+    code = (
+        "import hf_transfer.train, sys; print([m for m in ('peft', 'transformers.trainer_utils') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]"]
