@@ -115,3 +115,16 @@ def test_the_training_modules_import_neither_peft_nor_the_trainer():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]"]
+
+
+def test_a_run_without_lora_never_imports_peft(color_data, tmp_path):
+    """Saving the model and writing its card ask whether it is a peft model without importing peft."""
+    overrides = tiny_image_overrides(*color_data, tmp_path / "out", **{"train.epochs": 1})
+    code = (
+        "import sys\nfrom hf_transfer import load_config, train\n"
+        f"train(load_config(None, {overrides!r}))\nprint('peft' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "README.md").is_file()
