@@ -201,6 +201,9 @@ class _Run:
     samples: int = 0
     best_predictions: Predictions | None = None
     last_eval_step: int = -1
+    evaluations: int = 0
+    eval_seconds: float = 0.0  # in _evaluate, and in _checkpoint: parts of the fit's runtime, logged at its end
+    checkpoint_seconds: float = 0.0
 
 
 class Engine:
@@ -514,6 +517,10 @@ class Engine:
             self._checkpoint(run)
         progress.close()
         runtime = time.perf_counter() - start
+        logger.info(time_split(runtime, run.eval_seconds, run.checkpoint_seconds, run.evaluations))
+        advice = evaluation_advice(runtime, run.eval_seconds, len(data.eval), plan.steps_per_epoch, s.eval_every_steps)
+        if advice:
+            logger.info(advice)
 
         plain = self._load_best(model, plain)
         return FitResult(
@@ -646,7 +653,7 @@ class Engine:
     # ------------------------------------------------------------------------------ evaluation
     def _evaluate(self, run: _Run) -> bool:
         """Validation metrics now; keeps the best weights. True when early stopping says stop."""
-        acc, state = self.accelerator, run.state
+        acc, state, tick = self.accelerator, run.state, time.perf_counter()
         predictions = gather_logits(run.model, run.data.logits, run.eval_dl, acc)
         metrics = summary_metrics(predictions, len(state.labels), run.settings.extra_metrics)
         improved = self._record(state, metrics, run.model)
@@ -657,10 +664,12 @@ class Engine:
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         logger.info(f"epoch {state.epoch} step {state.global_step}: {shown}" + (" (best)" if improved else ""))
         patience = run.settings.early_stopping_patience
-        if patience is not None and state.evals_without_improvement >= patience:
+        stop = patience is not None and state.evals_without_improvement >= patience
+        if stop:
             logger.info(f"Early stopping: {patience} evaluations without improvement")
-            return True
-        return False
+        run.evaluations += 1
+        run.eval_seconds += time.perf_counter() - tick
+        return stop
 
     def _record(self, state: TrainState, metrics: dict[str, float], model: nn.Module) -> bool:
         key = self.settings.metric_for_best_model
@@ -712,7 +721,7 @@ class Engine:
         return plain
 
     def _checkpoint(self, run: _Run) -> None:
-        acc, state = self.accelerator, run.state
+        acc, state, tick = self.accelerator, run.state, time.perf_counter()
         state.scheduler = _plain(run.scheduler.state_dict())
         final = self.run_dir.checkpoints / f"step_{state.step_offset + state.global_step:07d}"
         tmp = final.with_name(f"{final.name}.tmp")
@@ -729,6 +738,7 @@ class Engine:
             os.replace(tmp, final)  # a checkpoint folder exists only once complete
             self._prune(state.identity)
         acc.wait_for_everyone()
+        run.checkpoint_seconds += time.perf_counter() - tick
 
     def _prune(self, identity: dict[str, Any] | None) -> None:
         """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
@@ -864,6 +874,33 @@ def _warmup_then_decay(step: int, *, warmup: int, total: int, cosine: bool) -> f
         progress = float(step - warmup) / float(max(1, total - warmup))
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
     return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+# From this share of a fit's time on, the log names evaluation as what costs, with the settings that lower it.
+EVALUATION_SHARE_ADVICE = 0.25
+
+
+def time_split(runtime: float, evaluation: float, checkpoints: float, evaluations: int) -> str:
+    """Where a fit's time went: training steps, evaluations, checkpoints."""
+    steps = runtime - evaluation - checkpoints
+    return (
+        f"Training took {runtime:.1f} s: steps {steps:.1f} s, {evaluations} evaluation(s) {evaluation:.1f} s, "
+        f"checkpoints {checkpoints:.1f} s"
+    )
+
+
+def evaluation_advice(
+    runtime: float, evaluation: float, examples: int, steps_per_epoch: int, eval_every_steps: int | None
+) -> str | None:
+    """What to set when evaluating is a large share of a fit's time (None when it is not)."""
+    if runtime <= 0 or evaluation < EVALUATION_SHARE_ADVICE * runtime:
+        return None
+    often = f"every {eval_every_steps} steps" if eval_every_steps else f"every epoch of {steps_per_epoch} steps"
+    return (
+        f"Evaluation took {100 * evaluation / runtime:.0f}% of the training time ({examples} validation examples "
+        f"{often}): evaluate less often (train.eval_every_steps above {eval_every_steps or steps_per_epoch}) or on "
+        "fewer examples (data.max_eval_samples)."
+    )
 
 
 def process_seconds() -> float:

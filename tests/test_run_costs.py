@@ -22,7 +22,7 @@ from conftest import tiny_image_overrides
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.data import load_source
 from hf_transfer.datapipe import ExampleView, decode_once
-from hf_transfer.engine import lr_schedule
+from hf_transfer.engine import evaluation_advice, lr_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,3 +128,22 @@ def test_a_run_without_lora_never_imports_peft(color_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "False"
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "README.md").is_file()
+
+
+def test_the_log_splits_the_training_time_and_names_evaluation_when_it_costs(color_data, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        train(load_config(None, tiny_image_overrides(*color_data, tmp_path / "out")))
+    split = re.findall(
+        r"Training took ([\d.]+) s: steps ([\d.]+) s, 3 evaluation\(s\) ([\d.]+) s, checkpoints ([\d.]+) s", caplog.text
+    )
+    assert len(split) == 1
+    runtime, steps, evaluation, checkpoints = map(float, split[0])
+    assert evaluation > 0 and checkpoints > 0 and steps + evaluation + checkpoints == pytest.approx(runtime, abs=0.2)
+    # The advice, from the share: 30 of 100 s on 290 examples every epoch of 20 steps; none at 10 of 100 s.
+    advice = evaluation_advice(100.0, 30.0, 290, 20, None)
+    assert advice == (
+        "Evaluation took 30% of the training time (290 validation examples every epoch of 20 steps): evaluate less "
+        "often (train.eval_every_steps above 20) or on fewer examples (data.max_eval_samples)."
+    )
+    assert "every 50 steps" in evaluation_advice(100.0, 40.0, 290, 20, 50)
+    assert evaluation_advice(100.0, 10.0, 290, 20, None) is None
