@@ -167,3 +167,17 @@ def test_reading_image_folders_asks_fsspec_for_no_file(color_data, tmp_path, mon
     splits = data_lib.load_splits(config, ADAPTERS.get(config.task)(config), None)
     assert (len(splits.train), len(splits.validation)) == (49, 18)
     assert calls == []
+
+
+def test_timm_inputs_are_channels_last_on_a_cpu_with_the_same_logits(color_data, tmp_path):
+    """oneDNN's convolutions run faster on NHWC inputs (measured 1.15-1.76x per training step for EfficientNet
+    at 128-224 px on 2 cores); the weights keep their layout, so what is saved does not change."""
+    config = load_config(None, tiny_image_overrides(*color_data, tmp_path / "o"))
+    adapter = ADAPTERS.get(config.task)(config)
+    model = adapter.build_model(["blue", "green", "red"]).eval()
+    pixels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    x = adapter.backend.normalise(pixels)
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    with torch.no_grad():
+        assert torch.allclose(adapter.logits(model, {"pixel_values": pixels}), model(x.contiguous()), atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
