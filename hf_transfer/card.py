@@ -24,6 +24,7 @@ from .adapters.usage import LOCAL_FOLDER
 from .artifacts import write_text_atomic
 from .config import RunConfig, to_dict
 from .data import IN_MEMORY_PREFIX, source_format
+from .layer_decay import is_peft_model
 from .plots import plot_confusion_matrix, plot_curves
 from .rundir import RunDir
 from .specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
@@ -65,9 +66,7 @@ def card_facts(
     setup: RunSetup | None = None,
 ) -> CardFacts:
     """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
-    from peft import PeftModel
-
-    peft = isinstance(model, PeftModel)  # save_model_artifact writes an adapter folder exactly then
+    peft = is_peft_model(model)  # save_model_artifact writes an adapter folder exactly then
     base_id = hub_model_id(config)
     return CardFacts(
         augmentation=augmentation,

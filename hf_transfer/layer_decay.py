@@ -2,7 +2,7 @@
 the rate of the layer above, the stem (embeddings) least.
 
 timm's own `param_groups_layer_decay` sets an `lr_scale` that only timm's schedulers read. This engine's
-schedulers (transformers' LambdaLR) scale each parameter group's own starting `lr`, so the groups here
+schedules (LambdaLR, engine.lr_schedule) scale each parameter group's own starting `lr`, so the groups here
 carry `lr * scale` directly. Which layer a parameter is in is the adapter's answer (`layer_ids`): timm
 models by their own group matcher (as timm numbers them), other backbones by `numbered_layer_ids`,
 which reads the module tree the same way for any transformers model.
@@ -11,6 +11,7 @@ which reads the module tree the same way for any transformers model.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from torch import nn
@@ -20,11 +21,16 @@ logger = logging.getLogger(__name__)
 LayerIds = tuple[dict[str, int], int]  # parameter name -> layer (0 = stem ... top = head), and top
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is a peft wrapper (a LoRA run's). peft is not imported for the question: a model can be
+    one only once peft is imported, and importing it costs a run that never uses it about a second."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
 def unwrapped(model: nn.Module) -> nn.Module:
     """The model under a peft wrapper (LoRA layers and the head's trainable copy included), else itself."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def by_name(model: nn.Module, base: nn.Module, ids: dict[str, int]) -> dict[str, int]:

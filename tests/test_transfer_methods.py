@@ -138,7 +138,7 @@ def test_layer_decay_of_a_transformers_encoder_and_its_lora_layers(tmp_path):
 
 
 def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, tmp_path, caplog):
-    """transformers' schedulers scale each group's own lr: the layer ratios hold through warm-up and decay."""
+    """The engine's schedule scales each group's own lr: the layer ratios hold through warm-up and decay."""
     train_dir, val_dir = color_data
     extra = {"model": "test_vit", "train.layer_decay": 0.5, "train.epochs": 2}
     with caplog.at_level(logging.INFO, logger="hf_transfer"):
@@ -151,9 +151,9 @@ def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, t
     settings = replace(config.train, lr=0.01)
     groups = param_groups(model, adapter.layer_ids(model), 0.01, 0.0, 0.5)
     optimizer = torch.optim.AdamW(groups, lr=0.01)
-    from transformers import get_scheduler
+    from hf_transfer.engine import lr_schedule
 
-    scheduler = get_scheduler(settings.scheduler, optimizer, num_warmup_steps=2, num_training_steps=10)
+    scheduler = lr_schedule(settings.scheduler, optimizer, warmup_steps=2, total_steps=10)
     start = [g["initial_lr"] for g in optimizer.param_groups]
     for _ in range(5):
         optimizer.step()
