@@ -225,6 +225,14 @@ class TrainConfig:
         1.0, "Clip gradients to this norm; null disables clipping.", Range(0, low_open=True)
     )
     label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.", Range(0, 1, high_open=True))
+    freeze_norm_statistics: bool | None = setting(
+        None,
+        "Keep the running statistics of the normalisation layers (BatchNorm's mean and variance) as they are: "
+        "those layers normalise in evaluation mode while the rest trains (their scale and shift still train). "
+        "Default (auto): on for lp_ft (its probe's head was fitted on features normalised with them; a few "
+        "small batches would shift them), off otherwise.",
+        auto=True,
+    )
     mixed_precision: MixedPrecision | None = setting(
         None, f"{choices(MixedPrecision)}; default: whatever `accelerate config` / `accelerate launch` set."
     )

@@ -550,7 +550,7 @@ class Engine:
             run.train_dl.set_epoch(state.epoch)
             skip = state.batches_in_epoch
             batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
-        set_train_mode(run.model)
+        set_train_mode(run.model, bool(s.freeze_norm_statistics))
         for batch in batches:
             with acc.accumulate(run.model):
                 targets = batch.pop("labels")
@@ -582,7 +582,7 @@ class Engine:
                 if self._evaluate(run):
                     return True
                 self._checkpoint(run)
-                set_train_mode(run.model)
+                set_train_mode(run.model, bool(s.freeze_norm_statistics))
             elif s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
                 self._log_losses(run)
                 self._checkpoint(run)

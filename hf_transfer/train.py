@@ -30,7 +30,7 @@ from .hub import push_run, require_token
 from .log import default_logging
 from .probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
 from .rundir import RunDir
-from .strategies import Stage, augments, learning_rate, stages, trainable_parameters
+from .strategies import Stage, augments, freezes_norm_statistics, learning_rate, stages, trainable_parameters
 from .streaming import load_stream_splits, training_stream
 
 if TYPE_CHECKING:
@@ -480,9 +480,11 @@ def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:
 
 
 def resolved(config: RunConfig) -> RunConfig:
-    """`config` with the strategy-dependent defaults filled in: the learning rate and augmentation."""
+    """`config` with the strategy-dependent defaults filled in: the learning rate, augmentation and whether the
+    normalisation statistics stay frozen."""
     data = replace(config.data, augment=augments(config))
-    return replace(config, data=data, train=replace(config.train, lr=learning_rate(config)))
+    train = replace(config.train, lr=learning_rate(config), freeze_norm_statistics=freezes_norm_statistics(config))
+    return replace(config, data=data, train=train)
 
 
 def training_data(
