@@ -331,7 +331,13 @@ class RunConfigBase:
     )
     pretrained: bool = setting(True, "Load pretrained weights; false builds the architecture randomly initialised.")
     data: DataConfig = section(DataConfig, "Dataset settings.")
-    strategy: str = setting("full", f"{choices(STRATEGIES)}; a strategy's own settings are the section of its name.")
+    strategy: str = setting(
+        "linear_probe",
+        f"{choices(STRATEGIES)}; a strategy's own settings are the section of its name. Default: linear_probe, "
+        "the fastest to train (the backbone runs once per example, the head on cached features) and, trained "
+        "for the auto epochs, at least the hand-written probe on every task of the benchmark suite; lp_ft and "
+        "full fine-tuning can reach more on text, at many times the cost (benchmarks/RESULTS.md).",
+    )
     freeze_feature_encoder: bool = setting(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )

@@ -111,8 +111,10 @@ def test_zero_config_trains_a_few_shot_folder(tmp_path, info_log, capsys):
     assert "Setup: 1 process (cpu), mixed precision no; batch 2 per device x 1 x 1" in info_log.text
     metrics = json.loads(RunDir(out).metrics.read_text())
     assert (metrics["global_step"], len(metrics["history"]), metrics["batch_size"]) == (162, 18, 2)
-    saved = yaml.safe_load(RunDir(out).config.read_text())["train"]
-    assert (saved["batch_size"], saved["epochs"]) == (2, 18)  # run again from config.yaml: the same schedule
+    saved = yaml.safe_load(RunDir(out).config.read_text())
+    assert (saved["train"]["batch_size"], saved["train"]["epochs"]) == (2, 18)  # run again from it: the same schedule
+    # The default strategy: a linear probe on cached features (the head alone trains).
+    assert saved["strategy"] == "linear_probe" and "The head trains on cached backbone features" in info_log.text
     card = (out / "README.md").read_text()
     assert "18 epochs; train.batch_size 2, train.epochs 18 (auto, from 19 training examples)." in card
 
