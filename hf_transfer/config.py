@@ -229,8 +229,9 @@ class TrainConfig:
         None,
         "Keep the running statistics of the normalisation layers (BatchNorm's mean and variance) as they are: "
         "those layers normalise in evaluation mode while the rest trains (their scale and shift still train). "
-        "Default (auto): on for lp_ft (its probe's head was fitted on features normalised with them; a few "
-        "small batches would shift them), off otherwise.",
+        "Default (auto): on for full and lp_ft from pretrained weights (pretrained statistics are better than "
+        "those of a few small batches; LP-FT's probe was fitted on features normalised with them), off with "
+        "pretrained: false; the other strategies keep the backbone's normalisation frozen anyway.",
         auto=True,
     )
     mixed_precision: MixedPrecision | None = setting(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import initial_model, tiny_image_overrides
+from conftest import changed_tensors, initial_model, tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.layer_decay import param_groups
@@ -63,7 +63,8 @@ def test_lp_ft_fine_tuning_keeps_the_normalisation_statistics_its_probe_saw(colo
     learning rate too small to move a weight it ends where the probe ended. Updated from the fine-tuning
     batches instead, they shift every feature under the probed head."""
     train_dir, val_dir = color_data
-    still = {**LP_FT, "train.lr": 1e-12, "model": "test_efficientnet"}
+    # pretrained: false here (no weights offline), so the setting is given; resolved() below shows its default.
+    still = {**LP_FT, "train.lr": 1e-12, "model": "test_efficientnet", "train.freeze_norm_statistics": True}
     result = train(_config(train_dir, val_dir, tmp_path / "kept", **still))
     probe_end, tune_end = result.metrics["stages"]
     assert tune_end["best_loss"] == pytest.approx(probe_end["best_loss"], rel=1e-4)
@@ -74,13 +75,36 @@ def test_lp_ft_fine_tuning_keeps_the_normalisation_statistics_its_probe_saw(colo
     running = [name for name in buffers if name.endswith(("running_mean", "running_var"))]
     assert running and all(torch.equal(buffers[name], start[name]) for name in running)
 
-    moved = train(_config(train_dir, val_dir, tmp_path / "moved", **still, **{"train.freeze_norm_statistics": False}))
+    moved = train(_config(train_dir, val_dir, tmp_path / "moved", **{**still, "train.freeze_norm_statistics": False}))
     assert not all(torch.equal(dict(moved.model.named_buffers())[name], start[name]) for name in running)
     probe_end, tune_end = moved.metrics["stages"]
     assert [h["loss"] for h in moved.metrics["history"] if h["stage"] == "fine-tune"] != [probe_end["best_loss"]] * 2
-    # The other strategies keep updating them unless asked.
-    assert load_config(None, ["strategy=full"]).train.freeze_norm_statistics is None
-    assert resolved(load_config(None, ["strategy=full"])).train.freeze_norm_statistics is False
+    # Auto: on for lp_ft and full from pretrained weights; off from scratch, and for the frozen-backbone strategies.
+    assert load_config(None, ["strategy=lp_ft"]).train.freeze_norm_statistics is None
+    for overrides, on in [
+        (["strategy=lp_ft"], True),
+        (["strategy=full"], True),
+        (["strategy=full", "pretrained=false"], False),
+        (["strategy=lora"], False),
+        (["strategy=linear_probe"], False),
+    ]:
+        assert resolved(load_config(None, overrides)).train.freeze_norm_statistics is on, overrides
+
+
+def test_full_fine_tuning_keeps_the_pretrained_normalisation_statistics_by_default(color_data, tmp_path):
+    """A few-shot set trains in small batches (train.batch_size auto), whose statistics would replace the
+    pretrained ones: full fine-tuning keeps them (its weights, BatchNorm's scale and shift included, train)
+    unless train.freeze_norm_statistics=false. (pretrained: false here, no weights offline: the setting is
+    given, as its default for pretrained weights; see the test above for the default.)"""
+    train_dir, val_dir = color_data
+    common = {"model": "test_efficientnet", "train.epochs": 1, "train.lr": 0.01, "train.freeze_norm_statistics": True}
+    config = _config(train_dir, val_dir, tmp_path / "kept", **common)
+    kept = changed_tensors(config, train(config))
+    assert load_config(tmp_path / "kept" / "config.yaml").train.freeze_norm_statistics is True
+    assert kept and not any(name.endswith(("running_mean", "running_var")) for name in kept)
+    assert any(name.startswith("bn1.") and name.endswith(".weight") for name in kept)  # the scale still trains
+    config = _config(train_dir, val_dir, tmp_path / "moved", **{**common, "train.freeze_norm_statistics": False})
+    assert any(name.endswith("running_mean") for name in changed_tensors(config, train(config)))
 
 
 def test_freeze_norm_statistics_puts_only_the_layers_with_running_statistics_in_eval_mode():
