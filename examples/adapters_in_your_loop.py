@@ -23,6 +23,7 @@ from hf_transfer import ADAPTERS, STRATEGIES, configure_logging, load_config
 from hf_transfer.cli import add_run_arguments
 from hf_transfer.data import load_splits
 from hf_transfer.datapipe import ExampleView, decode_once
+from hf_transfer.defaults import with_schedule
 from hf_transfer.strategies import augments, learning_rate, set_train_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     with accelerator.main_process_first():
         splits = load_splits(config, adapter)
     train_set, eval_set, labels = splits.train, splits.validation, splits.labels
+    # train.batch_size and train.epochs left auto: chosen from the training set's size, as hf-transfer train does.
+    config, _ = with_schedule(config, len(train_set), accelerator.num_processes)
     model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
     augment = augments(config)  # random crops when the backbone trains
     with accelerator.main_process_first():  # decoded once, kept in the cache

@@ -54,6 +54,7 @@ class CardFacts:
     usage: str = ""  # Markdown: opening the saved model with its standard loader (the adapter's snippet)
     setup: RunSetup | None = None  # processes, mixed precision and batch the run trained with
     probe_search: str | None = None  # the cached probe's regularisation search, in words (None: not searched)
+    schedule: str | None = None  # what was chosen from the training set's size (None: all set; defaults.with_schedule)
 
 
 def card_facts(
@@ -236,6 +237,8 @@ def _body_values(
         "batch_size": config.train.batch_size,
         "setup": facts.setup.describe() if facts.setup else None,
         "probe_search": facts.probe_search,
+        "epochs": config.train.epochs,
+        "schedule": facts.schedule,
         "augmentation": facts.augmentation,
         "labels": [markdown_text(label) for label in labels],
         "best_epoch": metrics.get("best_epoch"),

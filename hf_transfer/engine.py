@@ -160,9 +160,9 @@ class RunSetup:
     distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
     device: str  # of the main process: cpu, cuda, mps, ...
     mixed_precision: str  # in effect: no, fp16, bf16 (fp8 through `accelerate config`); fp16 on a CPU runs as no
-    batch_size_per_device: int
+    batch_size_per_device: int | None  # None until the first fit when train.batch_size is auto
     gradient_accumulation_steps: int
-    effective_batch_size: int  # examples per optimizer step, over every process
+    effective_batch_size: int | None  # examples per optimizer step, over every process
 
     def describe(self) -> str:
         n = self.num_processes
@@ -267,11 +267,17 @@ class Engine:
                 f"trains in full precision (fp32), and its config.yaml, run_info.json and card say so "
                 f"(mixed precision {self.setup.mixed_precision}). On CPUs, bf16 runs: train.mixed_precision=bf16."
             )
-        logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
+        self._setup_note = f"(mixed precision from {chosen})"
+        if settings.batch_size is not None:  # else (train.batch_size auto) once the first fit has its batch size
+            self._log_setup()
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
         self.accelerator.dataloader_config.non_blocking = self.loader_settings.pin_memory
+
+    def _log_setup(self) -> None:
+        logger.info(f"Setup: {self.setup.describe()} {self._setup_note}")
+        self._setup_note = None
 
     # ---------------------------------------------------------------------------- for the caller
     @property
@@ -288,7 +294,7 @@ class Engine:
             mixed_precision=precision_in_effect(acc),
             batch_size_per_device=batch,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
-            effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
+            effective_batch_size=None if batch is None else batch * acc.gradient_accumulation_steps * acc.num_processes,
         )
 
     @property
@@ -444,6 +450,10 @@ class Engine:
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
+        if s.batch_size is None:
+            raise ConfigError("The engine needs a batch size: resolve train.batch_size before fit() (with_schedule).")
+        if self._setup_note is not None:
+            self._log_setup()
         for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
             load_metric(name)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
@@ -472,6 +482,8 @@ class Engine:
                     f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
                     f"{acc.num_processes} process(es): lower train.batch_size or add data."
                 )
+            if s.epochs is None and s.max_steps is None:
+                raise ConfigError("The engine needs epochs or max_steps: resolve train.epochs before fit().")
             plan = self._plan(len(train_dl))
         scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * plan.total_steps), plan.total_steps)
         identity = {**(identity or {}), "labels": list(labels)}
@@ -552,7 +564,7 @@ class Engine:
         # The epoch's last batch: a step cadence falling on it is left to the epoch's end, which evaluates and
         # checkpoints that step once (a stream has no epochs: its run ends at max_steps).
         last_batch = None if isinstance(run.train_dl, StreamLoader) else len(run.train_dl)
-        set_train_mode(run.model)
+        set_train_mode(run.model, bool(s.freeze_norm_statistics))
         for batch in batches:
             if self._first_batch_at is None:
                 self._first_batch_at = process_seconds()
@@ -594,7 +606,7 @@ class Engine:
                 if self._evaluate(run):
                     return True
                 self._checkpoint(run)
-                set_train_mode(run.model)
+                set_train_mode(run.model, bool(s.freeze_norm_statistics))
             elif s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
                 self._log_losses(run)
                 self._checkpoint(run)

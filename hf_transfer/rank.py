@@ -34,7 +34,7 @@ from .adapters import ADAPTERS
 from .artifacts import write_json, write_text_atomic
 from .config import RunConfig, apply_overrides, nest_dotted, with_overrides
 from .data import check_output_outside_data, load_splits
-from .defaults import apply_defaults, with_output_dir
+from .defaults import apply_defaults, with_output_dir, with_schedule
 from .distributed import process_state
 from .engine import Engine
 from .errors import ConfigError, HFTransferError
@@ -242,6 +242,7 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
         with engine.main_process_first():
             splits = load_splits(config, adapter)
         train_set, eval_set, labels, splits_origins = splits.train, splits.validation, splits.labels, splits.origins
+        config, _ = with_schedule(config, len(train_set), engine.num_processes)  # as its linear_probe run would
         model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
         data_id = (labels, train_set._fingerprint, eval_set._fingerprint)
         batch_size = config.train.eval_batch_size or config.train.batch_size
@@ -253,7 +254,8 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
             return CandidateScore(name, shown_model(config), None, None, None, None, None, seconds, NO_CUT), data_id
         train_features, eval_features = found.features["training"], found.features["validation"]
         logme = logme_score(train_features.flatten(1).numpy(), np.asarray(train_set["labels"]), len(labels))
-        fit = engine.fit(found.head, probe_data(train_features, train_set, eval_features, eval_set), labels)
+        data = probe_data(train_features, train_set, eval_features, eval_set)
+        fit = engine.fit(found.head, data, labels, settings=config.train)
     except HFTransferError as err:
         raise type(err)(f"Candidate {name!r}: {err}") from err
     finally:

@@ -31,6 +31,7 @@ from hf_transfer.samples import TONE_CLASSES, write_note_folders
 from hf_transfer.specs import write_tiny_wav2vec2
 
 COMMON = {
+    "strategy": "full",  # what these runs test (the default is linear_probe)
     "train.epochs": 1,
     "train.batch_size": 8,
     "train.lr": 0.01,
