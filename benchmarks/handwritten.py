@@ -197,8 +197,10 @@ def image_folder_loop(
     hflip: float = 0.5,
     threads: int | None = None,
     device: str | None = None,
+    evaluate_every_epoch: bool = True,
 ) -> dict:
-    """Train `model_name` on a class-folder dataset with `strategy`; evaluate after every epoch."""
+    """Train `model_name` on a class-folder dataset with `strategy`; evaluate after every epoch (or, with
+    `evaluate_every_epoch=False`, once after the last: the cheapest script a practitioner writes)."""
     if threads is not None:
         torch.set_num_threads(threads)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -249,6 +251,8 @@ def image_folder_loop(
             torch.cuda.synchronize()
         tock = time.perf_counter()
         train_s += tock - tick
+        if not evaluate_every_epoch and epoch < epochs:
+            continue
         scores = evaluate(model, val_x, val_y, mean, std, batch_size * 2)
         eval_s += time.perf_counter() - tock
         history.append({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_epoch, **scores})
@@ -743,6 +747,9 @@ def main() -> None:
         "--hflip", type=float, default=0.5, help="horizontal-flip probability; use 0 for digits (not mirror-symmetric)"
     )
     image.add_argument("--threads", type=int, default=None)
+    image.add_argument(
+        "--evaluate", choices=("epoch", "end"), default="epoch", help="evaluate after every epoch, or once at the end"
+    )
 
     text = commands.add_parser("text", help="transformers.Trainer on a text classifier (default: MiniLM on sentiment)")
     text.add_argument("--strategy", choices=STRATEGIES, default="full")
@@ -808,6 +815,7 @@ def run(args: argparse.Namespace) -> dict:
             seed=args.seed,
             hflip=args.hflip,
             threads=args.threads,
+            evaluate_every_epoch=args.evaluate == "epoch",
         )
     if args.command == "text":
         lr = TEXT_LR[args.strategy] if args.lr is None else args.lr

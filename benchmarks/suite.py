@@ -408,8 +408,15 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="Take rows whose JSON is in --out instead of running them."
     )
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="With --reuse: run nothing; the table has the rows whose JSON is in --out and names those missing.",
+    )
     parser.add_argument("--no-write", action="store_true", help="Do not write to benchmarks/RESULTS.md.")
     args = parser.parse_args()
+    if args.no_run and not args.reuse:
+        parser.error("--no-run renders the rows already in --out: it needs --reuse")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shown in the command line of the table
     out = Path(args.out).resolve()
     (out / "rows").mkdir(parents=True, exist_ok=True)
@@ -424,12 +431,15 @@ def main() -> None:
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     results: dict[str, dict] = {}
-    reused = 0
+    reused, missing = 0, []
     for number, case in enumerate(cases, 1):
         path = out / "rows" / f"{case.key}.json"
         if args.reuse and path.is_file():
             results[case.key] = json.loads(path.read_text())
             reused += 1
+            continue
+        if args.no_run:
+            missing.append(case)
             continue
         load = os.getloadavg()[0]
         progress(f"{number}/{len(cases)} {case.task} {case.strategy or ''} {ROWS[case.row]} (load {load:.1f})")
@@ -460,6 +470,13 @@ def main() -> None:
         *verdicts(results, cases),
         "",
     ]
+    if missing:
+        body += [
+            f"Not measured ({len(missing)} rows, --no-run): "
+            + "; ".join(f"{c.task} {c.strategy or 'all'} {ROWS[c.row]}" for c in missing)
+            + ".",
+            "",
+        ]
     publish(f"Benchmark suite (issue 17), {suite.mode.name}", body, write=not args.no_write)
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(rows, indent=1) + "\n")

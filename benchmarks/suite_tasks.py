@@ -92,6 +92,28 @@ def _digits_few_shot(root: Path, quick: bool) -> None:
     copy_class_files(validation, root / "validation", 2 if quick else 20, seed=0, classes=classes)
 
 
+@task(
+    name="mirrored-digits-5shot",
+    modality="image",
+    about="digits-5shot's scans, each (training and validation) mirrored or not by a coin seeded by its file name: "
+    "labels that do not depend on left and right, as with photographs of objects, so flips are fair augmentation",
+    epochs=15,
+    batch_size=10,
+    hflip=0.5,
+)
+def _mirrored_digits(root: Path, quick: bool) -> None:
+    # The suite's only mirror-invariant task: the one where the probe's mirrored views (and the hand-written
+    # loop's random flips) can help, compared with digits-5shot on the same scans.
+    from PIL import Image, ImageOps
+
+    _digits_few_shot(root, quick)
+    for file in sorted(root.glob("*/*/*.png")):
+        if random.Random(file.name).random() < 0.5:
+            with Image.open(file) as image:
+                mirrored = ImageOps.mirror(image)
+            mirrored.save(file)
+
+
 # Fonts from Debian/Ubuntu packages (`apt-get install PACKAGE`): one regular file per family. Metric
 # clones of one design (Liberation/Arimo/Nimbus/Free Sans are all Helvetica-like, their Serif
 # counterparts Times-like) are kept on the same side of the split, so validation fonts are unseen designs.

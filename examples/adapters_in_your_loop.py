@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from hf_transfer import ADAPTERS, STRATEGIES, configure_logging, load_config
 from hf_transfer.cli import add_run_arguments
+from hf_transfer.data.defaults import with_schedule
 from hf_transfer.data.pipeline import ExampleView, decode_once
 from hf_transfer.data.splits import load_splits
 from hf_transfer.engine.train_mode import set_train_mode
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     with accelerator.main_process_first():
         splits = load_splits(config, adapter)
     train_set, eval_set, labels = splits.train, splits.validation, splits.labels
+    # train.batch_size and train.epochs left auto: chosen from the training set's size, as hf-transfer train does.
+    config, _ = with_schedule(config, len(train_set), accelerator.num_processes)
     model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
     augment = augments(config)  # random crops when the backbone trains
     with accelerator.main_process_first():  # decoded once, kept in the cache

@@ -38,7 +38,7 @@ from .core.errors import ConfigError, HFTransferError
 from .core.log import default_logging
 from .core.rundir import RunDir
 from .core.yaml_reader import read_yaml_file
-from .data.defaults import apply_defaults, with_output_dir
+from .data.defaults import apply_defaults, with_output_dir, with_schedule
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
 from .engine.distributed import process_state
@@ -243,6 +243,7 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
         with engine.main_process_first():
             splits = load_splits(config, adapter)
         train_set, eval_set, labels, splits_origins = splits.train, splits.validation, splits.labels, splits.origins
+        config, _ = with_schedule(config, len(train_set), engine.num_processes)  # as its linear_probe run would
         model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
         data_id = (labels, train_set._fingerprint, eval_set._fingerprint)
         batch_size = config.train.eval_batch_size or config.train.batch_size
@@ -254,7 +255,8 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
             return CandidateScore(name, shown_model(config), None, None, None, None, None, seconds, NO_CUT), data_id
         train_features, eval_features = found.features["training"], found.features["validation"]
         logme = logme_score(train_features.flatten(1).numpy(), np.asarray(train_set["labels"]), len(labels))
-        fit = engine.fit(found.head, probe_data(train_features, train_set, eval_features, eval_set), labels)
+        data = probe_data(train_features, train_set, eval_features, eval_set)
+        fit = engine.fit(found.head, data, labels, settings=config.train)
     except HFTransferError as err:
         raise type(err)(f"Candidate {name!r}: {err}") from err
     finally:

@@ -20,7 +20,7 @@ from .config.schema import MixedPrecision, RunConfig, TrainConfig, to_dict
 from .core.errors import ConfigError, RunDirError
 from .core.log import default_logging
 from .core.rundir import RunDir
-from .data.defaults import apply_defaults, with_output_dir
+from .data.defaults import apply_defaults, with_output_dir, with_schedule
 from .data.pipeline import ExampleView, check_decodable, decode_once
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
@@ -32,7 +32,7 @@ from .engine.loop import Engine, FitData, FitResult, check_launch
 from .methods import layer_decay
 from .methods.features import CachedProbe, cached_probe
 from .methods.probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
-from .methods.strategies import Stage, augments, learning_rate, stages, trainable_parameters
+from .methods.strategies import Stage, augments, freezes_norm_statistics, learning_rate, stages, trainable_parameters
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -195,8 +195,13 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         )
         origins = prepared.origins
         torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
-    shown = "a stream of" if isinstance(train_set, IterableDataset) else len(train_set)
-    logger.info(f"{shown} training / {len(eval_set)} validation examples, {len(labels)} classes")
+    streamed = isinstance(train_set, IterableDataset)
+    logger.info(
+        f"{'a stream of' if streamed else len(train_set)} training / {len(eval_set)} validation examples, "
+        f"{len(labels)} classes"
+    )
+    # train.batch_size and train.epochs left auto are chosen from the training set's size (config.yaml records them).
+    config, schedule = with_schedule(config, None if streamed else len(train_set), engine.num_processes)
     if config.train.gradient_checkpointing:
         adapter.enable_gradient_checkpointing(model)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice
@@ -283,6 +288,7 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         train_loss = [point for r in records for point in r["train_loss"]]
         facts = card_facts(config, adapter, whole, labels, augmentation, train_loss, engine.setup)
         facts.probe_search = next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None)
+        facts.schedule = schedule
         write_model_card(output_dir, config, labels, metrics, validation, facts)
         if config.push_to_hub:
             h = config.hub
@@ -475,9 +481,11 @@ def run_identity(config: RunConfig, cached: bool) -> dict[str, Any]:
 
 
 def resolved(config: RunConfig) -> RunConfig:
-    """`config` with the strategy-dependent defaults filled in: the learning rate and augmentation."""
+    """`config` with the strategy-dependent defaults filled in: the learning rate, augmentation and whether the
+    normalisation statistics stay frozen."""
     data = replace(config.data, augment=augments(config))
-    return replace(config, data=data, train=replace(config.train, lr=learning_rate(config)))
+    train = replace(config.train, lr=learning_rate(config), freeze_norm_statistics=freezes_norm_statistics(config))
+    return replace(config, data=data, train=train)
 
 
 def training_data(

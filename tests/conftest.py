@@ -55,6 +55,7 @@ def color_data(tmp_path: Path) -> tuple[Path, Path]:
 def tiny_image_overrides(train: Path, validation: Path, output_dir: Path, **extra: object) -> list[str]:
     values: dict[str, object] = {
         "task": "image-classification",
+        "strategy": "full",  # what these runs test (the default is linear_probe)
         "model": "test_efficientnet",
         "pretrained": False,
         "data.train": str(train),

@@ -34,6 +34,7 @@ ENCODER = "wav2vec2.feature_extractor."  # the convolutional feature encoder
 def audio_overrides(train_dir: Path, val_dir: Path, output_dir: Path, model: Path, **extra: object) -> list[str]:
     values: dict[str, object] = {
         "task": "audio-classification",
+        "strategy": "full",  # what these runs test (the default is linear_probe)
         "model": model,
         "pretrained": False,
         "data.train": train_dir,

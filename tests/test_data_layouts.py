@@ -33,6 +33,7 @@ from hf_transfer.data.sources import open_source
 from hf_transfer.inference import evaluate_run, load_run
 
 COMMON = {
+    "strategy": "full",  # what these runs test (the default is linear_probe)
     "train.epochs": 1,
     "train.batch_size": 8,
     "train.lr": 0.01,

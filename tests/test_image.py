@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
     train_dir = write_color_images(root / "train", per_class=16, seed=0)
     val_dir = write_color_images(root / "validation", per_class=6, seed=1, modes=False)
     results = {}
-    for strategy, lr in (("full", 0.01), ("linear_probe", 0.05), ("lora", 0.02)):
+    for strategy, lr in (("full", 0.003), ("linear_probe", 0.05), ("lora", 0.02)):
         overrides = tiny_image_overrides(train_dir, val_dir, root / strategy, strategy=strategy, **{"train.lr": lr})
         config = load_config(None, overrides)
         results[strategy] = (config, train(config))

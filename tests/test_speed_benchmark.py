@@ -26,10 +26,16 @@ ROWS = [
     "LoRA vs full (image), peak memory",
     "2 CPU processes vs 1, metrics difference",
     "2 CPU processes vs 1, train samples/s",
+    # issue 20, at the sizes users train at (--quick: 32 px)
+    "engine vs bare loop at 32 px, augmentation on, train samples/s",
+    "engine vs bare loop at 32 px, augmentation off, train samples/s",
+    "end to end `train` vs hand-written script at 32 px, wall",
+    "time to training start over `python -c 'import torch'`",
+    "cached probe vs hand-written probe, wall",
 ]
 
 
-@pytest.mark.slow  # about 2 minutes: seven child processes each import torch (run with pytest -m slow)
+@pytest.mark.slow  # about 3 minutes: a dozen child processes each import torch (run with pytest -m slow)
 def test_quick_run_prints_every_row(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared machine (see speed.py)
@@ -39,6 +45,9 @@ def test_quick_run_prints_every_row(tmp_path):
     table = done.stdout[done.stdout.index("| measurement |") :]
     verdicts = r"(met|\*\*missed\*\*|recorded)"
     for name in ROWS:  # | name | value | goal | verdict | detail | load |
-        row = re.search(rf"^\| {re.escape(name)} \| [\d.]+(x| pt) \| [^|]+ \| {verdicts} \|", table, re.M)
+        row = re.search(rf"^\| {re.escape(name)} \| -?[\d.]+(x| pt| s) \| [^|]+ \| {verdicts} \|", table, re.M)
         assert row, f"no row {name!r} in:\n{table}"
+    for loop in ("engine", "bare"):  # the per-phase table of the rows at real sizes
+        for augmentation in ("on", "off"):
+            assert re.search(rf"^\| 32 px \| {augmentation} \| {loop} \|( [\d-]+ \|){{6}}", table, re.M), table
     assert list(tmp_path.iterdir()) == []  # the work folder is removed

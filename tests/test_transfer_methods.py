@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import tiny_image_overrides
+from conftest import changed_tensors, initial_model, tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
+from hf_transfer.engine.train_mode import set_train_mode
 from hf_transfer.methods.layer_decay import param_groups
 from hf_transfer.methods.strategies import STRATEGIES
+from hf_transfer.train import resolved
 
 LP_FT = {"strategy": "lp_ft", "lp_ft.probe_epochs": 2, "train.epochs": 2, "train.lr": 0.01}
 
@@ -54,6 +56,69 @@ def test_lp_ft_probes_then_fine_tunes_from_the_probed_head(color_data, tmp_path,
     assert json.loads((tmp_path / "run" / "run_info.json").read_text())["strategy"] == "lp_ft"
     reloaded = timm.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
     assert reloaded.num_classes == 3
+
+
+def test_lp_ft_fine_tuning_keeps_the_normalisation_statistics_its_probe_saw(color_data, tmp_path):
+    """A BatchNorm backbone: the probe's head was fitted on features normalised with the pretrained running
+    statistics; the fine-tuning stage keeps them (train.freeze_norm_statistics, on for lp_ft), so with a
+    learning rate too small to move a weight it ends where the probe ended. Updated from the fine-tuning
+    batches instead, they shift every feature under the probed head."""
+    train_dir, val_dir = color_data
+    # pretrained: false here (no weights offline), so the setting is given; resolved() below shows its default.
+    still = {**LP_FT, "train.lr": 1e-12, "model": "test_efficientnet", "train.freeze_norm_statistics": True}
+    result = train(_config(train_dir, val_dir, tmp_path / "kept", **still))
+    probe_end, tune_end = result.metrics["stages"]
+    assert tune_end["best_loss"] == pytest.approx(probe_end["best_loss"], rel=1e-4)
+    assert load_config(tmp_path / "kept" / "config.yaml").train.freeze_norm_statistics is True
+    built = _config(train_dir, val_dir, tmp_path / "x", **{**still, "strategy": "full"})  # the same model, built
+    start = dict(initial_model(built, result.labels).named_buffers())
+    buffers = dict(result.model.named_buffers())
+    running = [name for name in buffers if name.endswith(("running_mean", "running_var"))]
+    assert running and all(torch.equal(buffers[name], start[name]) for name in running)
+
+    moved = train(_config(train_dir, val_dir, tmp_path / "moved", **{**still, "train.freeze_norm_statistics": False}))
+    assert not all(torch.equal(dict(moved.model.named_buffers())[name], start[name]) for name in running)
+    probe_end, tune_end = moved.metrics["stages"]
+    assert [h["loss"] for h in moved.metrics["history"] if h["stage"] == "fine-tune"] != [probe_end["best_loss"]] * 2
+    # Auto: on for lp_ft and full from pretrained weights; off from scratch, and for the frozen-backbone strategies.
+    assert load_config(None, ["strategy=lp_ft"]).train.freeze_norm_statistics is None
+    for overrides, on in [
+        (["strategy=lp_ft"], True),
+        (["strategy=full"], True),
+        (["strategy=full", "pretrained=false"], False),
+        (["strategy=lora"], False),
+        (["strategy=linear_probe"], False),
+    ]:
+        assert resolved(load_config(None, overrides)).train.freeze_norm_statistics is on, overrides
+
+
+def test_full_fine_tuning_keeps_the_pretrained_normalisation_statistics_by_default(color_data, tmp_path):
+    """A few-shot set trains in small batches (train.batch_size auto), whose statistics would replace the
+    pretrained ones: full fine-tuning keeps them (its weights, BatchNorm's scale and shift included, train)
+    unless train.freeze_norm_statistics=false. (pretrained: false here, no weights offline: the setting is
+    given, as its default for pretrained weights; see the test above for the default.)"""
+    train_dir, val_dir = color_data
+    common = {"model": "test_efficientnet", "train.epochs": 1, "train.lr": 0.01, "train.freeze_norm_statistics": True}
+    config = _config(train_dir, val_dir, tmp_path / "kept", **common)
+    kept = changed_tensors(config, train(config))
+    assert load_config(tmp_path / "kept" / "config.yaml").train.freeze_norm_statistics is True
+    assert kept and not any(name.endswith(("running_mean", "running_var")) for name in kept)
+    assert any(name.startswith("bn1.") and name.endswith(".weight") for name in kept)  # the scale still trains
+    config = _config(train_dir, val_dir, tmp_path / "moved", **{**common, "train.freeze_norm_statistics": False})
+    assert any(name.endswith("running_mean") for name in changed_tensors(config, train(config)))
+
+
+def test_freeze_norm_statistics_puts_only_the_layers_with_running_statistics_in_eval_mode():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5), torch.nn.GroupNorm(2, 4)
+    )
+    set_train_mode(model, freeze_norm_statistics=True)
+    assert [m.training for m in model] == [True, False, True, True]
+    before = model[1].running_mean.clone()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert torch.equal(model[1].running_mean, before) and model[1].weight.grad is not None  # scale still trains
+    set_train_mode(model)
+    assert all(m.training for m in model)
 
 
 def test_lp_ft_then_lora_saves_a_peft_adapter(color_data, tmp_path):
@@ -138,7 +203,7 @@ def test_layer_decay_of_a_transformers_encoder_and_its_lora_layers(tmp_path):
 
 
 def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, tmp_path, caplog):
-    """transformers' schedulers scale each group's own lr: the layer ratios hold through warm-up and decay."""
+    """The engine's schedule scales each group's own lr: the layer ratios hold through warm-up and decay."""
     train_dir, val_dir = color_data
     extra = {"model": "test_vit", "train.layer_decay": 0.5, "train.epochs": 2}
     with caplog.at_level(logging.INFO, logger="hf_transfer"):
@@ -151,9 +216,9 @@ def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, t
     settings = replace(config.train, lr=0.01)
     groups = param_groups(model, adapter.layer_ids(model), 0.01, 0.0, 0.5)
     optimizer = torch.optim.AdamW(groups, lr=0.01)
-    from transformers import get_scheduler
+    from hf_transfer.engine.loop import lr_schedule
 
-    scheduler = get_scheduler(settings.scheduler, optimizer, num_warmup_steps=2, num_training_steps=10)
+    scheduler = lr_schedule(settings.scheduler, optimizer, warmup_steps=2, total_steps=10)
     start = [g["initial_lr"] for g in optimizer.param_groups]
     for _ in range(5):
         optimizer.step()

@@ -196,6 +196,15 @@ class TimmBackend(ImageBackend):
         return {"backend": "timm", **{k: v for k, v in self._config.items()}}
 
     # ---- calling the model -----------------------------------------------------------------------
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The float input, in NHWC ("channels last") memory on a CPU: oneDNN's convolutions run faster on it
+        (measured per fp32 training step, batch 32, 2 cores: EfficientNet-Lite0 1.15x at 128 px and 1.76x at
+        224 px, EfficientNet-B0 1.25x and MobileNetV3 1.17x at 128 px, ResNet-18 1.27x at 224 px, ConvNeXt and
+        ViT unchanged; evaluation 1.45-1.6x). Only the input's layout changes: the activations follow it, the
+        weights (and what is saved) keep theirs. Not measured on a GPU, where it stays as it was."""
+        x = super().normalise(pixels)
+        return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
+
     def call(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         return model(pixel_values)
 

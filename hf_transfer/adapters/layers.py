@@ -6,16 +6,23 @@ transformers model. Here, in the adapters' layer, because every adapter answers 
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
 LayerIds = tuple[dict[str, int], int]  # parameter name -> layer (0 = stem ... top = head), and top
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is a peft wrapper (a LoRA run's). peft is not imported for the question: a model can be
+    one only once peft is imported, and importing it costs a run that never uses it about a second."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
 def unwrapped(model: nn.Module) -> nn.Module:
     """The model under a peft wrapper (LoRA layers and the head's trainable copy included), else itself."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def by_name(model: nn.Module, base: nn.Module, ids: dict[str, int]) -> dict[str, int]:

@@ -20,6 +20,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..adapters import ADAPTERS
+from ..adapters.layers import is_peft_model
 from ..adapters.usage import LOCAL_FOLDER
 from ..catalog.specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
 from ..config.schema import RunConfig, to_dict
@@ -54,6 +55,7 @@ class CardFacts:
     usage: str = ""  # Markdown: opening the saved model with its standard loader (the adapter's snippet)
     setup: RunSetup | None = None  # processes, mixed precision and batch the run trained with
     probe_search: str | None = None  # the cached probe's regularisation search, in words (None: not searched)
+    schedule: str | None = None  # what was chosen from the training set's size (None: all set; defaults.with_schedule)
 
 
 def card_facts(
@@ -66,9 +68,7 @@ def card_facts(
     setup: RunSetup | None = None,
 ) -> CardFacts:
     """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
-    from peft import PeftModel
-
-    peft = isinstance(model, PeftModel)  # save_model_artifact writes an adapter folder exactly then
+    peft = is_peft_model(model)  # save_model_artifact writes an adapter folder exactly then
     base_id = hub_model_id(config)
     return CardFacts(
         augmentation=augmentation,
@@ -238,6 +238,8 @@ def _body_values(
         "batch_size": config.train.batch_size,
         "setup": facts.setup.describe() if facts.setup else None,
         "probe_search": facts.probe_search,
+        "epochs": config.train.epochs,
+        "schedule": facts.schedule,
         "augmentation": facts.augmentation,
         "labels": [markdown_text(label) for label in labels],
         "best_epoch": metrics.get("best_epoch"),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ..adapters.base import TaskAdapter
+from ..adapters.layers import is_peft_model
 from ..config.schema import RunConfig, dump_config
 from ..core.atomic import write_json, write_text_atomic
 from ..core.rundir import RunDir
@@ -38,12 +39,10 @@ def save_model_artifact(
     peft adapter folder (adapter weights + saved head + the preprocessing files, adapter_config.json
     naming `base_model`, a portable name: see card.portable_base), plus with `merge` a merged plain model
     in output_dir/merged/; otherwise the family's full format."""
-    from peft import PeftModel
-
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".model-") as tmp:
         staging = Path(tmp)
-        if isinstance(model, PeftModel):
+        if is_peft_model(model):
             model.save_pretrained(staging, safe_serialization=True)
             adapter.save_preprocessor(staging)
             if base_model is not None:

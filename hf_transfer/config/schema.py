@@ -24,6 +24,7 @@ RunConfig is a plain dataclass with every section written out, the strategies' o
 # `dataclasses.fields(RunConfig)` names each section's dataclass (not a string of its name).
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -37,7 +38,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..core.errors import ConfigError
-from ..core.fields import Range, check_choice, check_ranges, choices, section, setting
+from ..core.fields import AUTO, Range, check_choice, check_ranges, choices, section, setting
 from ..core.registry import check_name
 from ..core.yaml_reader import load_yaml, read_yaml_file
 from .strategy_settings import (
@@ -54,6 +55,17 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 MAX_DURATION_S = 600.0
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1  # numpy's seeds (set_seed seeds numpy too) are 32-bit
+
+# train.batch_size and train.epochs left unset (auto) are chosen from the size of the training set
+# (defaults.with_schedule): a batch of at most an AUTO_BATCHES_PER_EPOCH-th of a process's training examples
+# and at most AUTO_MAX_BATCH, and epochs enough for AUTO_MIN_STEPS optimizer steps, from AUTO_MIN_EPOCHS to
+# AUTO_MAX_EPOCHS. A fixed 3 epochs at batch 32 were 3-18 optimizer steps on the few-shot sets of the benchmark
+# suite, and a run with only its data given then met the hand-written loop on none of them (benchmarks/RESULTS.md,
+# "Benchmark suite (issue 17)"). Large sets keep batch 32 and at least 3 epochs.
+AUTO_MAX_BATCH = 32
+AUTO_BATCHES_PER_EPOCH = 8
+AUTO_MIN_STEPS = 160
+AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 3, 20
 
 Scheduler = Literal["linear", "cosine", "constant"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -163,13 +175,42 @@ class DataConfig:
             raise ConfigError(f"data.labels must name at least 2 distinct classes, each once, got {self.labels}")
 
 
+def auto_batch_size(examples: int) -> int:
+    """train.batch_size when auto, for `examples` training examples per process: an AUTO_BATCHES_PER_EPOCH-th
+    of them, at most AUTO_MAX_BATCH, at least 2 (1 for a set of one)."""
+    return max(1, min(2, examples), min(AUTO_MAX_BATCH, examples // AUTO_BATCHES_PER_EPOCH))
+
+
+def auto_epochs(steps_per_epoch: int) -> int:
+    """train.epochs when auto, for `steps_per_epoch` optimizer steps per epoch: enough for AUTO_MIN_STEPS
+    steps, from AUTO_MIN_EPOCHS to AUTO_MAX_EPOCHS."""
+    wanted = math.ceil(AUTO_MIN_STEPS / max(1, steps_per_epoch))
+    return min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted))
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = setting(3, "Number of passes over the training data.", Range(1))
+    epochs: int | None = setting(
+        None,
+        "Number of passes over the training data. Default (auto): enough for at least "
+        f"{AUTO_MIN_STEPS} optimizer steps, from {AUTO_MIN_EPOCHS} to {AUTO_MAX_EPOCHS} epochs (so {AUTO_MAX_EPOCHS} "
+        f"on a small set, {AUTO_MIN_EPOCHS} on a large one); chosen from the training set's size, logged and "
+        "recorded in config.yaml.",
+        Range(1),
+        auto=True,
+    )
     max_steps: int | None = setting(
         None, "Stop after this many optimizer steps (overrides epochs for the schedule).", Range(1)
     )
-    batch_size: int = setting(32, "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size).", Range(1))
+    batch_size: int | None = setting(
+        None,
+        "Batch size PER PROCESS (like the Trainer's per_device_train_batch_size). Default (auto): "
+        f"1/{AUTO_BATCHES_PER_EPOCH} of the training examples per process, at most {AUTO_MAX_BATCH}, so that a "
+        f"small set trains at least {AUTO_BATCHES_PER_EPOCH} steps per epoch; chosen from the training set's size, "
+        f"logged and recorded in config.yaml (a stream, whose size is unknown: {AUTO_MAX_BATCH}).",
+        Range(1),
+        auto=True,
+    )
     eval_batch_size: int | None = setting(None, "Evaluation batch size per process; default: batch_size.", Range(1))
     lr: float | None = setting(
         None, f"Peak learning rate (AdamW). Default: the strategy's ({_DEFAULT_LRS}).", Range(0, low_open=True)
@@ -194,6 +235,15 @@ class TrainConfig:
         1.0, "Clip gradients to this norm; null disables clipping.", Range(0, low_open=True)
     )
     label_smoothing: float = setting(0.0, "Label smoothing for the cross-entropy loss.", Range(0, 1, high_open=True))
+    freeze_norm_statistics: bool | None = setting(
+        None,
+        "Keep the running statistics of the normalisation layers (BatchNorm's mean and variance) as they are: "
+        "those layers normalise in evaluation mode while the rest trains (their scale and shift still train). "
+        "Default (auto): on for full and lp_ft from pretrained weights (pretrained statistics are better than "
+        "those of a few small batches; LP-FT's probe was fitted on features normalised with them), off with "
+        "pretrained: false; the other strategies keep the backbone's normalisation frozen anyway.",
+        auto=True,
+    )
     mixed_precision: MixedPrecision | None = setting(
         None, f"{choices(MixedPrecision)}; default: whatever `accelerate config` / `accelerate launch` set."
     )
@@ -292,7 +342,13 @@ class RunConfig:
     )
     pretrained: bool = setting(True, "Load pretrained weights; false builds the architecture randomly initialised.")
     data: DataConfig = section(DataConfig, "Dataset settings.")
-    strategy: str = setting("full", f"{choices(StrategyName)}; a strategy's own settings are the section of its name.")
+    strategy: str = setting(
+        "linear_probe",
+        f"{choices(StrategyName)}; a strategy's own settings are the section of its name. Default: linear_probe, "
+        "the fastest to train (the backbone runs once per example, the head on cached features) and, trained "
+        "for the auto epochs, at least the hand-written probe on every task of the benchmark suite; lp_ft and "
+        "full fine-tuning can reach more on text, at many times the cost (benchmarks/RESULTS.md).",
+    )
     freeze_feature_encoder: bool = setting(
         True, "Audio: keep the convolutional feature encoder frozen during full fine-tuning."
     )
@@ -468,10 +524,12 @@ def _read_override(text: str) -> dict[str, Any]:
 
 
 def _conform(values: dict[str, Any], cls: type, prefix: str = "") -> dict[str, Any]:
-    """Two things OmegaConf would read differently: a bare string where a list goes is a one-element
-    list (`lora.target_modules=query`), and a plain value where a section goes is an error that names
-    the key. Unknown keys are left for OmegaConf to reject."""
+    """Three things OmegaConf would read differently: a bare string where a list goes is a one-element
+    list (`lora.target_modules=query`), `auto` where the run chooses a number is null (`train.epochs=auto`),
+    and a plain value where a section goes is an error that names the key. Unknown keys are left for
+    OmegaConf to reject."""
     hints = typing.get_type_hints(cls)
+    auto = {f.name for f in dataclasses.fields(cls) if f.metadata.get("auto")}
     for key, value in values.items():
         tp = _without_none(hints.get(key))
         if dataclasses.is_dataclass(tp):
@@ -480,6 +538,8 @@ def _conform(values: dict[str, Any], cls: type, prefix: str = "") -> dict[str, A
             _conform(value, tp, f"{prefix}{key}.")
         elif typing.get_origin(tp) is list and isinstance(value, str):
             values[key] = [value]
+        elif key in auto and value == AUTO:
+            values[key] = None
     return values
 
 
@@ -499,16 +559,20 @@ def _config_error(err: OmegaConfBaseException) -> ConfigError:
         hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
         under = f" under {prefix}" if prefix else ""
         return ConfigError(f"Unknown config key '{key}'. Valid keys{under}: {', '.join(names)}.{hint}")
-    valid = None
+    valid, metadata = None, {}
     if dataclasses.is_dataclass(owner):
         tp = typing.get_type_hints(owner).get(err.key)
-        valid = next((f.metadata.get("range") for f in dataclasses.fields(owner) if f.name == err.key), None)
+        metadata = next((f.metadata for f in dataclasses.fields(owner) if f.name == err.key), {})
+        valid = metadata.get("range")
     else:  # an item of a list
         tp = typing.get_args(err.ref_type)[0] if typing.get_origin(err.ref_type) is list else None
     if isinstance(err, ValidationError) and tp is not None:
         words = typing.get_origin(_without_none(tp)) is Literal and isinstance(err.value, bool)
         quote = " (YAML reads a bare yes/no/on/off as true/false: quote it)" if words else ""
-        return ConfigError(f"{key} must be {_expected(tp, valid)}, got {err.value!r}{quote}")
+        expected = _expected(tp, valid)
+        if metadata.get("auto"):  # null is written `auto` there
+            expected = expected.replace("(or null)", f"(or {AUTO})")
+        return ConfigError(f"{key} must be {expected}, got {err.value!r}{quote}")
     return ConfigError(f"Invalid config{' at ' + key if key else ''}: {str(err.msg or err).splitlines()[0]}")
 
 
@@ -550,5 +614,7 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
             if valid is not None:
                 help += f" Valid: {'each ' if isinstance(value, list) else ''}{valid}."
             default = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            if value is None and f.metadata.get("auto"):
+                default = AUTO
             rows.append((prefix + f.name, default, help))
     return rows

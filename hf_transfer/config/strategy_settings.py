@@ -93,7 +93,13 @@ class LoraConfigSpec:
 @dataclass
 class LpFtSettings:
     then: str = setting("full", "LP-FT's second stage, from the probed head: full | lora.")
-    probe_epochs: int = setting(10, "Epochs of the first stage, the linear probe (cached features: seconds).", Range(1))
+    probe_epochs: int | None = setting(
+        None,
+        "Epochs of the first stage, the linear probe (cached features: seconds). Default (auto): chosen from the "
+        "training set's size as train.epochs is (auto or not), logged and recorded in config.yaml.",
+        Range(1),
+        auto=True,
+    )
     probe_lr: float | None = setting(
         None, "Learning rate of the probe stage; default: linear_probe's.", Range(0, low_open=True)
     )

