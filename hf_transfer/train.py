@@ -24,7 +24,7 @@ from .data.defaults import apply_defaults, with_output_dir
 from .data.pipeline import ExampleView, check_decodable, decode_once
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
-from .data.streaming import load_stream_splits, training_stream
+from .data.streaming import StreamReading, load_stream_splits, training_stream
 from .engine.checkpoints import checkpoint_identity
 from .engine.distributed import process_state
 from .engine.evaluation import classification_report, learned_nothing
@@ -504,7 +504,8 @@ def training_data(
         check_decodable(eval_set, adapter, origins[1])  # a broken validation file, found now, not after an epoch
     if streaming:
         rank, processes = engine.accelerator.process_index, engine.num_processes
-        train = training_stream(train_set, adapter, augment, seed, d.shuffle_buffer, rank, processes, origins[0])
+        reading = StreamReading(seed, d.shuffle_buffer, rank, processes)
+        train = training_stream(train_set, adapter, augment, reading, origins[0])
     else:
         train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(

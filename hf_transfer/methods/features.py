@@ -32,7 +32,7 @@ from ..catalog.weights import safetensors_problem
 from ..core.atomic import atomic_path
 from ..core.cache import cache_dir, fingerprint, tensors_fingerprint
 from ..core.rng import view_of
-from ..data.pipeline import ExampleView, decode_once
+from ..data.pipeline import ProbeViewExamples, decode_once
 from ..engine.loop import FitData
 
 if TYPE_CHECKING:
@@ -264,9 +264,7 @@ def _features(
         decoded, is_decoded = decode_once(
             dataset, adapter, augment=augment_source, cache_root=cache_root, origin=origin
         )
-    examples = ExampleView(
-        decoded, adapter, augment=augment_source, seed=VIEW_SEED, decoded=is_decoded, origin=origin, view=seen
-    )
+    examples = ProbeViewExamples(decoded, adapter, seen, VIEW_SEED, decoded=is_decoded, origin=origin)
     examples.set_epoch(position)  # the view's position plays the epoch's part in its examples' seeds
     logger.info("Computing %s features once (%d examples) -> %s", what, len(examples), path)
     features = engine.gather(split.features, examples, adapter.collate, batch_size)
