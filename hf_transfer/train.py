@@ -30,8 +30,8 @@ from .engine.distributed import process_state
 from .engine.evaluation import classification_report, learned_nothing
 from .engine.loop import Engine, FitData, FitResult, check_launch
 from .methods import layer_decay
-from .methods.features import CachedProbe, cached_probe
-from .methods.probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
+from .methods.features import CachedProbe, FeatureJob, cached_probe
+from .methods.probe_search import ProbeSet, SearchPoint, SearchResult, search_regularisation, search_summary
 from .methods.strategies import Stage, augments, learning_rate, stages, trainable_parameters
 
 if TYPE_CHECKING:
@@ -323,9 +323,8 @@ def _fit_stage(
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
             count, cache = config.linear_probe.views, config.data.cache_dir
-            probe = cached_probe(
-                model, adapter, train_set, eval_set, engine, batch_size, cache, origins, count, settings.seed
-            )
+            job = FeatureJob(model, adapter, engine, batch_size, cache)
+            probe = cached_probe(job, train_set, eval_set, origins, count, settings.seed)
     views = probe.views if probe is not None else None
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
     if probe is not None:
@@ -362,9 +361,8 @@ def _probe_regularisation(
         # Examples per optimizer step over every process, as the engine trains.
         batch = settings.batch_size * engine.num_processes * engine.accelerator.gradient_accumulation_steps
         with torch.random.fork_rng(devices=[]):  # the run's random stream goes on as without a search
-            result = search_regularisation(
-                probe.head, probe.train_features, probe.train_labels, grid, lp.search_folds, settings, batch
-            )
+            data = ProbeSet(probe.train_features, probe.train_labels)
+            result = search_regularisation(probe.head, data, grid, lp.search_folds, settings, batch)
         if result is not None:
             logger.info(f"Probe regularisation ({result.seconds:.1f} s): {result.describe()}")
     result = engine.broadcast(result)
