@@ -21,12 +21,15 @@ from hf_transfer.adapters.image_timm import is_timm_folder
 from hf_transfer.catalog.specs import resolve_model
 from hf_transfer.config.schema import load_config
 from hf_transfer.core.rundir import RunDir
+from hf_transfer.data.columns import ColumnRequest
 from hf_transfer.data.splits import load_labelled
 from hf_transfer.inference import load_run
 
 
 def _validation_inputs(run) -> list:
-    dataset, _ = load_labelled(run.config.data.validation, run.adapter, run.config.data.label_column, run.labels)
+    dataset, _ = load_labelled(
+        run.config.data.validation, run.adapter, ColumnRequest(label=run.config.data.label_column), run.labels
+    )
     return list(dataset[run.adapter.input_column])
 
 

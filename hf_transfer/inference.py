@@ -23,6 +23,7 @@ from .config.schema import RunConfig, load_config
 from .core.atomic import write_json
 from .core.errors import ConfigError, DataError
 from .core.rundir import RunDir
+from .data.columns import ColumnRequest
 from .data.sources import in_memory_name
 from .data.splits import load_labelled
 from .engine.evaluation import Predictions, classification_report, predict_dataset
@@ -150,12 +151,12 @@ def evaluate_run(
 
     The columns: `label_column` / `input_column`, else detected, the run's own column names first.
     `subset`: a Hub dataset's configuration, by default the run's `data.subset`."""
-    keys = ("--label-column", "--input-column")
     prefer = (run.config.data.label_column, run.adapter.input_column)
+    request = ColumnRequest(label_column, input_column, prefer, keys=("--label-column", "--input-column"))
     subset = subset or run.config.data.subset
     source = data if isinstance(data, str) else in_memory_name(data)
     path = RunDir(run.output_dir).eval_report(name or _report_name(source))  # a bad --name fails before the work
-    dataset, _ = load_labelled(data, run.adapter, label_column, run.labels, input_column, keys, subset, prefer)
+    dataset, _ = load_labelled(data, run.adapter, request, run.labels, subset)
     predictions = predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size, origin=source)
     report = classification_report(predictions, run.labels)
     report["data"] = source

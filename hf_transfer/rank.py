@@ -43,7 +43,7 @@ from .data.sources import check_output_outside_data
 from .data.splits import load_splits
 from .engine.distributed import process_state
 from .engine.loop import Engine
-from .methods.features import backbone_features, probe_data
+from .methods.features import FeatureJob, backbone_features, probe_data
 from .methods.logme import logme_score
 from .methods.strategies import STRATEGIES
 from .train import resolved, train
@@ -249,7 +249,7 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
         batch_size = config.train.eval_batch_size or config.train.batch_size
         splits = {"training": train_set, "validation": eval_set}
         named = dict(zip(splits, splits_origins, strict=True))
-        found = backbone_features(model, adapter, splits, engine, batch_size, config.data.cache_dir, named)
+        found = backbone_features(FeatureJob(model, adapter, engine, batch_size, config.data.cache_dir), splits, named)
         if found is None:
             seconds = time.perf_counter() - start
             return CandidateScore(name, shown_model(config), None, None, None, None, None, seconds, NO_CUT), data_id

@@ -24,14 +24,14 @@ from .data.defaults import apply_defaults, with_output_dir, with_schedule
 from .data.pipeline import ExampleView, check_decodable, decode_once
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
-from .data.streaming import load_stream_splits, training_stream
+from .data.streaming import StreamReading, load_stream_splits, training_stream
 from .engine.checkpoints import checkpoint_identity
 from .engine.distributed import process_state
 from .engine.evaluation import classification_report, learned_nothing
 from .engine.loop import Engine, FitData, FitResult, check_launch
 from .methods import layer_decay
-from .methods.features import CachedProbe, cached_probe
-from .methods.probe_search import SearchPoint, SearchResult, search_regularisation, search_summary
+from .methods.features import CachedProbe, FeatureJob, cached_probe
+from .methods.probe_search import ProbeSet, SearchPoint, SearchResult, search_regularisation, search_summary
 from .methods.strategies import Stage, augments, freezes_norm_statistics, learning_rate, stages, trainable_parameters
 
 if TYPE_CHECKING:
@@ -329,9 +329,8 @@ def _fit_stage(
         else:
             batch_size = settings.eval_batch_size or settings.batch_size
             count, cache = config.linear_probe.views, config.data.cache_dir
-            probe = cached_probe(
-                model, adapter, train_set, eval_set, engine, batch_size, cache, origins, count, settings.seed
-            )
+            job = FeatureJob(model, adapter, engine, batch_size, cache)
+            probe = cached_probe(job, train_set, eval_set, origins, count, settings.seed)
     views = probe.views if probe is not None else None
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
     if probe is not None:
@@ -368,9 +367,8 @@ def _probe_regularisation(
         # Examples per optimizer step over every process, as the engine trains.
         batch = settings.batch_size * engine.num_processes * engine.accelerator.gradient_accumulation_steps
         with torch.random.fork_rng(devices=[]):  # the run's random stream goes on as without a search
-            result = search_regularisation(
-                probe.head, probe.train_features, probe.train_labels, grid, lp.search_folds, settings, batch
-            )
+            data = ProbeSet(probe.train_features, probe.train_labels)
+            result = search_regularisation(probe.head, data, grid, lp.search_folds, settings, batch)
         if result is not None:
             logger.info(f"Probe regularisation ({result.seconds:.1f} s): {result.describe()}")
     result = engine.broadcast(result)
@@ -512,7 +510,8 @@ def training_data(
         check_decodable(eval_set, adapter, origins[1])  # a broken validation file, found now, not after an epoch
     if streaming:
         rank, processes = engine.accelerator.process_index, engine.num_processes
-        train = training_stream(train_set, adapter, augment, seed, d.shuffle_buffer, rank, processes, origins[0])
+        reading = StreamReading(seed, d.shuffle_buffer, rank, processes)
+        train = training_stream(train_set, adapter, augment, reading, origins[0])
     else:
         train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(

@@ -21,8 +21,8 @@ from hf_transfer.adapters.base import EVALUATION_VIEW
 from hf_transfer.catalog.specs import write_tiny_wav2vec2
 from hf_transfer.config.schema import TrainConfig
 from hf_transfer.core.rng import view_of
-from hf_transfer.methods.features import FeatureView, cached_probe
-from hf_transfer.methods.probe_search import SearchPoint, search_regularisation
+from hf_transfer.methods.features import FeatureJob, FeatureView, cached_probe
+from hf_transfer.methods.probe_search import ProbeSet, SearchPoint, search_regularisation
 
 PROBE = {"strategy": "linear_probe", "train.lr": 0.05, "data.hflip": 0.5, "data.crop_scale": "[0.6, 1.0]"}
 
@@ -132,9 +132,10 @@ def test_validation_uses_only_the_evaluation_view(color_data, tmp_path):
     splits = load_splits(config, adapter)
     model = adapter.build_model(splits.labels)
     engine = Engine(config.train, tmp_path / "o")
+    job = FeatureJob(model, adapter, engine, 8, str(tmp_path / "c"))
     try:
-        one = cached_probe(model, adapter, splits.train, splits.validation, engine, 8, str(tmp_path / "c"), views=1)
-        three = cached_probe(model, adapter, splits.train, splits.validation, engine, 8, str(tmp_path / "c"), views=3)
+        one = cached_probe(job, splits.train, splits.validation, views=1)
+        three = cached_probe(job, splits.train, splits.validation, views=3)
     finally:
         engine.close()
     assert one.views == ["evaluation"] and three.views == ["evaluation", "mirrored", "crop 1"]
@@ -235,15 +236,18 @@ def test_the_search_copes_with_few_shot_data_and_chooses_by_held_out_accuracy():
     for per_class, folds in ((5, 5), (2, 2)):
         labels = torch.arange(3).repeat_interleave(per_class)
         features = (centres[labels] + torch.randn(len(labels), 16)).unsqueeze(1)
-        result = search_regularisation(head, features, labels, grid, 5, settings, 4)
+        result = search_regularisation(head, ProbeSet(features, labels), grid, 5, settings, 4)
         assert result.folds == folds and result.examples == len(labels)
         assert [s["weight_decay"] for s in result.scores] == [0.0, 10.0]
         best = max(s["accuracy"] for s in result.scores)
         assert next(s for s in result.scores if s["weight_decay"] == result.chosen.weight_decay)["accuracy"] == best
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
-    assert search_regularisation(head, torch.randn(7, 1, 16), labels, grid, 5, settings, 4).folds == 2
+    assert search_regularisation(head, ProbeSet(torch.randn(7, 1, 16), labels), grid, 5, settings, 4).folds == 2
     assert all(torch.equal(v, head.state_dict()[k]) for k, v in start.items())
-    assert search_regularisation(head, torch.randn(3, 1, 16), torch.tensor([0, 1, 2]), grid, 5, settings, 4) is None
+    assert (
+        search_regularisation(head, ProbeSet(torch.randn(3, 1, 16), torch.tensor([0, 1, 2])), grid, 5, settings, 4)
+        is None
+    )
 
 
 def test_each_model_of_the_search_is_the_head_the_engines_recipe_trains():
@@ -264,7 +268,7 @@ def test_each_model_of_the_search_is_the_head_the_engines_recipe_trains():
     folds = [torch.arange(0, 40, 2), torch.arange(1, 40, 2)]
     plans = [_fold_plan(indices, 4, settings, 40, f) for f, indices in enumerate(folds)]
     views = _view_table(torch.arange(40), 2, 4, settings.seed)
-    models = _train(head, features, labels, grid, plans, settings, views)
+    models = _train(head, ProbeSet(features, labels), grid, plans, settings, views)
 
     alone = copy.deepcopy(head)
     groups = [{"params": [alone.weight], "weight_decay": 3.0}, {"params": [alone.bias], "weight_decay": 0.0}]

@@ -29,6 +29,7 @@ from .base import (
     LoadedModel,
     ProbeView,
     TaskAdapter,
+    TransformersClassifier,
     hf_head_modules,
     hooked_split,
     load_transformers,
@@ -108,15 +109,17 @@ class AudioClassificationAdapter(TaskAdapter):
                 f"{spec!r} holds a model config but no weights: set `pretrained: false` to train it from scratch."
             )
         loaded, self.feature_extractor = load_transformers(
-            AutoModelForAudioClassification,
-            AutoFeatureExtractor,
+            TransformersClassifier(
+                AutoModelForAudioClassification,
+                AutoFeatureExtractor,
+                self.task,
+                "a local transformers folder, a previous run's output_dir, "
+                "or a reachable Hub id of an audio classifier",
+            ),
             spec,
             labels,
             pretrained,
             trust_remote_code=self.config.trust_remote_code,
-            task=self.task,
-            hint="a local transformers folder, a previous run's output_dir, "
-            "or a reachable Hub id of an audio classifier",
         )
         if self.config.freeze_feature_encoder:
             freeze = getattr(loaded.model, "freeze_feature_encoder", None)

@@ -302,21 +302,27 @@ def _check_weight_files(folder: Path) -> None:
             raise ModelError(f"Model file {problem}train or save that model again, or give another `model`.")
 
 
+@dataclass(frozen=True)
+class TransformersClassifier:
+    """Which kind of transformers classifier an adapter loads: its auto classes (`auto_model`, e.g.
+    AutoModelForSequenceClassification; `auto_preprocessor`: a tokenizer, image processor or feature
+    extractor), the task, and what a model spec may be, for the error when it does not load."""
+
+    auto_model: Any
+    auto_preprocessor: Any
+    task: str
+    hint: str
+
+
 def load_transformers(
-    auto_model: Any,
-    auto_preprocessor: Any,
-    spec: str,
-    labels: list[str],
-    pretrained: bool,
-    trust_remote_code: bool,
-    task: str,
-    hint: str,
+    kind: TransformersClassifier, spec: str, labels: list[str], pretrained: bool, trust_remote_code: bool
 ) -> tuple[LoadedModel, Any]:
-    """A transformers classifier (`auto_model`, e.g. AutoModelForSequenceClassification) sized for
-    `labels` with the classes its checkpoint names, and its preprocessor (`auto_preprocessor`: tokenizer,
-    image processor, feature extractor). `pretrained` loads the weights (a head of another size is
-    replaced); otherwise the architecture is built from its config. `hint` says what `spec` may be."""
+    """A transformers classifier of `kind` sized for `labels` with the classes its checkpoint names, and its
+    preprocessor. `pretrained` loads the weights (a head of another size is replaced); otherwise the
+    architecture is built from its config."""
     from transformers import AutoConfig
+
+    auto_model, auto_preprocessor = kind.auto_model, kind.auto_preprocessor
 
     # num_labels follows from id2label (passing both warns when the checkpoint had other labels).
     label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
@@ -346,7 +352,7 @@ def load_transformers(
                 f"Model {spec!r} loads only with its own modeling code: read that code, then, if you trust it, "
                 "pass --trust-remote-code (predict, evaluate) or set trust_remote_code: true (train)."
             ) from None
-        raise ModelError(f"Cannot load {task} model {spec!r}: it is not {hint} ({err})") from None
+        raise ModelError(f"Cannot load {kind.task} model {spec!r}: it is not {kind.hint} ({err})") from None
     return LoadedModel(model, classes), preprocessor
 
 

@@ -21,6 +21,7 @@ from ..core.errors import ModelError
 from .base import (
     FeatureSplit,
     LoadedModel,
+    TransformersClassifier,
     enable_hf_gradient_checkpointing,
     hf_head_modules,
     hooked_split,
@@ -63,15 +64,17 @@ class TransformersImageBackend(ImageBackend):
         if weights is not None:
             raise ModelError(f"`weights` applies to timm architectures only; {spec!r} is not one.")
         loaded, self.processor = load_transformers(
-            AutoModelForImageClassification,
-            AutoImageProcessor,
+            TransformersClassifier(
+                AutoModelForImageClassification,
+                AutoImageProcessor,
+                "image-classification",
+                "a timm model name, a local timm/transformers folder, a previous run's output_dir, "
+                "or a reachable Hub id",
+            ),
             spec,
             labels,
             pretrained,
             trust_remote_code=self.trust_remote_code,
-            task="image-classification",
-            hint="a timm model name, a local timm/transformers folder, a previous run's output_dir, "
-            "or a reachable Hub id",
         )
         p = self.processor
         override = self.data.image_size

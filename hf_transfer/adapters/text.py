@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.cache import fingerprint
 from ..core.errors import DataError, ModelError
-from .base import LoadedModel, TaskAdapter, hf_head_modules, load_transformers
+from .base import LoadedModel, TaskAdapter, TransformersClassifier, hf_head_modules, load_transformers
 from .usage import LOCAL_FOLDER, peft_transformers_code, pipeline_code, python_block
 
 _SCAN_BATCH = 10_000  # rows read at a time by the empty-text scan
@@ -46,15 +46,17 @@ class TextClassificationAdapter(TaskAdapter):
                 "`weights` applies to timm image models only; for text, give a folder or Hub id as `model`."
             )
         loaded, self.tokenizer = load_transformers(
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
+            TransformersClassifier(
+                AutoModelForSequenceClassification,
+                AutoTokenizer,
+                self.task,
+                "a local transformers folder (model + tokenizer), a previous run's output_dir, "
+                "or a reachable Hub id of a sequence classifier",
+            ),
             spec,
             labels,
             pretrained,
             trust_remote_code=self.config.trust_remote_code,
-            task=self.task,
-            hint="a local transformers folder (model + tokenizer), a previous run's output_dir, "
-            "or a reachable Hub id of a sequence classifier",
         )
         model = loaded.model
         if self.tokenizer.pad_token is None:

@@ -19,6 +19,7 @@ from .sources import in_memory_name, open_source
 
 if TYPE_CHECKING:
     from ..adapters.base import TaskAdapter
+    from ..config.schema import DataConfig
 
 
 # Label columns of common datasets, most usual first (`cls`: webdataset's class key); else the one ClassLabel column.
@@ -108,34 +109,59 @@ class Columns:
     label_how: str
 
 
+@dataclass(frozen=True)
+class ColumnRequest:
+    """Which label and input columns to find in a split: the given ones (None: detect), the names to try
+    first when detecting (a run's own columns, for its validation or evaluation data), and the settings
+    that choose them, named in the error when one is missing or ambiguous (by default the config keys,
+    data.label_column and data.<the adapter's input column>; the CLI's options for `evaluate`)."""
+
+    label: str | None = None
+    input: str | None = None
+    prefer: tuple[str | None, str | None] = (None, None)
+    keys: tuple[str, str] | None = None
+
+    @classmethod
+    def of(cls, d: DataConfig, adapter: TaskAdapter, prefer: tuple[str | None, str | None] = (None, None)):
+        """The columns a run's data config gives (data.label_column, its input column setting)."""
+        return cls(label=d.label_column, input=getattr(d, adapter.input_column_key), prefer=prefer)
+
+
+@dataclass(frozen=True)
+class _Sought:
+    """One column to find: its role, the column given for it (None: detect), the usual names to try in
+    order, the feature type that marks it, and the setting that chooses it."""
+
+    role: str
+    given: str | None
+    names: tuple[str, ...]
+    feature_type: type | None
+    key: str
+
+
 def resolve_columns(
-    dataset: Dataset | IterableDataset,
-    adapter: TaskAdapter,
-    label_column: str | None,
-    input_column: str | None,
-    where: str,
-    keys: tuple[str, str],
-    prefer: tuple[str | None, str | None] = (None, None),
+    dataset: Dataset | IterableDataset, adapter: TaskAdapter, request: ColumnRequest, where: str
 ) -> Columns:
     """The label and input columns: the given ones (which must exist), else detected: the first of the
-    usual names present (`prefer`'s names first), else the one column of the right feature type
+    usual names present (`request.prefer`'s names first), else the one column of the right feature type
     (ClassLabel; Image, Audio), else the one column that looks the part: for the input, the one of free
     text (text) or of file names of the task's kind (image, audio); for the label, the one of few values,
     each shared by several rows (a CSV's `stars`, `sentiment`). Several such columns are named in the
-    error, never guessed between. `keys` name the settings that choose them, for the error."""
-    label_key, input_key = keys
-    label_names = _names(prefer[0], LABEL_COLUMNS)
-    label = _named_column(dataset, label_column, label_names, ClassLabel, label_key, where, exclude=None)
+    error, never guessed between. `request.keys` name the settings that choose them, for the error."""
+    label_key, input_key = request.keys or ("data.label_column", f"data.{adapter.input_column_key}")
+    sought_label = _Sought("label", request.label, _names(request.prefer[0], LABEL_COLUMNS), ClassLabel, label_key)
+    names = _names(request.prefer[1], adapter.input_column_names)
+    sought_input = _Sought("input", request.input, names, adapter.input_feature, input_key)
+    label = _named_column(dataset, sought_label, where, exclude=None)
     named = label[0] if label else None
-    names = _names(prefer[1], adapter.input_column_names)
-    found = _named_column(dataset, input_column, names, adapter.input_feature, input_key, where, exclude=named)
+    found = _named_column(dataset, sought_input, where, exclude=named)
     if found is None:
         kind = f"{adapter.folder_builder.removesuffix('folder')} file names" if adapter.folder_builder else "free text"
         candidates = dict.fromkeys(_input_candidates(dataset, adapter, exclude=named))
-        found = _one_of(candidates, "input", kind, names, input_key, where, dataset)
+        found = _one_of(dataset, sought_input, candidates, kind, where)
     if label is None:
         candidates = _label_candidates(dataset, exclude=found[0])
-        label = _one_of(candidates, "label", "few repeated values", label_names, label_key, where, dataset)
+        label = _one_of(dataset, sought_label, candidates, "few repeated values", where)
     return Columns(input=found[0], label=label[0], input_how=found[1], label_how=label[1])
 
 
@@ -144,23 +170,17 @@ def _names(preferred: str | None, usual: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _named_column(
-    dataset: Dataset | IterableDataset,
-    given: str | None,
-    names: tuple[str, ...],
-    feature_type: type | None,
-    key: str,
-    where: str,
-    exclude: str | None,
+    dataset: Dataset | IterableDataset, sought: _Sought, where: str, exclude: str | None
 ) -> tuple[str, str] | None:
-    """The given column, the first of the usual `names`, or the one column of `feature_type`; else None."""
-    columns = dataset.column_names
-    if given is not None:
-        if given not in columns:
+    """The given column, the first of the usual names, or the one column of the feature type; else None."""
+    columns, key, feature_type = dataset.column_names, sought.key, sought.feature_type
+    if sought.given is not None:
+        if sought.given not in columns:
             raise DataError(
-                f"Column {given!r} not found in {where!r} (columns: {', '.join(columns)}). Set {key}=<column>."
+                f"Column {sought.given!r} not found in {where!r} (columns: {', '.join(columns)}). Set {key}=<column>."
             )
-        return given, f"set by {key}"
-    for name in names:
+        return sought.given, f"set by {key}"
+    for name in sought.names:
         if name in columns and name != exclude:
             return name, f"detected; {key} sets another"
     typed = [c for c in columns if feature_type and isinstance(dataset.features[c], feature_type) and c != exclude]
@@ -170,18 +190,13 @@ def _named_column(
 
 
 def _one_of(
-    candidates: dict[str, int | None],
-    role: str,
-    kind: str,
-    names: tuple[str, ...],
-    key: str,
-    where: str,
-    dataset: Dataset | IterableDataset,
+    dataset: Dataset | IterableDataset, sought: _Sought, candidates: dict[str, int | None], kind: str, where: str
 ) -> tuple[str, str]:
     """The one column that holds `kind` (`candidates`: column -> its number of distinct values, if counted) as
-    the `role` column, and how it was found. None: the usual `names` were not found either; several: each is
-    named. Either way the setting `key` chooses."""
+    the sought column, and how it was found. None: the usual names were not found either; several: each is
+    named. Either way the sought column's setting chooses."""
     count = lambda column: f" ({candidates[column]} values)" if candidates[column] is not None else ""  # noqa: E731
+    key, names = sought.key, sought.names
     if len(candidates) == 1:
         column = next(iter(candidates))
         return column, f"detected: the one column of {kind}{count(column)}; {key} sets another"
@@ -189,8 +204,8 @@ def _one_of(
     if candidates:
         listed = ", ".join(f"{column!r}{count(column)}" for column in candidates)
         raise DataError(
-            f"Cannot tell which column of {where!r} is the {role}: {listed} all hold {kind} (columns: {columns}). "
-            f"Set {key}=<column>."
+            f"Cannot tell which column of {where!r} is the {sought.role}: {listed} all hold {kind} "
+            f"(columns: {columns}). Set {key}=<column>."
         )
     others = ", ".join(repr(n) for n in names[1:])
     raise DataError(

@@ -14,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,15 +41,21 @@ if TYPE_CHECKING:
     pass
 
 
-def open_folder(
-    spec: str,
-    location: str,
-    split: str | None,
-    path: Path,
-    folder_builder: str | None,
-    subset: str | None,
-    streaming: bool = False,
-) -> Source:
+@dataclass(frozen=True)
+class LocalFolder:
+    """A source that names a local folder: the spec as given, its location (the spec without its ':SPLIT'),
+    the split it names, and the folder on disk."""
+
+    spec: str
+    location: str
+    split: str | None
+    path: Path
+
+
+def open_folder(folder: LocalFolder, folder_builder: str | None, subset: str | None, streaming: bool = False) -> Source:
+    """A local folder as named splits: a save_to_disk folder, a media folder (imagefolder / audiofolder
+    layout, checked), or a folder of data files."""
+    spec, location, split, path = folder.spec, folder.location, folder.split, folder.path
     if is_saved_dataset(path):
         _check_saved_files_inside(path)
         loaded = datasets.load_from_disk(str(path))
@@ -59,7 +66,7 @@ def open_folder(
         return streamed(saved, streaming)
     files = visible_files(path)
     if folder_builder is not None and any(f.suffix.lower() in media_extensions(folder_builder) for f in files):
-        return streamed(_open_media_folder(spec, location, split, path.resolve(), folder_builder), streaming)
+        return streamed(_open_media_folder(folder, folder_builder), streaming)
     if any(f.suffix.lower() in FILE_BUILDERS and f.name not in METADATA_FILES for f in files):
         _check_declared_files_inside(path)
         splits = load_dataset_splits(str(path), subset, None, hub=False, streaming=streaming)
@@ -165,9 +172,10 @@ def _declared_paths(params: dict) -> list[str]:
     return flat(params.get("data_files")) + flat(params.get("data_dir"))
 
 
-def _open_media_folder(spec: str, location: str, split: str | None, path: Path, folder_builder: str) -> Source:
+def _open_media_folder(folder: LocalFolder, folder_builder: str) -> Source:
     """An imagefolder/audiofolder layout, checked so that a mistake in it is an error rather than a
     dataset the builder silently reads otherwise (split folders taken for classes, one class, ...)."""
+    location, path = folder.location, folder.path.resolve()
     suffixes = media_extensions(folder_builder)
     split_files = _split_files(path)
     media = {name: sorted(f for f in files if f.suffix.lower() in suffixes) for name, files in split_files.items()}
@@ -183,7 +191,7 @@ def _open_media_folder(spec: str, location: str, split: str | None, path: Path, 
     column = _MEDIA_COLUMNS[folder_builder]
     labels = sorted({f.parent.name for files in media.values() for f in files})
     splits = {name: _listed_split(media[name], metadata[name], labels, column) for name in split_files}
-    return Source(spec, location, splits, origins, split, kind="folder")
+    return Source(folder.spec, location, splits, origins, folder.split, kind="folder")
 
 
 def _split_files(path: Path) -> dict[str, list[Path]]:

@@ -131,7 +131,8 @@ class ExampleView(TorchDataset):
     `augment` runs the adapter's random training augmentation under a per-example seed; the epoch
     lives in shared memory so that persistent worker processes see `set_epoch` (Accelerate calls it
     on the dataset at the start of every epoch). With a probe `view`, each example is seen through it
-    (`adapter.view_inputs`, rows decoded as `view.augment_source`) under the same per-example seed."""
+    (`adapter.view_inputs`, rows decoded as `view.augment_source`) under the same per-example seed: see
+    ProbeViewExamples."""
 
     def __init__(
         self,
@@ -141,11 +142,10 @@ class ExampleView(TorchDataset):
         seed: int = 0,
         decoded: bool = True,
         origin: str | None = None,
-        view: ProbeView | None = None,
     ):
         self.data, self.adapter, self.augment, self.seed, self.decoded = data, adapter, augment, seed, decoded
         self.names = RowNames(data, origin)  # names a row that cannot be decoded (decoded=False)
-        self.view = view
+        self.view: ProbeView | None = None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
@@ -162,26 +162,52 @@ class ExampleView(TorchDataset):
         epoch = int(self._epoch)
         random = self.augment or self.view is not None
         seeds = [example_seed(self.seed, epoch, int(index)) if random else None for index in indices]
-        return model_examples(self.adapter, rows, self.decoded, self.augment, seeds, self.names, indices, self.view)
+        if not self.decoded:
+            rows = with_decoded_inputs(self.adapter, rows, self.augment, self.names, indices)
+        return model_examples(self.adapter, rows, self.augment, seeds, self.view)
+
+
+class ProbeViewExamples(ExampleView):
+    """Rows seen through a probe view (`adapter.view_inputs`; None: the evaluation view), example i under
+    `example_seed(seed, epoch, i)`, where the view's position in its list plays the epoch's part (see
+    methods/features.py): the rows are decoded as `view.augment_source`."""
+
+    def __init__(
+        self,
+        data: Dataset,
+        adapter: TaskAdapter,
+        view: ProbeView | None,
+        seed: int,
+        decoded: bool = True,
+        origin: str | None = None,
+    ):
+        augment_source = view is not None and view.augment_source
+        super().__init__(data, adapter, augment_source, seed, decoded, origin)
+        self.view = view
+
+
+def with_decoded_inputs(
+    adapter: TaskAdapter,
+    rows: dict[str, list[Any]],
+    augment: bool,
+    names: RowNames,
+    positions: Sequence[int] | None,
+) -> dict[str, list[Any]]:
+    """A batch of rows with its input columns decoded (see decode_rows): a row that cannot be decoded is
+    named by `names` from its position in `positions` (None: rows without a number, a stream's)."""
+    fresh = decode_rows(adapter, rows, augment, names, positions)
+    return {k: v for k, v in rows.items() if k not in adapter.input_columns} | fresh
 
 
 def model_examples(
     adapter: TaskAdapter,
     rows: dict[str, list[Any]],
-    decoded: bool,
     augment: bool,
     seeds: Sequence[int | None],
-    names: RowNames | None = None,
-    positions: Sequence[int] | None = None,
     view: ProbeView | None = None,
 ) -> list[dict[str, Any]]:
-    """A batch of rows (decoded, or decoded here) as model inputs, one example each, the i-th augmented
-    under `seeds[i]` (None without augmentation), or seen through a probe `view` under it. A row that cannot
-    be decoded is named by `names` from its position in `positions` (None: rows without a number, a
-    stream's)."""
-    if not decoded:
-        fresh = decode_rows(adapter, rows, augment, names or RowNames(None, None), positions)
-        rows = {k: v for k, v in rows.items() if k not in adapter.input_columns} | fresh
+    """A batch of decoded rows as model inputs, one example each, the i-th augmented under `seeds[i]` (None
+    without augmentation), or seen through a probe `view` under it."""
     examples = [{key: values[j] for key, values in rows.items()} for j in range(len(seeds))]
     if view is not None:
         return [adapter.view_inputs(example, view, seed) for example, seed in zip(examples, seeds, strict=True)]

@@ -44,7 +44,7 @@ from .files import (
     streamed,
     visible_files,
 )
-from .folders import open_folder
+from .folders import LocalFolder, open_folder
 
 if TYPE_CHECKING:
     from ..config.schema import RunConfig
@@ -67,7 +67,7 @@ def open_source(
     location, split = split_spec(resolve_data(source))
     path = Path(location).expanduser()
     if path.is_dir():
-        return open_folder(source, location, split, path, folder_builder, subset, streaming)
+        return open_folder(LocalFolder(source, location, split, path), folder_builder, subset, streaming)
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:

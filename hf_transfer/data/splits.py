@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset
 
 from ..core.errors import ConfigError, DataError
-from .columns import Columns, resolve_columns
+from .columns import ColumnRequest, Columns, resolve_columns
 from .files import IN_MEMORY_PREFIX, Source
 from .sources import in_memory_name, open_source
 
@@ -77,24 +77,18 @@ def _absolute_paths(dataset: Dataset | IterableDataset, column: str, base: Path)
 def load_labelled(
     source: str | Dataset | DatasetDict,
     adapter: TaskAdapter,
-    label_column: str | None = None,
+    request: ColumnRequest | None = None,
     labels: list[str] | None = None,
-    input_column: str | None = None,
-    keys: tuple[str, str] | None = None,
     subset: str | None = None,
-    prefer: tuple[str | None, str | None] = (None, None),
 ) -> tuple[Dataset, list[str]]:
     """One labelled split (the one `source` names, or its only one), ready for the adapter, and its class
-    names: loaded, its columns found (given, else detected, `prefer`'s names first), prepared, and an
-    integer `labels` column encoded against `labels` (every label must be known) or its own label set.
-
-    `keys` names the settings that choose the label and input columns, for the error when one is
-    missing (the config keys by default; the CLI's options for `evaluate`)."""
-    keys = keys or ("data.label_column", f"data.{adapter.input_column_key}")
+    names: loaded, its columns found as `request` says (given, else detected, its preferred names first),
+    prepared, and an integer `labels` column encoded against `labels` (every label must be known) or its
+    own label set."""
     opened = open_source(source, adapter.folder_builder, subset)
     split = opened.choose("evaluate")
     dataset, where = opened.splits[split], opened.origins[split]
-    columns = resolve_columns(dataset, adapter, label_column, input_column, where, keys, prefer)
+    columns = resolve_columns(dataset, adapter, request or ColumnRequest(), where)
     return labelled(dataset, opened, adapter, columns, labels, where)
 
 
@@ -124,13 +118,10 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
         )
     if not d.train:
         raise ConfigError("data.train is not set: point it at a folder, a data file or a Hub dataset id.")
-    key = f"data.{adapter.input_column_key}"
-    keys = ("data.label_column", key)
     source = open_source(d.train, adapter.folder_builder, d.subset, data)
     name = source.choose("train")
     where = source.origins[name]
-    given = getattr(d, adapter.input_column_key)
-    columns = resolve_columns(source.splits[name], adapter, d.label_column, given, where, keys)
+    columns = resolve_columns(source.splits[name], adapter, ColumnRequest.of(d, adapter), where)
     logger.info(
         "Columns of %s: input %r (%s), label %r (%s)",
         where,
@@ -141,15 +132,15 @@ def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | Dataset
     )
     train, labels = labelled(source.splits[name], source, adapter, columns, d.labels, where)
     used = {name}
-    prefer = (columns.label, columns.input)
+    request = ColumnRequest.of(d, adapter, prefer=(columns.label, columns.input))
     if d.validation:
         other = open_source(d.validation, adapter.folder_builder, d.subset, data)
         split = other.choose("validation")
-        validation = _validation(other, split, adapter, d, keys, prefer, labels)
+        validation = _validation(other, split, adapter, request, labels)
         rows_from = other.origins[split]
         origin = f"{rows_from} (data.validation)"
     elif (split := source.validation_split(besides=name)) is not None:
-        validation = _validation(source, split, adapter, d, keys, prefer, labels)
+        validation = _validation(source, split, adapter, request, labels)
         used.add(split)
         rows_from = source.origins[split]
         origin = f"{rows_from} (from the {source.kind})"
@@ -183,18 +174,9 @@ def _evaluate_hint(source: Source, splits: list[str], output_dir: str) -> str:
     return f"`hf-transfer evaluate OUTPUT_DIR --data {' | '.join(f'{source.location}:{s}' for s in splits)}`"
 
 
-def _validation(
-    source: Source,
-    split: str,
-    adapter: TaskAdapter,
-    d: DataConfig,
-    keys: tuple[str, str],
-    prefer: tuple[str, str],
-    labels: list[str],
-) -> Dataset:
+def _validation(source: Source, split: str, adapter: TaskAdapter, request: ColumnRequest, labels: list[str]) -> Dataset:
     dataset, where = source.splits[split], source.origins[split]
-    given = getattr(d, adapter.input_column_key)
-    columns = resolve_columns(dataset, adapter, d.label_column, given, where, keys, prefer)
+    columns = resolve_columns(dataset, adapter, request, where)
     return labelled(dataset, source, adapter, columns, labels, where)[0]
 
 

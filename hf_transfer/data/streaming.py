@@ -28,7 +28,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,14 +40,15 @@ from datasets.distributed import split_dataset_by_node
 
 from ..core.errors import ConfigError, DataError, RunDirError
 from ..core.rng import example_seed
-from .columns import resolve_columns
-from .pipeline import LoaderSettings, RowNames, model_examples
+from .columns import ColumnRequest, resolve_columns
+from .pipeline import LoaderSettings, RowNames, model_examples, with_decoded_inputs
 from .sources import open_source
 from .splits import Splits, labelled, load_labelled
 
 if TYPE_CHECKING:
     from ..adapters.base import TaskAdapter
-    from ..config.schema import RunConfig
+    from ..config.schema import DataConfig, RunConfig
+    from .files import Source
 
 logger = logging.getLogger(__name__)
 # torchdata 0.11 calls a torch function that torch 2.14 deprecates, once per pass: nothing a user can act on.
@@ -73,8 +74,6 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
         raise ConfigError("data.max_train_samples does not apply to a stream: train.max_steps bounds the run.")
     if not d.train:
         raise ConfigError("data.train is not set: point it at data files, a folder or a Hub dataset id.")
-    keys = ("data.label_column", f"data.{adapter.input_column_key}")
-    given = getattr(d, adapter.input_column_key)
     source = open_source(d.train, adapter.folder_builder, d.subset, streaming=True)
     name = source.choose("train")
     stream, where = source.splits[name], source.origins[name]
@@ -83,7 +82,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
             f"The columns of {where!r} are not known before reading it: convert it to parquet (its schema is "
             "stored), or set data.streaming=false."
         )
-    columns = resolve_columns(stream, adapter, d.label_column, given, where, keys)
+    columns = resolve_columns(stream, adapter, ColumnRequest.of(d, adapter), where)
     logger.info(
         "Columns of %s (streamed): input %r (%s), label %r (%s)",
         where,
@@ -95,20 +94,8 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
     train, labels = labelled(stream, source, adapter, columns, d.labels, where)
     if len(labels) < 2:
         raise DataError(f"{where!r} has {len(labels)} class(es); classification needs at least 2.")
-    prefer = (columns.label, columns.input)
-    if d.validation:
-        validation, _ = load_labelled(d.validation, adapter, d.label_column, labels, given, keys, d.subset, prefer)
-        origin = f"{d.validation} (data.validation)"
-    elif (split := source.validation_split(besides=name)) is not None:
-        origin = source.origins[split]
-        rows = materialize(source.splits[split], d.max_eval_samples)
-        found = resolve_columns(rows, adapter, d.label_column, given, origin, keys, prefer)
-        validation, _ = labelled(rows, source, adapter, found, labels, origin)
-    else:
-        raise ConfigError(
-            f"{d.train!r} has no validation split, and a stream cannot hold part of itself out: set "
-            "data.validation to a file, folder or Hub split."
-        )
+    request = ColumnRequest.of(d, adapter, prefer=(columns.label, columns.input))
+    validation, origin = _stream_validation(source, name, adapter, request, labels, d)
     if d.max_eval_samples:
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
     logger.info(
@@ -123,6 +110,25 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
     return Splits(train, validation, labels, replace(config, data=d), (where, d.validation or origin))
 
 
+def _stream_validation(
+    source: Source, train: str, adapter: TaskAdapter, request: ColumnRequest, labels: list[str], d: DataConfig
+) -> tuple[Dataset, str]:
+    """The validation set of a streamed run, read whole, and where it comes from: data.validation, else the
+    source's own validation split besides `train` (a stream cannot hold part of itself out)."""
+    if d.validation:
+        validation, _ = load_labelled(d.validation, adapter, request, labels, d.subset)
+        return validation, f"{d.validation} (data.validation)"
+    if (split := source.validation_split(besides=train)) is not None:
+        origin = source.origins[split]
+        rows = materialize(source.splits[split], d.max_eval_samples)
+        found = resolve_columns(rows, adapter, request, origin)
+        return labelled(rows, source, adapter, found, labels, origin)[0], origin
+    raise ConfigError(
+        f"{d.train!r} has no validation split, and a stream cannot hold part of itself out: set "
+        "data.validation to a file, folder or Hub split."
+    )
+
+
 def materialize(stream: IterableDataset, limit: int | None) -> Dataset:
     """The first `limit` examples of a stream (all of them: None) as a Dataset, media left undecoded."""
     rows = list(islice(stream.decode(False), limit))
@@ -134,20 +140,25 @@ def materialize(stream: IterableDataset, limit: int | None) -> Dataset:
 # --------------------------------------------------------------------------- what each process trains on
 
 
+@dataclass(frozen=True)
+class StreamReading:
+    """How one process reads the training stream: shuffled under `seed` through a buffer of
+    `shuffle_buffer` examples (0: in order), its own part of it (process `rank` of `processes`)."""
+
+    seed: int
+    shuffle_buffer: int
+    rank: int
+    processes: int
+
+
 def training_stream(
-    stream: IterableDataset,
-    adapter: TaskAdapter,
-    augment: bool,
-    seed: int,
-    shuffle_buffer: int,
-    rank: int,
-    processes: int,
-    origin: str | None = None,
+    stream: IterableDataset, adapter: TaskAdapter, augment: bool, reading: StreamReading, origin: str | None = None
 ) -> IterableDataset:
     """This process's part of the labelled stream, shuffled, as model inputs (decoded and augmented on the fly).
     `origin` names the stream in the error on an example that cannot be decoded."""
-    if shuffle_buffer:
-        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)  # also shuffles the shard order per pass
+    seed, rank, processes = reading.seed, reading.rank, reading.processes
+    if reading.shuffle_buffer:  # also shuffles the shard order per pass
+        stream = stream.shuffle(seed=seed, buffer_size=reading.shuffle_buffer)
     stream = split_dataset_by_node(stream, rank=rank, world_size=processes)
     examples = StreamExamples(adapter, augment, seed, rank, processes, origin)
     mapped = stream.map(
@@ -179,7 +190,8 @@ class StreamExamples:
             workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
             places = [((i * workers + worker_id) * self.processes + self.rank) for i in indices]
             seeds = [example_seed(self.seed, epoch, place) for place in places]
-        out = model_examples(self.adapter, batch, decoded=False, augment=self.augment, seeds=seeds, names=self.names)
+        rows = with_decoded_inputs(self.adapter, batch, self.augment, self.names, None)
+        out = model_examples(self.adapter, rows, self.augment, seeds)
         return {key: [example[key] for example in out] for key in (out[0] if out else {})}
 
 

@@ -32,7 +32,7 @@ from ..catalog.weights import safetensors_problem
 from ..core.atomic import atomic_path
 from ..core.cache import cache_dir, fingerprint, tensors_fingerprint
 from ..core.rng import view_of
-from ..data.pipeline import ExampleView, decode_once
+from ..data.pipeline import ProbeViewExamples, decode_once
 from ..engine.loop import FitData
 
 if TYPE_CHECKING:
@@ -87,6 +87,28 @@ def head_logits(head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     return head(batch["features"])
 
 
+@dataclass(frozen=True)
+class FeatureJob:
+    """What computes a frozen backbone's features and keeps them: the model and its adapter, the engine that
+    runs it (sharded across processes, gathered in order), the batch size, and the cache folder (None:
+    the default, see core.cache)."""
+
+    model: nn.Module
+    adapter: TaskAdapter
+    engine: Engine
+    batch_size: int
+    cache_root: str | None = None
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """Where the model was cut before its head, and the fingerprint of every weight before the cut: what
+    the features depend on besides the data."""
+
+    split: FeatureSplit
+    weights: str
+
+
 @dataclass
 class BackboneFeatures:
     """A frozen backbone's features of some data sets, and the head module they feed."""
@@ -99,19 +121,14 @@ class BackboneFeatures:
 
 
 def backbone_features(
-    model: nn.Module,
-    adapter: TaskAdapter,
-    datasets: dict[str, Dataset],
-    engine: Engine,
-    batch_size: int,
-    cache_root: str | None = None,
-    origins: dict[str, str | None] | None = None,
+    job: FeatureJob, datasets: dict[str, Dataset], origins: dict[str, str | None] | None = None
 ) -> BackboneFeatures | None:
-    """What `model`'s head receives for every example of each data set (evaluation view, no
+    """What the model's head receives for every example of each data set (evaluation view, no
     augmentation), from the cache or computed now (sharded across processes, gathered in order) and
     then cached; None when the adapter cannot cut this model before its head (the log says why).
     `datasets` maps a name (for the log, e.g. "training") to a data set; `origins` the same names to where
     its rows come from (see Splits.origins), for the error on a row that cannot be decoded."""
+    model, adapter, engine = job.model, job.adapter, job.engine
     split = adapter.feature_split(model)
     if split is None:
         logger.info("%s: the head is not one module fed one tensor, so features are not cached", type(model).__name__)
@@ -122,15 +139,12 @@ def backbone_features(
             "%s: the head's input depends on the input length, so features are not cached", type(model).__name__
         )
         return None
-    weights = backbone_fingerprint(model, adapter.head_modules(model))
+    cut = _Cut(split, backbone_fingerprint(model, adapter.head_modules(model)))
     features, seconds = {}, 0.0
     for what, dataset in datasets.items():
-        origin = (origins or {}).get(what)
-        features[what], spent = _features(
-            split, weights, model, adapter, dataset, engine, batch_size, cache_root, what, origin
-        )
+        features[what], spent = _features(job, cut, dataset, what, (origins or {}).get(what))
         seconds += spent
-    return BackboneFeatures(head=split.head, features=features, seconds=seconds, split=split, weights=weights)
+    return BackboneFeatures(head=split.head, features=features, seconds=seconds, split=split, weights=cut.weights)
 
 
 @dataclass
@@ -153,13 +167,9 @@ class CachedProbe:
 
 
 def cached_probe(
-    model: nn.Module,
-    adapter: TaskAdapter,
+    job: FeatureJob,
     train_set: Dataset,
     eval_set: Dataset,
-    engine: Engine,
-    batch_size: int,
-    cache_root: str | None = None,
     origins: tuple[str | None, str | None] = (None, None),
     views: int | None = 1,
     seed: int = 0,
@@ -171,16 +181,15 @@ def cached_probe(
     Splits.origins), for the error on a row that cannot be decoded."""
     sets = {"training": train_set, "validation": eval_set}
     named = dict(zip(sets, origins, strict=True))
-    found = backbone_features(model, adapter, sets, engine, batch_size, cache_root, named)
+    found = backbone_features(job, sets, named)
     if found is None:
         logger.info("The probe trains uncached")
         return None
-    chosen = adapter.probe_views(views)
-    train, seconds = [found.features["training"]], found.seconds
+    chosen = job.adapter.probe_views(views)
+    train, seconds, cut = [found.features["training"]], found.seconds, _Cut(found.split, found.weights)
     for position, view in enumerate(chosen[1:], start=1):
         what, at = f"training ({view.name})", (position, view)
-        args = (found.split, found.weights, model, adapter, train_set, engine, batch_size, cache_root, what)
-        features, spent = _features(*args, origin=origins[0], view=at)
+        features, spent = _features(job, cut, train_set, what, origins[0], view=at)
         train.append(features)
         seconds += spent
     stacked = torch.stack(train, dim=1)  # [examples, views, ...]
@@ -229,14 +238,9 @@ def backbone_fingerprint(model: nn.Module, heads: list[str]) -> str:
 
 
 def _features(
-    split: FeatureSplit,
-    weights: str,
-    model: nn.Module,
-    adapter: TaskAdapter,
+    job: FeatureJob,
+    cut: _Cut,
     dataset: Dataset,
-    engine: Engine,
-    batch_size: int,
-    cache_root: str | None,
     what: str,
     origin: str | None = None,
     view: tuple[int, ProbeView] | None = None,
@@ -244,9 +248,10 @@ def _features(
     """The features of `dataset` (its evaluation view, or the probe `view` at its position in the list of
     views, whose random parts are seeded by (VIEW_SEED, position, index)) and the seconds spent computing
     them (0 when read from the cache)."""
+    adapter, engine, cache_root = job.adapter, job.engine, job.cache_root
     position, seen = view or (0, None)
     augment_source = seen is not None and seen.augment_source
-    parts = ["features-v1", split.name, weights, adapter.decode_signature(augment_source), dataset._fingerprint]
+    parts = ["features-v1", cut.split.name, cut.weights, adapter.decode_signature(augment_source), dataset._fingerprint]
     if seen is not None:
         parts += [seen.name, seen.recipe, position, VIEW_SEED]
     key = fingerprint(*parts)
@@ -264,12 +269,10 @@ def _features(
         decoded, is_decoded = decode_once(
             dataset, adapter, augment=augment_source, cache_root=cache_root, origin=origin
         )
-    examples = ExampleView(
-        decoded, adapter, augment=augment_source, seed=VIEW_SEED, decoded=is_decoded, origin=origin, view=seen
-    )
+    examples = ProbeViewExamples(decoded, adapter, seen, VIEW_SEED, decoded=is_decoded, origin=origin)
     examples.set_epoch(position)  # the view's position plays the epoch's part in its examples' seeds
     logger.info("Computing %s features once (%d examples) -> %s", what, len(examples), path)
-    features = engine.gather(split.features, examples, adapter.collate, batch_size)
+    features = engine.gather(cut.split.features, examples, adapter.collate, job.batch_size)
     if engine.is_main_process:
         with atomic_path(path) as tmp:  # a reader never sees half a file
             save_file({"features": features.contiguous()}, str(tmp))

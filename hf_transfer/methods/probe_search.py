@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,15 @@ class SearchPoint:
 
 
 @dataclass(frozen=True)
+class ProbeSet:
+    """What a probe trains on: cached features [examples, views, dim] (view 0: the evaluation view) and
+    their labels [examples]."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """The chosen point, how many folds chose it, and every point's pooled held-out accuracy and loss."""
 
@@ -66,37 +75,32 @@ class SearchResult:
 
 
 def search_regularisation(
-    head: nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    grid: list[SearchPoint],
-    folds: int,
-    settings: TrainConfig,
-    batch_size: int,
+    head: nn.Module, data: ProbeSet, grid: list[SearchPoint], folds: int, settings: TrainConfig, batch_size: int
 ) -> SearchResult | None:
     """Cross-validate every point of `grid` for training `head` (its current parameters are every fold's
-    start) on `features` [examples, views, dim] (view 0: the evaluation view) with `labels`; None when
-    there are too few examples to fold (under 4). Folds: `folds`, or fewer when a class has fewer
-    examples (at least 2: a class with one example is then missing from one fold's training part, which
-    costs every grid point alike). `batch_size`: examples per optimizer step over every process."""
-    start = time.perf_counter()
+    start) on `data`'s features and labels; None when there are too few examples to fold (under 4). Folds:
+    `folds`, or fewer when a class has fewer examples (at least 2: a class with one example is then missing
+    from one fold's training part, which costs every grid point alike). `batch_size`: examples per
+    optimizer step over every process."""
+    start, labels = time.perf_counter(), data.labels
     if len(labels) < 4:
         logger.info("The probe's regularisation is not searched: %d training examples are too few to fold", len(labels))
         return None
     counts = torch.bincount(labels)
     k = max(2, min(folds, int(counts[counts > 0].min())))
     sample = _stratified_sample(labels, MAX_SEARCH_EXAMPLES, settings.seed)
-    features, labels = features[sample], labels[sample]
+    data = ProbeSet(data.features[sample], labels[sample])
+    labels = data.labels
     fold_of = _stratified_folds(labels, k, settings.seed)
     train_idx = [torch.nonzero(fold_of != f).flatten() for f in range(k)]
     held_idx = [torch.nonzero(fold_of == f).flatten() for f in range(k)]
     batch = min(batch_size, min(len(t) for t in train_idx))
     plans = [_fold_plan(t, batch, settings, len(labels), f) for f, t in enumerate(train_idx)]
     epochs = 1 + max(epoch for plan in plans for _, epoch, _ in plan)
-    views = _view_table(sample, features.shape[1], epochs, settings.seed)
+    views = _view_table(sample, data.features.shape[1], epochs, settings.seed)
     with _threads(1):
-        state = _train(head, features, labels, grid, plans, settings, views)
-        correct, loss = _held_out(head, state, features, labels, held_idx, len(grid))
+        state = _train(head, data, grid, plans, settings, views)
+        correct, loss = _held_out(head, state, data, held_idx, len(grid))
     n = len(labels)
     scores = [
         {"weight_decay": p.weight_decay, "lr": p.lr, "accuracy": correct[g] / n, "loss": loss[g] / n}
@@ -143,8 +147,7 @@ class _Models:
 
 def _train(
     head: nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor,
+    data: ProbeSet,
     grid: list[SearchPoint],
     plans: list[list[tuple[torch.Tensor, int, float]]],
     s: TrainConfig,
@@ -154,12 +157,12 @@ def _train(
     trains a head: AdamW (torch's update, written for stacked models: one learning rate and weight decay per
     model, no decay on 1-d parameters), each model's gradient clipped to its own norm. `views`: [epochs,
     examples], the cached view each example is drawn at in each epoch."""
-    k = len(plans)
+    k, features, labels = len(plans), data.features, data.labels
     n_models = len(grid) * k
     fold = torch.arange(n_models) % k
     start = {name: p.detach().float() for name, p in head.named_parameters()}
     params = {name: p.unsqueeze(0).repeat(n_models, *[1] * p.dim()).requires_grad_() for name, p in start.items()}
-    moments = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()}
+    moments = {name: _Moments(torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()}
     lr = torch.tensor([p.lr for p in grid]).repeat_interleave(k)
     decay = torch.tensor([p.weight_decay for p in grid]).repeat_interleave(k)
     call = vmap(lambda p, x: functional_call(head, p, (x,)), randomness="different")
@@ -189,26 +192,26 @@ def _train(
                     clip = (s.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
                     grads = {name: g * _per_model(clip, g) for name, g in grads.items()}
                 for name, p in params.items():
-                    _adamw_step(
-                        p, grads[name], *moments[name], step + 1, rate, decay if start[name].dim() > 1 else None
-                    )
+                    _adamw_step(p, grads[name], moments[name], step + 1, rate, decay if start[name].dim() > 1 else None)
     finally:
         head.train(mode)
     return _Models({name: p.detach() for name, p in params.items()}, k)
 
 
+class _Moments(NamedTuple):
+    """AdamW's running averages of one parameter's gradient and squared gradient, [models, ...]."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+
+
 def _adamw_step(
-    p: torch.Tensor,
-    grad: torch.Tensor,
-    first: torch.Tensor,
-    second: torch.Tensor,
-    step: int,
-    lr: torch.Tensor,
-    decay: torch.Tensor | None,
+    p: torch.Tensor, grad: torch.Tensor, moments: _Moments, step: int, lr: torch.Tensor, decay: torch.Tensor | None
 ) -> None:
     """torch.optim.AdamW's update (betas 0.9/0.999, eps 1e-8, as the engine's) of stacked models [models,
     ...], each at its own learning rate `lr` [models] (0: left as it is) and weight decay `decay` [models]."""
     beta1, beta2, eps = 0.9, 0.999, 1e-8
+    first, second = moments
     lr = _per_model(lr, p)
     if decay is not None:
         p.mul_(1 - lr * _per_model(decay, p))
@@ -243,15 +246,10 @@ def _fold_plan(
 
 
 def _held_out(
-    head: nn.Module,
-    models: _Models,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    held_idx: list[torch.Tensor],
-    points: int,
+    head: nn.Module, models: _Models, data: ProbeSet, held_idx: list[torch.Tensor], points: int
 ) -> tuple[list[float], list[float]]:
     """Per grid point: held-out examples predicted right, and summed held-out loss, over every fold (view 0)."""
-    k = models.folds
+    k, features, labels = models.folds, data.features, data.labels
     correct, loss = [0.0] * points, [0.0] * points
     head_mode = head.training
     head.eval()
