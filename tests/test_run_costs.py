@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from conftest import tiny_image_overrides
 
 from hf_transfer import ADAPTERS, load_config, train
+from hf_transfer.core.rundir import RunDir
 from hf_transfer.data.pipeline import ExampleView, decode_once
 from hf_transfer.data.splits import load_source
 from hf_transfer.engine.loop import evaluation_advice, lr_schedule
@@ -117,17 +118,23 @@ def test_the_training_modules_import_neither_peft_nor_the_trainer():
     assert done.stdout.split() == ["[]"]
 
 
-def test_a_run_without_lora_never_imports_peft(color_data, tmp_path):
-    """Saving the model and writing its card ask whether it is a peft model without importing peft."""
+def test_a_run_without_lora_imports_neither_peft_nor_scikit_learn(color_data, tmp_path):
+    """Saving the model and writing its card ask whether it is a peft model without importing peft; the
+    metrics, the per-class report and the confusion-matrix picture are counted with NumPy and drawn with
+    matplotlib, without `sklearn.metrics` (1.5-2.5 s of every run, paid at the first evaluation)."""
     overrides = tiny_image_overrides(*color_data, tmp_path / "out", **{"train.epochs": 1})
     code = (
         "import sys\nfrom hf_transfer import load_config, train\n"
-        f"train(load_config(None, {overrides!r}))\nprint('peft' in sys.modules)"
+        f"train(load_config(None, {overrides!r}))\nprint([m for m in ('peft', 'sklearn') if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "False"
-    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "README.md").is_file()
+    assert done.stdout.splitlines()[-1] == "[]"
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    report = json.loads(RunDir(out).eval_report("best_model_validation").read_text())
+    assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"] > 0
+    assert RunDir(out).confusion.is_file()
 
 
 def test_the_log_splits_the_training_time_and_names_evaluation_when_it_costs(color_data, tmp_path, caplog):
@@ -156,7 +163,7 @@ def test_reading_image_folders_asks_fsspec_for_no_file(color_data, tmp_path, mon
     from fsspec.implementations.local import LocalFileSystem
     from fsspec.spec import AbstractFileSystem
 
-    from hf_transfer import data as data_lib
+    from hf_transfer.data import splits as data_lib
 
     calls = []
     for cls in (AbstractFileSystem, LocalFileSystem):

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.pipeline import ExampleView
-from .metrics import classification_metrics, named_metrics
+from .metrics import classification_metrics, confusion_counts, named_metrics, per_class_scores
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -125,14 +125,10 @@ def learned_nothing(report: dict[str, Any]) -> str | None:
 def classification_report(predictions: Predictions, labels: list[str]) -> dict[str, Any]:
     """accuracy, f1_macro and loss as the engine reports them, plus per-class precision/recall/F1/support
     and the confusion matrix (rows: true class, columns: predicted class)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     metrics = summary_metrics(predictions, len(labels))
     refs, preds = predictions.references, predictions.predicted
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        refs, preds, labels=indices, average=None, zero_division=0
-    )
+    confusion = confusion_counts(preds, refs, len(labels))
+    precision, recall, f1, support = per_class_scores(confusion)
     per_class = {
         name: {
             "precision": float(precision[i]),
@@ -147,5 +143,5 @@ def classification_report(predictions: Predictions, labels: list[str]) -> dict[s
         "num_examples": len(refs),
         "per_class": per_class,
         "labels": list(labels),
-        "confusion_matrix": confusion_matrix(refs, preds, labels=indices).tolist(),
+        "confusion_matrix": confusion.tolist(),
     }
