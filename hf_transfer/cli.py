@@ -7,9 +7,10 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from .config.schema import describe_fields, load_config
+from .config.strategy_settings import StrategyName
 from .core.errors import HFTransferError
 from .core.log import configure_logging
 from .methods.strategies import COMPARED_BY_DEFAULT
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-transfer",
         description="Transfer learning for image, text and audio classification on one Accelerate engine "
-        "(strategies: full, linear_probe, lora).",
+        f"(strategies: {', '.join(get_args(StrategyName))}).",
         epilog="Run `hf-transfer COMMAND --help` for a command's options.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="Log debug messages.")

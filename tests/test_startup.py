@@ -99,3 +99,12 @@ def test_a_declared_entry_is_imported_on_first_get_only():
         registry.register("dumps")(len)
     with pytest.raises(ModuleNotFoundError):
         registry.get("missing")
+
+
+def test_top_level_help_names_every_registered_strategy():
+    from hf_transfer.cli import build_parser
+    from hf_transfer.methods.strategies import STRATEGIES
+
+    description = " ".join(build_parser().format_help().split())
+    for name in STRATEGIES.names():
+        assert name in description, f"`hf-transfer --help` does not name the strategy {name!r}"
