@@ -39,6 +39,7 @@ from .core.log import default_logging
 from .core.rundir import RunDir
 from .core.yaml_reader import read_yaml_file
 from .data.defaults import apply_defaults, with_output_dir, with_schedule
+from .data.internals import dataset_fingerprint
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
 from .engine.distributed import process_state
@@ -245,7 +246,7 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
         train_set, eval_set, labels, splits_origins = splits.train, splits.validation, splits.labels, splits.origins
         config, _ = with_schedule(config, len(train_set), engine.num_processes)  # as its linear_probe run would
         model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
-        data_id = (labels, train_set._fingerprint, eval_set._fingerprint)
+        data_id = (labels, dataset_fingerprint(train_set), dataset_fingerprint(eval_set))
         batch_size = config.train.eval_batch_size or config.train.batch_size
         splits = {"training": train_set, "validation": eval_set}
         named = dict(zip(splits, splits_origins, strict=True))

@@ -145,6 +145,8 @@ class AudioClassificationAdapter(TaskAdapter):
             mask = batch.get("attention_mask")
             if mask is None:
                 return hidden.mean(dim=1)
+            # transformers' own mask of the feature frames, the one wav2vec2's classification head pools with;
+            # private, with no public equivalent (transformers 5), and called from here only.
             valid = model._get_feature_vector_attention_mask(hidden.shape[1], mask).to(hidden.dtype)
             return (hidden * valid.unsqueeze(-1)).sum(dim=1) / valid.sum(dim=1, keepdim=True)
 

@@ -36,6 +36,7 @@ from .files import (
     streamed,
     visible_files,
 )
+from .internals import dataset_fingerprint, split_patterns
 
 if TYPE_CHECKING:
     pass
@@ -197,7 +198,6 @@ def _open_media_folder(folder: LocalFolder, folder_builder: str) -> Source:
 def _split_files(path: Path) -> dict[str, list[Path]]:
     """The files of each split of a folder, by datasets' own conventions (train/ validation/ test/
     folders or file-name keywords; else everything is one `train` split), over `visible_files`."""
-    from datasets.data_files import _get_data_files_patterns  # get_data_patterns, with our listing of the folder
     from fsspec.utils import glob_translate  # how datasets (through fsspec) matches its patterns
 
     files = {f.relative_to(path).as_posix(): f for f in visible_files(path)}
@@ -219,10 +219,10 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
         return [files[name] for name in sorted(names)]
 
     try:
-        patterns = _get_data_files_patterns(resolve)
+        patterns = split_patterns(resolve)  # datasets' conventions over our one listing of the folder
     except FileNotFoundError:
         return {}
-    return {str(split): matching(split_patterns) for split, split_patterns in patterns.items()}
+    return {split: matching(found) for split, found in patterns.items()}
 
 
 def _split_root(path: Path, files: list[Path], split: str) -> Path:
@@ -307,7 +307,7 @@ def _on_disk(listing: Dataset) -> Dataset:
     read again by the next run on the same folder, instead of computed (and its progress shown) each time."""
     from datasets.arrow_writer import ArrowWriter
 
-    path = cache_dir("listings") / f"{listing._fingerprint}.arrow"
+    path = cache_dir("listings") / f"{dataset_fingerprint(listing)}.arrow"
     if not path.is_file():
         with atomic_path(path) as tmp, ArrowWriter(path=str(tmp), features=listing.features) as writer:
             writer.write_table(listing.data.table)  # another process reads a whole file or none

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset as TorchDataset
 from ..core.cache import cache_dir, fingerprint
 from ..core.errors import DataError
 from ..core.rng import example_seed
+from .internals import dataset_fingerprint, source_row_number
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -50,7 +51,7 @@ def decode_once(
     the fly each time they are read (decoded=False), with identical results."""
     if not cache or len(dataset) == 0:
         return dataset, False
-    key = fingerprint(dataset._fingerprint, adapter.decode_signature(augment), "decode-v1")
+    key = fingerprint(dataset_fingerprint(dataset), adapter.decode_signature(augment), "decode-v1")
     path = cache_dir("inputs", cache_root) / f"{key}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
     what = "training inputs" if augment else "evaluation inputs"
@@ -89,8 +90,7 @@ class RowNames:
         where = f" of {self.origin!r}" if self.origin else ""
         if position is None:  # a stream's rows have no stable number: each process reads its own part
             return f"An example{where}"
-        mapping = self.dataset._indices if self.dataset is not None else None  # datasets' own: no public accessor
-        number = mapping.column(0)[position].as_py() if mapping is not None else position
+        number = source_row_number(self.dataset, position) if self.dataset is not None else position
         return f"Row {number}{where} (counted from 0)"
 
 

@@ -45,6 +45,7 @@ from .files import (
     visible_files,
 )
 from .folders import LocalFolder, open_folder
+from .internals import dataset_fingerprint
 
 if TYPE_CHECKING:
     from ..config.schema import RunConfig
@@ -87,9 +88,11 @@ def open_source(
 def in_memory_name(data: Dataset | DatasetDict) -> str:
     """How config.yaml and the model card name a dataset passed as an object: its kind and fingerprint."""
     if isinstance(data, DatasetDict):
-        return f"{IN_MEMORY_PREFIX}DatasetDict@{fingerprint(*(f'{k}={v._fingerprint}' for k, v in data.items()))}"
+        return (
+            f"{IN_MEMORY_PREFIX}DatasetDict@{fingerprint(*(f'{k}={dataset_fingerprint(v)}' for k, v in data.items()))}"
+        )
     if isinstance(data, Dataset):
-        return f"{IN_MEMORY_PREFIX}Dataset@{data._fingerprint}"
+        return f"{IN_MEMORY_PREFIX}Dataset@{dataset_fingerprint(data)}"
     raise DataError(f"data= takes a datasets.Dataset or DatasetDict, got {type(data).__name__}.")
 
 

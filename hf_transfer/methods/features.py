@@ -32,6 +32,7 @@ from ..catalog.weights import safetensors_problem
 from ..core.atomic import atomic_path
 from ..core.cache import cache_dir, fingerprint, tensors_fingerprint
 from ..core.rng import view_of
+from ..data.internals import dataset_fingerprint
 from ..data.pipeline import ProbeViewExamples, decode_once
 from ..engine.loop import FitData
 
@@ -251,7 +252,13 @@ def _features(
     adapter, engine, cache_root = job.adapter, job.engine, job.cache_root
     position, seen = view or (0, None)
     augment_source = seen is not None and seen.augment_source
-    parts = ["features-v1", cut.split.name, cut.weights, adapter.decode_signature(augment_source), dataset._fingerprint]
+    parts = [
+        "features-v1",
+        cut.split.name,
+        cut.weights,
+        adapter.decode_signature(augment_source),
+        dataset_fingerprint(dataset),
+    ]
     if seen is not None:
         parts += [seen.name, seen.recipe, position, VIEW_SEED]
     key = fingerprint(*parts)
