@@ -21,15 +21,14 @@ from hf_transfer.adapters.image_timm import is_timm_folder
 from hf_transfer.catalog.specs import resolve_model
 from hf_transfer.config.schema import load_config
 from hf_transfer.core.rundir import RunDir
-from hf_transfer.data.columns import ColumnRequest
-from hf_transfer.data.splits import load_labelled
+from hf_transfer.data.splits import load_splits
 from hf_transfer.inference import load_run
 
 
 def _validation_inputs(run) -> list:
-    dataset, _ = load_labelled(
-        run.config.data.validation, run.adapter, ColumnRequest(label=run.config.data.label_column), run.labels
-    )
+    """The run's own validation examples, as its training saw them: data.validation, else the source's
+    validation split, else the seeded part of the training set it held out (data.validation is then null)."""
+    dataset = load_splits(run.config, run.adapter).validation
     return list(dataset[run.adapter.input_column])
 
 
@@ -74,7 +73,7 @@ def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
     model.eval()
     # The standard model with our preprocessing (the adapter's eval transform and collate).
     predictions = []
-    dataset = run.dataset(inputs)
+    dataset = run.dataset([{run.adapter.input_column: x} for x in inputs])
     with torch.no_grad():
         for start in range(0, len(dataset), 32):
             batch = run.adapter.model_inputs(dataset[start : start + 32])
@@ -87,7 +86,8 @@ def main() -> None:
     for run_dir in map(Path, sys.argv[1:]):
         run = load_run(run_dir, device="cpu")
         inputs = _validation_inputs(run)
-        ours = [p[0]["label"] for p in run.predict(inputs)]
+        # Each input as a row of the run's input column: a data set's image cell is itself a dict (path, bytes).
+        ours = [p[0]["label"] for p in run.predict([{run.adapter.input_column: x} for x in inputs])]
         checks = {}
         if (run_dir / "adapter_config.json").is_file():
             peft = _peft_top1(run_dir, run, inputs)
