@@ -145,7 +145,8 @@ def test_the_log_splits_the_training_time_and_names_evaluation_when_it_costs(col
     )
     assert len(split) == 1
     runtime, steps, evaluation, checkpoints = map(float, split[0])
-    assert evaluation > 0 and checkpoints > 0 and steps + evaluation + checkpoints == pytest.approx(runtime, abs=0.2)
+    # Shown to 0.1 s: a tiny model's checkpoints (and, on a quiet machine, its evaluations) round to 0.0.
+    assert steps > 0 and steps + evaluation + checkpoints == pytest.approx(runtime, abs=0.2)
     # The advice, from the share: 30 of 100 s on 290 examples every epoch of 20 steps; none at 10 of 100 s.
     advice = evaluation_advice(100.0, 30.0, 290, 20, None)
     assert advice == (
