@@ -314,9 +314,6 @@ LONG_FUNCTIONS_ALLOWED = {
     ("artifacts/card.py", "_body_values"),
     # phase B: refactored after the merge of issues 17/20
     ("artifacts/card.py", "card_facts"),
-    # phase B: the decorator mirrors Strategy's fields one to one (issue 17 added freezes_norm_statistics);
-    # grouping a strategy's defaults (lr, augmentation, normalisation statistics) is a change of its own
-    ("methods/strategies.py", "register_strategy"),
     # Public API (hf_transfer.__all__, README): evaluate_run(run, data, label_column, input_column, name,
     # batch_size, subset) keeps its positional parameters, so that no user's call breaks.
     ("inference.py", "evaluate_run"),
