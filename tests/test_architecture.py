@@ -300,20 +300,6 @@ def test_no_branching_on_model_family_names():
 MAX_FUNCTION_LINES = 60
 MAX_PARAMETERS = 6
 LONG_FUNCTIONS_ALLOWED = {
-    # phase B: refactored after the merge of issues 17/20
-    ("train.py", "_run"),
-    # phase B: refactored after the merge of issues 17/20
-    ("train.py", "_fit_stage"),
-    # phase B: refactored after the merge of issues 17/20
-    ("train.py", "training_data"),
-    # phase B: refactored after the merge of issues 17/20
-    ("engine/loop.py", "Engine.fit"),
-    # phase B: refactored after the merge of issues 17/20
-    ("engine/loop.py", "Engine._fit"),
-    # phase B: refactored after the merge of issues 17/20
-    ("artifacts/card.py", "_body_values"),
-    # phase B: refactored after the merge of issues 17/20
-    ("artifacts/card.py", "card_facts"),
     # Public API (hf_transfer.__all__, README): evaluate_run(run, data, label_column, input_column, name,
     # batch_size, subset) keeps its positional parameters, so that no user's call breaks.
     ("inference.py", "evaluate_run"),
