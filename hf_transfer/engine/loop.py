@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import save_file
@@ -54,6 +53,7 @@ from .distributed import (
     launched_processes,
     load_full_state_dict,
     process_state,
+    release_accelerator_state,
     structure_copy,
 )
 from .evaluation import Predictions, gather_logits, summary_metrics
@@ -278,7 +278,7 @@ class Engine:
             check_launch(self.accelerator.num_processes, self.accelerator.device)
             check_distributed_setup(self.accelerator)
         except (LaunchError, ConfigError):
-            AcceleratorState._reset_state()  # this Accelerator is never used: the next one may differ
+            release_accelerator_state()  # this Accelerator is never used: the next one may differ
             raise
         # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
         self.accumulation = self.accelerator.gradient_accumulation_steps
@@ -413,7 +413,7 @@ class Engine:
         mixed precision (it refuses to change it otherwise)."""
         for tracker in self.accelerator.trackers:
             tracker.finish()
-        AcceleratorState._reset_state()
+        release_accelerator_state()
 
     # ------------------------------------------------------------------------------------- fit
     def fit(self, model: nn.Module, data: FitData, labels: list[str], plan: FitPlan | None = None) -> FitResult:
