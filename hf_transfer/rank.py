@@ -43,7 +43,7 @@ from .data.internals import dataset_fingerprint
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
 from .engine.distributed import process_state
-from .engine.loop import Engine
+from .engine.loop import Engine, FitPlan
 from .methods.features import FeatureJob, backbone_features, probe_data
 from .methods.logme import logme_score
 from .methods.strategies import STRATEGIES
@@ -257,7 +257,7 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
         train_features, eval_features = found.features["training"], found.features["validation"]
         logme = logme_score(train_features.flatten(1).numpy(), np.asarray(train_set["labels"]), len(labels))
         data = probe_data(train_features, train_set, eval_features, eval_set)
-        fit = engine.fit(found.head, data, labels, settings=config.train)
+        fit = engine.fit(found.head, data, labels, FitPlan(settings=config.train))
     except HFTransferError as err:
         raise type(err)(f"Candidate {name!r}: {err}") from err
     finally:

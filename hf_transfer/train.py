@@ -27,8 +27,8 @@ from .data.splits import load_splits
 from .data.streaming import StreamReading, load_stream_splits, training_stream
 from .engine.checkpoints import checkpoint_identity
 from .engine.distributed import process_state
-from .engine.evaluation import classification_report, learned_nothing
-from .engine.loop import Engine, FitData, FitResult, check_launch
+from .engine.evaluation import Predictions, classification_report, learned_nothing
+from .engine.loop import Engine, FitData, FitPlan, FitResult, check_launch
 from .methods import layer_decay
 from .methods.features import CachedProbe, FeatureJob, cached_probe
 from .methods.probe_search import ProbeSet, SearchPoint, SearchResult, search_regularisation, search_summary
@@ -173,73 +173,128 @@ class StageFit:
     search: SearchResult | None = None
 
 
+@dataclass(frozen=True)
+class RunData:
+    """The run's training and validation splits, and where their rows come from (see Splits.origins)."""
+
+    train: Dataset | IterableDataset
+    eval: Dataset
+    origins: tuple[str | None, str | None] = (None, None)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the run's fits need, prepared before the first of them (see `_plan`): the config as resolved
+    against the data and the training set's size, the adapter, the model as built, the data, the labels, and
+    the stages as data. Each stage becomes one `FitPlan` for the engine, which never calls back here."""
+
+    config: RunConfig
+    adapter: TaskAdapter
+    model: nn.Module  # as built: each stage applies its strategy to what the stage before it left
+    data: RunData
+    labels: list[str]
+    # In order, as they run: the one a resume continues carries train.resume_from_checkpoint, the others none.
+    stages: tuple[Stage, ...]
+    first: int  # the stage a resume continues (0 without one): the stages before it are in its checkpoint
+    frozen: frozenset[str]  # the parameters the adapter froze on purpose: no stage trains them
+    tracker_config: dict[str, Any]  # the config, flat (trackers take scalars only)
+    schedule: str | None  # what was chosen from the training set's size (None: all set; defaults.with_schedule)
+
+
 def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
-    output_dir = Path(config.output_dir)
+    plan = _plan(config, engine, data, prepared)
+    model, done = _fit_stages(plan, engine)
+    return _finish(plan, engine, model, done)
+
+
+def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunPlan:
+    """The run's plan: the data loaded and the model built (or taken from `prepared`), the schedule chosen
+    from the training set's size, the stages of the strategy."""
     if prepared is None:
-        adapter = ADAPTERS.get(config.task)(config)
-        load = load_stream_splits if config.data.streaming else load_splits
-        with engine.main_process_first():  # one process builds the datasets cache, the others read it
-            splits = load(config, adapter, data)
+        prepared = _load(config, engine, data)
         # From here on the config names the columns found in the data (and an in-memory source): config.yaml,
         # the card and the checkpoints' run identity say what the run read.
-        config, train_set, eval_set, labels = splits.config, splits.train, splits.validation, splits.labels
-        origins = splits.origins
-        model = adapter.build_model(labels)
+        config = prepared.config
     else:
-        adapter, train_set, eval_set, labels, model = (
-            prepared.adapter,
-            prepared.train_set,
-            prepared.eval_set,
-            prepared.labels,
-            prepared.model,
-        )
-        origins = prepared.origins
         torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
+    adapter, model, train_set = prepared.adapter, prepared.model, prepared.train_set
     streamed = isinstance(train_set, IterableDataset)
     logger.info(
-        f"{'a stream of' if streamed else len(train_set)} training / {len(eval_set)} validation examples, "
-        f"{len(labels)} classes"
+        f"{'a stream of' if streamed else len(train_set)} training / {len(prepared.eval_set)} validation examples, "
+        f"{len(prepared.labels)} classes"
     )
     # train.batch_size and train.epochs left auto are chosen from the training set's size (config.yaml records them).
     config, schedule = with_schedule(config, None if streamed else len(train_set), engine.num_processes)
     if config.train.gradient_checkpointing:
         adapter.enable_gradient_checkpointing(model)
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}  # the adapter's choice
-    plan = stages(config)
+    frozen = frozenset(name for name, p in model.named_parameters() if not p.requires_grad)  # the adapter's choice
+    planned = stages(config)
     if engine.sharded:
-        _check_sharded_plan(plan, config)
-    first = _resumed_stage(plan, engine.run_dir, config.train.resume_from_checkpoint)
-    tracker_config = _flat(to_dict(config))
-    done: list[StageFit] = []
-    for index, stage in enumerate(plan):
+        _check_sharded_plan(planned, config)
+    resume = config.train.resume_from_checkpoint
+    first = _resumed_stage(planned, engine.run_dir, resume)
+    as_run = tuple(
+        replace(stage, train=replace(stage.train, resume_from_checkpoint=resume if index == first else None))
+        for index, stage in enumerate(planned)
+    )
+    run_data = RunData(train_set, prepared.eval_set, prepared.origins)
+    return RunPlan(
+        config, adapter, model, run_data, prepared.labels, as_run, first, frozen, _flat(to_dict(config)), schedule
+    )
+
+
+def _load(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None) -> Prepared:
+    """The splits loaded (or streamed) and the model built for their labels."""
+    adapter = ADAPTERS.get(config.task)(config)
+    load = load_stream_splits if config.data.streaming else load_splits
+    with engine.main_process_first():  # one process builds the datasets cache, the others read it
+        splits = load(config, adapter, data)
+    model = adapter.build_model(splits.labels)
+    rng = torch.get_rng_state()
+    return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
+
+
+def _fit_stages(plan: RunPlan, engine: Engine) -> tuple[nn.Module, list[StageFit]]:
+    """Each stage's strategy applied in turn, and the stages from the resumed one on trained: the trained
+    model (unwrapped) and the stages' fits."""
+    model, done = plan.model, []
+    for index, stage in enumerate(plan.stages):
         if index:  # a new stage starts from everything the adapter left trainable
             for name, param in model.named_parameters():
-                param.requires_grad_(name not in frozen)
-        model = stage.strategy(model, adapter, config)
-        if index < first:
+                param.requires_grad_(name not in plan.frozen)
+        model = stage.strategy(model, plan.adapter, plan.config)
+        if index < plan.first:
             continue  # its result is in the checkpoint the next stage resumes from
-        resume = config.train.resume_from_checkpoint if index == first else None
-        settings = replace(stage.train, resume_from_checkpoint=resume)
         earlier = _records(done[-1]) if done else []  # after a resume: in the checkpoint instead
-        done.append(
-            _fit_stage(
-                config,
-                stage,
-                settings,
-                model,
-                adapter,
-                (train_set, eval_set),
-                origins,
-                labels,
-                engine,
-                tracker_config,
-                earlier,
-            )
-        )
-    model = engine.unwrap(model)
+        done.append(_fit_stage(plan, stage, model, engine, earlier))
+    return engine.unwrap(model), done
+
+
+def _finish(plan: RunPlan, engine: Engine, model: nn.Module, done: list[StageFit]) -> RunResult:
+    """The run's metrics and validation report from its stages' fits, its files written (main process)."""
     fit = done[-1].fit
     # Under FSDP the trained model stays sharded: the main process saves a plain copy of its best weights.
     whole = fit.unsharded_model if fit.unsharded_model is not None else model
+    metrics = _metrics(model, done, len(plan.stages))
+    config = plan.config
+    search = metrics.get("probe_search")
+    if search is not None:
+        # config.yaml records the choice: run again from it, the probe trains with it (no search needed).
+        config = replace(config, linear_probe=replace(config.linear_probe, weight_decay=search["weight_decay"]))
+    validation = classification_report(_best_predictions(plan, engine, model, done[-1]), plan.labels)
+    # A run that learned nothing still ends; it says so in the log, metrics.json and the card.
+    warning = learned_nothing(validation)
+    metrics["warnings"] = [warning] if warning else []
+    if warning:
+        logger.warning(warning)
+    _write_run(replace(plan, config=config), engine, whole, metrics, validation, done[-1])
+    output_dir = Path(config.output_dir)
+    return RunResult(output_dir, plan.labels, metrics, fit, whole, plan.adapter, engine.is_main_process)
+
+
+def _metrics(model: nn.Module, done: list[StageFit], stage_count: int) -> dict[str, Any]:
+    """What metrics.json holds (before the validation report's warnings), over every stage of the run."""
+    fit = done[-1].fit
     trainable, total = trainable_parameters(model)
     records = _records(done[-1])  # every stage, those run before a resume included
     metrics = {
@@ -257,95 +312,110 @@ def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, 
         "total_parameters": total,
         "history": [h for r in records for h in r["history"]],
     }
-    if len(plan) > 1:
+    if stage_count > 1:
         metrics["stages"] = [r["summary"] for r in records]
     search = next((r["probe_search"] for r in records if r.get("probe_search")), None)
     if search is not None:
         metrics["probe_search"] = search
-        # config.yaml records the choice: run again from it, the probe trains with it (no search needed).
-        config = replace(config, linear_probe=replace(config.linear_probe, weight_decay=search["weight_decay"]))
-    # The best model's validation predictions, for the card's per-class table and confusion matrix:
-    # the engine's own from the best epoch, or (best epoch before a resume) predicted again, each
-    # process its shard, gather_for_metrics reassembling the set.
-    predictions = fit.best_predictions
-    if predictions is None:
-        view = ExampleView(eval_set, adapter, augment=False, decoded=False, origin=origins[1])
-        predictions = engine.predict(model, adapter.logits, view, adapter.collate)
-    validation = classification_report(predictions, labels)
-    # A run that learned nothing still ends; it says so in the log, metrics.json and the card.
-    warning = learned_nothing(validation)
-    metrics["warnings"] = [warning] if warning else []
-    if warning:
-        logger.warning(warning)
+    return metrics
+
+
+def _best_predictions(plan: RunPlan, engine: Engine, model: nn.Module, last: StageFit) -> Predictions:
+    """The best model's validation predictions, for the card's per-class table and confusion matrix: the
+    engine's own from the best epoch, or (best epoch before a resume) predicted again, each process its
+    shard, gather_for_metrics reassembling the set."""
+    if last.fit.best_predictions is not None:
+        return last.fit.best_predictions
+    adapter, data = plan.adapter, plan.data
+    view = ExampleView(data.eval, adapter, augment=False, decoded=False, origin=data.origins[1])
+    batch_size = last.stage.train.eval_batch_size or last.fit.batch_size
+    return engine.predict(model, adapter.logits, view, adapter.collate, batch_size)
+
+
+def _write_run(
+    plan: RunPlan,
+    engine: Engine,
+    whole: nn.Module,
+    metrics: dict[str, Any],
+    validation: dict[str, Any],
+    last: StageFit,
+) -> None:
+    """The run's files (main process): the model, config.yaml, metrics.json, run_info.json, the validation
+    report and the card; then the push to the Hub when asked."""
+    config, adapter, labels = plan.config, plan.adapter, plan.labels
+    output_dir = Path(config.output_dir)
+    setup = engine.trained_setup(last.fit)
     if engine.is_main_process:
         base = portable_base(config)
         artifacts = save_model_artifact(whole, adapter, labels, output_dir, base, merge=config.export.merge)
-        save_run_files(config, labels, metrics, output_dir, artifacts, engine.setup)
+        save_run_files(config, labels, metrics, output_dir, artifacts, setup)
     engine.wait_for_everyone()
-    if engine.is_main_process:
-        write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
-        augmentation = _augmentation(adapter, done[-1])
-        train_loss = [point for r in records for point in r["train_loss"]]
-        facts = card_facts(config, adapter, whole, labels, augmentation, train_loss, engine.setup)
-        facts.probe_search = next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None)
-        facts.schedule = schedule
-        write_model_card(output_dir, config, labels, metrics, validation, facts)
-        if config.push_to_hub:
-            h = config.hub
-            push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
-    return RunResult(output_dir, labels, metrics, fit, whole, adapter, engine.is_main_process)
+    if not engine.is_main_process:
+        return
+    write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
+    records = _records(last)
+    facts = replace(
+        card_facts(config, adapter, whole, labels),
+        augmentation=_augmentation(adapter, last),
+        train_loss=[point for r in records for point in r["train_loss"]],
+        setup=setup,
+        probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
+        schedule=plan.schedule,
+    )
+    write_model_card(output_dir, config, labels, metrics, validation, facts)
+    if config.push_to_hub:
+        h = config.hub
+        push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
 
 
 def _fit_stage(
-    config: RunConfig,
-    stage: Stage,
-    settings: TrainConfig,
-    model: nn.Module,
-    adapter: TaskAdapter,
-    sets: tuple[Dataset | IterableDataset, Dataset],
-    origins: tuple[str | None, str | None],
-    labels: list[str],
-    engine: Engine,
-    tracker_config: dict[str, Any],
-    earlier: list[dict[str, Any]],
+    plan: RunPlan, stage: Stage, model: nn.Module, engine: Engine, earlier: list[dict[str, Any]]
 ) -> StageFit:
-    """Train one stage on the training and validation `sets` (whose rows come from `origins`): on cached
-    features when the backbone is frozen and the views deterministic, else on the decoded examples (with
-    layer-wise learning rates when asked). `earlier`: the records of the stages before it (see
-    `_stage_record`); its checkpoints carry them, and its steps count on from theirs."""
-    train_set, eval_set = sets
-    step_offset = earlier[-1]["end_step"] if earlier else 0
+    """Train one stage: on cached features when the backbone is frozen and the views deterministic, else on
+    the decoded examples (with layer-wise learning rates when asked). `earlier`: the records of the stages
+    before it (see `_stage_record`); its checkpoints carry them, and its steps count on from theirs."""
+    config, adapter, settings = plan.config, plan.adapter, stage.train
     trainable, total = trainable_parameters(model)
     logger.info(
         f"Stage {stage.name!r}: {stage.strategy.description}: {trainable:,} of {total:,} parameters train "
         f"({100 * trainable / total:.2f}%); augmentation: {adapter.augmentation(stage.augment)}"
     )
-    probe = None
-    if not stage.strategy.trains_backbone and config.linear_probe.cache_features:
-        if config.data.streaming:
-            logger.info("Features are not cached: the training data is a stream (data.streaming)")
-        elif stage.augment:
-            logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
-        else:
-            batch_size = settings.eval_batch_size or settings.batch_size
-            count, cache = config.linear_probe.views, config.data.cache_dir
-            job = FeatureJob(model, adapter, engine, batch_size, cache)
-            probe = cached_probe(job, train_set, eval_set, origins, count, settings.seed)
+    probe = _cached_probe(plan, stage, model, engine)
     views = probe.views if probe is not None else None
     identity = {**run_identity(config, cached=probe is not None), "stage": stage.name, "probe_views": views}
+    step_offset = earlier[-1]["end_step"] if earlier else 0
+    fit_plan = FitPlan(settings, identity, plan.tracker_config, None, step_offset, tuple(earlier))
     if probe is not None:
         settings, search = _probe_regularisation(config, settings, probe, engine)
-        fit = engine.fit(probe.head, probe.data, labels, tracker_config, identity, settings, None, step_offset, earlier)
+        fit = engine.fit(probe.head, probe.data, plan.labels, replace(fit_plan, settings=settings))
         return StageFit(stage, fit, probe.feature_seconds, views, search)
     if not stage.strategy.trains_backbone and config.linear_probe.weight_decay is not None:
         settings = replace(settings, weight_decay=config.linear_probe.weight_decay)
-    data = training_data(config, adapter, train_set, eval_set, engine, stage.augment, origins)
+    data = training_data(config, adapter, plan.data, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
         layers = adapter.layer_ids(model)
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
-    fit = engine.fit(model, data, labels, tracker_config, identity, settings, groups, step_offset, earlier)
+    fit = engine.fit(model, data, plan.labels, replace(fit_plan, settings=settings, param_groups=groups))
     return StageFit(stage, fit, None)
+
+
+def _cached_probe(plan: RunPlan, stage: Stage, model: nn.Module, engine: Engine) -> CachedProbe | None:
+    """The stage's head and the backbone's features, when it trains the head alone on deterministic views
+    (linear_probe.cache_features); None otherwise (said in the log when caching was asked)."""
+    config = plan.config
+    if stage.strategy.trains_backbone or not config.linear_probe.cache_features:
+        return None
+    if config.data.streaming:
+        logger.info("Features are not cached: the training data is a stream (data.streaming)")
+        return None
+    if stage.augment:
+        logger.info("Features are not cached: data.augment is on, so every epoch sees new views")
+        return None
+    batch_size = stage.train.eval_batch_size or stage.train.batch_size
+    count, cache, data = config.linear_probe.views, config.data.cache_dir, plan.data
+    job = FeatureJob(model, plan.adapter, engine, batch_size, cache)
+    return cached_probe(job, data.train, data.eval, data.origins, count, stage.train.seed)
 
 
 def _probe_regularisation(
@@ -486,32 +556,24 @@ def resolved(config: RunConfig) -> RunConfig:
     return replace(config, data=data, train=train)
 
 
-def training_data(
-    config: RunConfig,
-    adapter: TaskAdapter,
-    train_set: Dataset | IterableDataset,
-    eval_set: Dataset,
-    engine: Engine,
-    augment: bool,
-    origins: tuple[str | None, str | None] = (None, None),
-) -> FitData:
+def training_data(config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool) -> FitData:
     """Both splits decoded once (cached), as per-example views: augmented for training when asked. A
     training stream is decoded and augmented as it is read, each process reading its own part. A row that
     cannot be decoded is named by its number in its origin (see Splits.origins)."""
-    d, seed = config.data, config.train.seed
-    streaming = isinstance(train_set, IterableDataset)
+    d, seed, origins = config.data, config.train.seed, data.origins
+    streaming = isinstance(data.train, IterableDataset)
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
         if not streaming:
             train_rows, train_decoded = decode_once(
-                train_set, adapter, augment, d.decode_cache, d.cache_dir, origin=origins[0]
+                data.train, adapter, augment, d.decode_cache, d.cache_dir, origin=origins[0]
             )
-        eval_rows, eval_decoded = decode_once(eval_set, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
+        eval_rows, eval_decoded = decode_once(data.eval, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
     if not eval_decoded:
-        check_decodable(eval_set, adapter, origins[1])  # a broken validation file, found now, not after an epoch
+        check_decodable(data.eval, adapter, origins[1])  # a broken validation file, found now, not after an epoch
     if streaming:
         rank, processes = engine.accelerator.process_index, engine.num_processes
         reading = StreamReading(seed, d.shuffle_buffer, rank, processes)
-        train = training_stream(train_set, adapter, augment, reading, origins[0])
+        train = training_stream(data.train, adapter, augment, reading, origins[0])
     else:
         train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(

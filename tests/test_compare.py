@@ -83,10 +83,10 @@ def test_compare_overwrite_with_a_failing_strategy_keeps_its_old_run_and_says_so
 
     original = train_module._fit_stage
 
-    def failing(config, *args, **kwargs):
-        if config.strategy == "full":
+    def failing(plan, *args, **kwargs):
+        if plan.config.strategy == "full":
             raise TrainingDiverged("The training loss became NaN/inf at optimizer step 1 (epoch 0).")
-        return original(config, *args, **kwargs)
+        return original(plan, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "_fit_stage", failing)
     config = _config(train_dir, val_dir, out, cache, **{"train.epochs": 1, "overwrite": True})

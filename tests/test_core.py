@@ -115,7 +115,9 @@ def test_a_strategy_registers_its_own_settings_section(tmp_path, monkeypatch):
     registry: Registry[Strategy] = Registry("strategy")
     monkeypatch.setattr(strategies, "STRATEGIES", registry)  # register_strategy fills this test's registry
 
-    @strategies.register_strategy("two_stage", "probe, then fine-tune", 1e-3, True, settings=TwoStageSettings)
+    @strategies.register_strategy(
+        "two_stage", "probe, then fine-tune", strategies.Defaults(lr=1e-3), True, settings=TwoStageSettings
+    )
     def two_stage(model, adapter, config):
         return model
 
@@ -141,6 +143,15 @@ def test_builtin_strategies_own_their_sections():
     assert all(fields[name] is cls for name, cls in sections.items())
     keys = [key for key, _, _ in describe_fields()]
     assert {"lora.target_modules", "linear_probe.cache_features", "lp_ft.then"} <= set(keys)
+
+
+def test_lp_ft_is_stages_of_other_strategies_as_data_not_a_function_of_its_own():
+    config = load_config(None, ["strategy=lp_ft", "train.lr=0.001"])
+    lp_ft = STRATEGIES.get("lp_ft")
+    assert lp_ft.apply is None and lp_ft.plan is not None
+    planned = strategies.stages(config)
+    assert [(s.name, s.strategy.name) for s in planned] == [("probe", "linear_probe"), ("fine-tune", "full")]
+    assert all(s.strategy.apply is not None for s in planned)  # each stage is a one-stage strategy
 
 
 def test_the_choices_config_declares_are_the_registries():

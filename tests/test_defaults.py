@@ -128,3 +128,34 @@ def test_the_engine_refuses_an_unresolved_schedule(tmp_path):
             engine.fit(None, FitData([], [], None, None), ["a", "b"])  # type: ignore[arg-type]
     finally:
         engine.close()
+
+
+def test_a_fit_takes_its_settings_from_its_plan_and_leaves_the_engines_as_built(tmp_path):
+    """A stage's settings travel in its FitPlan: nothing of them stays on the engine for the next fit, and the
+    setup a run reports is the one its fit trained with."""
+    from dataclasses import replace
+
+    import torch
+
+    from hf_transfer.engine.loop import Engine, FitData, FitPlan
+
+    built = replace(load_config(None, ["train.lr=0.1", "train.log_with=[]"]).train, batch_size=4, epochs=1)
+    examples = [{"x": torch.full((3,), float(i % 2)), "labels": i % 2} for i in range(8)]
+    data = FitData(
+        train=examples,
+        eval=examples,
+        collate=lambda rows: {
+            "x": torch.stack([r["x"] for r in rows]),
+            "labels": torch.tensor([r["labels"] for r in rows]),
+        },
+        logits=lambda model, batch: model(batch["x"]),
+    )
+    engine = Engine(built, tmp_path)
+    try:
+        stage = replace(built, batch_size=2, lr=0.01, save_total_limit=1, progress_bar=False)
+        fit = engine.fit(torch.nn.Linear(3, 2), data, ["a", "b"], FitPlan(settings=stage))
+        assert engine.settings == built  # not rebound to the stage's settings
+        assert fit.batch_size == 2 and fit.global_step == 4
+        assert engine.trained_setup(fit).batch_size_per_device == 2 and engine.setup.batch_size_per_device == 4
+    finally:
+        engine.close()

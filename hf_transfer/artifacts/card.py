@@ -58,27 +58,17 @@ class CardFacts:
     schedule: str | None = None  # what was chosen from the training set's size (None: all set; defaults.with_schedule)
 
 
-def card_facts(
-    config: RunConfig,
-    adapter: TaskAdapter,
-    model: nn.Module,
-    labels: list[str],
-    augmentation: str,
-    train_loss: list[list[float]],
-    setup: RunSetup | None = None,
-) -> CardFacts:
-    """The card's facts about a finished run whose trained model is `model` (saved by save_model_artifact)."""
+def card_facts(config: RunConfig, adapter: TaskAdapter, model: nn.Module, labels: list[str]) -> CardFacts:
+    """The card's facts about the saved model of a finished run whose trained model is `model` (saved by
+    save_model_artifact); the caller adds what the training knows (augmentation, loss, setup, ...)."""
     peft = is_peft_model(model)  # save_model_artifact writes an adapter folder exactly then
     base_id = hub_model_id(config)
     return CardFacts(
-        augmentation=augmentation,
-        train_loss=train_loss,
         library=adapter.library,
         peft=peft,
         merged=peft and config.export.merge,
         base_model=base_id,
         usage=adapter.usage_snippet(config.hub.repo_id, labels, peft, base_id),
-        setup=setup,
     )
 
 
@@ -196,6 +186,24 @@ def write_model_card(
     return run_dir.card
 
 
+def _base_text(config: RunConfig, base_model: str | None) -> str:
+    """The base model in Markdown: a link to its Hub page, else its name; how its weights were set."""
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{public(config.model)}`"
+    if not config.pretrained:
+        return base + " (architecture only, randomly initialised)"
+    if config.weights:
+        return base + f" with the weights `{public(config.weights)}`"
+    return base
+
+
+def _strategy_text(config: RunConfig) -> str:
+    return {
+        "full": "full fine-tuning (every parameter trains)",
+        "linear_probe": "linear probe (backbone frozen, only the new head trains)",
+        "lora": f"LoRA (rank {config.lora.r}, alpha {config.lora.alpha}) with the new head trained in full",
+    }.get(config.strategy, config.strategy)
+
+
 def _body_values(
     config: RunConfig,
     labels: list[str],
@@ -205,12 +213,6 @@ def _body_values(
     pictures: list[tuple[str, str]],
 ) -> dict[str, Any]:
     """The template's variables: text and table cells, escaped where they come from the data."""
-    base = f"[{facts.base_model}](https://huggingface.co/{facts.base_model})" if facts.base_model else None
-    base = base or f"`{public(config.model)}`"
-    if not config.pretrained:
-        base += " (architecture only, randomly initialised)"
-    elif config.weights:
-        base += f" with the weights `{public(config.weights)}`"
     trainable, total = metrics.get("trainable_parameters"), metrics.get("total_parameters")
     params = f"{trainable:,} of {total:,} parameters trained ({100 * trainable / total:.2f}%)" if total else ""
     history = metrics.get("history", [])
@@ -223,14 +225,10 @@ def _body_values(
         "title": config.hub.repo_id or Path(config.output_dir).name,
         "article": "An" if config.task[0] in "aeiou" else "A",
         "task": config.task,
-        "base": base,
+        "base": _base_text(config, facts.base_model),
         "source": public(config.data.train or "unknown"),
         "warnings": [markdown_text(w) for w in metrics.get("warnings", [])],
-        "strategy": {
-            "full": "full fine-tuning (every parameter trains)",
-            "linear_probe": "linear probe (backbone frozen, only the new head trains)",
-            "lora": f"LoRA (rank {config.lora.r}, alpha {config.lora.alpha}) with the new head trained in full",
-        }.get(config.strategy, config.strategy),
+        "strategy": _strategy_text(config),
         "parameters": params,
         "lr": f"{learning_rate(config):g}",
         "scheduler": config.train.scheduler,

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import (
     DistributedType,
     get_distributed_backend,
@@ -87,6 +88,16 @@ def process_state() -> PartialState:
                 state.backend,
             )
     return state
+
+
+def release_accelerator_state() -> None:
+    """Forget the Accelerator's settings (mixed precision, ...), keeping the process group, so that the next
+    Accelerator of this process may choose others (Accelerate refuses to change them otherwise: "AcceleratorState
+    has already been initialized"). Accelerate has no public way to do this (checked in accelerate 1.16.0):
+    `AcceleratorState._reset_state` is what its own test harness calls between tests
+    (`accelerate.test_utils.testing.AccelerateTestCase.tearDown`). Here, and only here, so that a change of
+    that private method is one place to follow."""
+    AcceleratorState._reset_state()
 
 
 def check_distributed_setup(accelerator: Accelerator) -> None:

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import save_file
@@ -54,6 +53,7 @@ from .distributed import (
     launched_processes,
     load_full_state_dict,
     process_state,
+    release_accelerator_state,
     structure_copy,
 )
 from .evaluation import Predictions, gather_logits, summary_metrics
@@ -75,6 +75,33 @@ class FitData:
     eval: TorchDataset
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
     logits: Logits
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How one `Engine.fit` trains, decided by its caller before it starts (train.py's stages): the engine
+    reads it and keeps nothing of it, so two fits of one engine share no settings.
+
+    Attributes:
+        settings (`TrainConfig`, *optional*): this fit's settings (e.g. one stage of LP-FT); default the
+            engine's. A second fit gets a new optimizer and schedule: nothing carries over.
+        identity (`dict`, *optional*): what makes this run this run (task, model, strategy, data): recorded in
+            every checkpoint; resuming a checkpoint with another identity is refused.
+        tracker_config (`dict`, *optional*): hyperparameters for the trackers (scalars only).
+        param_groups (`list[dict]`, *optional*): the optimizer's parameter groups (e.g. layer-wise learning
+            rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
+        step_offset (`int`, defaults to 0): optimizer steps the run's earlier stages took: checkpoint folders
+            are numbered across the whole run, so a later stage's never replace an earlier one's.
+        earlier_stages (`tuple[dict, ...]`): what the run's earlier stages reported (JSON values): kept in this
+            fit's checkpoints and returned in `FitResult.earlier_stages`, also after a resume.
+    """
+
+    settings: TrainConfig | None = None
+    identity: dict[str, Any] | None = None
+    tracker_config: dict[str, Any] | None = None
+    param_groups: list[dict[str, Any]] | None = None
+    step_offset: int = 0
+    earlier_stages: tuple[dict[str, Any], ...] = ()
 
 
 # What to do when the run's best weights (checkpoints/best, or a checkpoint's copy) cannot be read.
@@ -171,7 +198,7 @@ class RunSetup:
 
 
 @dataclass
-class _Plan:
+class _Steps:
     steps_per_epoch: int
     total_steps: int
     epochs: int
@@ -188,9 +215,10 @@ class _Run:
     eval_dl: DataLoader
     data: FitData
     state: TrainState
-    plan: _Plan
+    steps: _Steps
     settings: TrainConfig
     progress: tqdm
+    plain: nn.Module | None  # under FSDP, on the main process: the model's structure, to save it whole
     losses: list[torch.Tensor] = field(default_factory=list)  # this logging window's losses, on the device
     loss_steps: list[int] = field(default_factory=list)  # the optimizer step each of them belongs to
     samples: int = 0
@@ -250,7 +278,7 @@ class Engine:
             check_launch(self.accelerator.num_processes, self.accelerator.device)
             check_distributed_setup(self.accelerator)
         except (LaunchError, ConfigError):
-            AcceleratorState._reset_state()  # this Accelerator is never used: the next one may differ
+            release_accelerator_state()  # this Accelerator is never used: the next one may differ
             raise
         # At train.batch_size: the config's value, or `accelerate config`'s (train.auto_find_batch_size scales it).
         self.accumulation = self.accelerator.gradient_accumulation_steps
@@ -264,14 +292,15 @@ class Engine:
             )
         self._setup_note = f"(mixed precision from {chosen})"
         if settings.batch_size is not None:  # else (train.batch_size auto) once the first fit has its batch size
-            self._log_setup()
+            self._log_setup(settings.batch_size)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.loader_settings: LoaderSettings = loader_settings(num_workers, self.accelerator.device, local_processes)
         # Pinned host memory and asynchronous copies go together (read by `prepare` when it wraps loaders).
         self.accelerator.dataloader_config.non_blocking = self.loader_settings.pin_memory
 
-    def _log_setup(self) -> None:
-        logger.info(f"Setup: {self.setup.describe()} {self._setup_note}")
+    def _log_setup(self, batch_size: int) -> None:
+        setup = self._setup(batch_size, self.accelerator.gradient_accumulation_steps)
+        logger.info(f"Setup: {setup.describe()} {self._setup_note}")
         self._setup_note = None
 
     # ---------------------------------------------------------------------------- for the caller
@@ -281,15 +310,24 @@ class Engine:
 
     @property
     def setup(self) -> RunSetup:
-        acc, batch = self.accelerator, self.settings.batch_size
+        """The setup at the engine's settings (batch None while train.batch_size is auto): see `trained_setup`."""
+        return self._setup(self.settings.batch_size, self.accelerator.gradient_accumulation_steps)
+
+    def trained_setup(self, fit: FitResult) -> RunSetup:
+        """The setup `fit` trained with: its batch and accumulation (train.auto_find_batch_size may have changed
+        both), for run_info.json and the card."""
+        return self._setup(fit.batch_size, fit.gradient_accumulation_steps)
+
+    def _setup(self, batch: int | None, accumulation: int) -> RunSetup:
+        acc = self.accelerator
         return RunSetup(
             num_processes=acc.num_processes,
             distributed_type=acc.distributed_type.value,
             device=acc.device.type,
             mixed_precision=precision_in_effect(acc),
             batch_size_per_device=batch,
-            gradient_accumulation_steps=acc.gradient_accumulation_steps,
-            effective_batch_size=None if batch is None else batch * acc.gradient_accumulation_steps * acc.num_processes,
+            gradient_accumulation_steps=accumulation,
+            effective_batch_size=None if batch is None else batch * accumulation * acc.num_processes,
         )
 
     @property
@@ -362,9 +400,10 @@ class Engine:
                 chunks.append(self.accelerator.gather_for_metrics(out).cpu())
         return torch.cat(chunks)
 
-    def predict(self, model: nn.Module, logits: Logits, dataset: TorchDataset, collate: Callable) -> Predictions:
+    def predict(
+        self, model: nn.Module, logits: Logits, dataset: TorchDataset, collate: Callable, batch_size: int
+    ) -> Predictions:
         """Logits (and references) for `dataset`, sharded across processes and gathered in order."""
-        batch_size = self.settings.eval_batch_size or self.settings.batch_size
         loader = self.accelerator.prepare_data_loader(self.make_loader(dataset, collate, batch_size))
         return gather_logits(model, logits, loader, self.accelerator)
 
@@ -374,21 +413,10 @@ class Engine:
         mixed precision (it refuses to change it otherwise)."""
         for tracker in self.accelerator.trackers:
             tracker.finish()
-        AcceleratorState._reset_state()
+        release_accelerator_state()
 
     # ------------------------------------------------------------------------------------- fit
-    def fit(
-        self,
-        model: nn.Module,
-        data: FitData,
-        labels: list[str],
-        tracker_config: dict[str, Any] | None = None,
-        identity: dict[str, Any] | None = None,
-        settings: TrainConfig | None = None,
-        param_groups: list[dict[str, Any]] | None = None,
-        step_offset: int = 0,
-        earlier_stages: list[dict[str, Any]] | None = None,
-    ) -> FitResult:
+    def fit(self, model: nn.Module, data: FitData, labels: list[str], plan: FitPlan | None = None) -> FitResult:
         """Train `model` on `data`, evaluating and checkpointing on the settings' cadence, and load the best
         weights back into it.
 
@@ -396,120 +424,31 @@ class Engine:
             model (`nn.Module`): what trains (frozen parameters never reach the optimizer).
             data (`FitData`): the training and validation examples, their collate and logits functions.
             labels (`list[str]`): class names (metrics, and the label check when resuming).
-            tracker_config (`dict`, *optional*): hyperparameters for the trackers (scalars only).
-            identity (`dict`, *optional*): what makes this run this run (task, model, strategy, data): recorded
-                in every checkpoint; resuming a checkpoint with another identity is refused.
-            settings (`TrainConfig`, *optional*): this fit's settings (e.g. one stage of LP-FT); default the
-                engine's. A second fit gets a new optimizer and schedule: nothing carries over.
-            param_groups (`list[dict]`, *optional*): the optimizer's parameter groups (e.g. layer-wise learning
-                rates); default: every trainable parameter at `settings.lr`, no decay on 1-d parameters.
-            step_offset (`int`, defaults to 0): optimizer steps the run's earlier stages took: checkpoint folders
-                are numbered across the whole run, so a later stage's never replace an earlier one's.
-            earlier_stages (`list[dict]`, *optional*): what the run's earlier stages reported (JSON values): kept
-                in this fit's checkpoints and returned in `FitResult.earlier_stages`, also after a resume.
+            plan (`FitPlan`, *optional*): how this fit trains (its settings, the run's identity, its place among
+                the run's stages); default: the engine's settings, one stage.
 
         Returns:
             `FitResult`.
         """
-        settings = settings or self.settings
+        plan = plan or FitPlan()
+        settings = plan.settings or self.settings
         if not settings.auto_find_batch_size:
-            return self._fit(
-                model, data, labels, tracker_config, identity, settings, param_groups, step_offset, earlier_stages
-            )
+            return self._fit(model, data, labels, replace(plan, settings=settings))
         return fit_finding_batch_size(
             self.accelerator,
-            lambda s: self._fit(
-                model, data, labels, tracker_config, identity, s, param_groups, step_offset, earlier_stages
-            ),
+            lambda s: self._fit(model, data, labels, replace(plan, settings=s)),
             model,
             settings,
             self.accumulation,
         )
 
-    def _fit(
-        self,
-        model: nn.Module,
-        data: FitData,
-        labels: list[str],
-        tracker_config: dict[str, Any] | None,
-        identity: dict[str, Any] | None,
-        settings: TrainConfig,
-        param_groups: list[dict[str, Any]] | None,
-        step_offset: int,
-        earlier_stages: list[dict[str, Any]] | None,
-    ) -> FitResult:
-        if self._fits:
-            self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
-        self._fits += 1
-        self.settings = settings
-        s, acc = self.settings, self.accelerator
-        if s.lr is None:
-            raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
-        if s.batch_size is None:
-            raise ConfigError("The engine needs a batch size: resolve train.batch_size before fit() (with_schedule).")
-        if self._setup_note is not None:
-            self._log_setup()
-        for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
-            load_metric(name)
-        eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
-        # Fused AdamW (one kernel per parameter, as the Trainer's default): torch's own default on a CPU is a
-        # Python loop over the parameters, measured at a third of a MiniLM step (benchmarks/speed.py).
-        fused = True if acc.device.type in ("cpu", "cuda") else None
-        optimizer = torch.optim.AdamW(param_groups or self._param_groups(model), lr=s.lr, fused=fused)
-        if isinstance(data.train, datasets.IterableDataset):
-            # A stream: each process already reads its own part; it runs until max_steps (see streaming.py).
-            if not s.max_steps:
-                raise ConfigError(
-                    "Training on a stream (data.streaming) needs train.max_steps, as a stream has no length: set it "
-                    "(a stage that counts epochs, such as lp_ft's probe, cannot stream)."
-                )
-            train_dl = StreamLoader(data.train, data.collate, s.batch_size, self.loader_settings, acc.device, s.seed)
-            plain = structure_copy(model) if self.sharded and acc.is_main_process else None
-            model, optimizer, eval_dl = acc.prepare(model, optimizer, eval_dl)
-            plan = self._plan(s.max_steps * acc.gradient_accumulation_steps)  # one "epoch" of max_steps
-        else:
-            train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
-            # Under FSDP the model is sharded in place: the main process keeps its structure to save it whole later.
-            plain = structure_copy(model) if self.sharded and acc.is_main_process else None
-            model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-            if len(train_dl) == 0:
-                raise ConfigError(
-                    f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
-                    f"{acc.num_processes} process(es): lower train.batch_size or add data."
-                )
-            if s.epochs is None and s.max_steps is None:
-                raise ConfigError("The engine needs epochs or max_steps: resolve train.epochs before fit().")
-            plan = self._plan(len(train_dl))
-        scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * plan.total_steps), plan.total_steps)
-        identity = {**(identity or {}), "labels": list(labels)}
-        if s.resume_from_checkpoint:
-            state = self._resume(identity, scheduler, train_dl)
-        else:
-            state = TrainState(
-                labels=list(labels),
-                identity=identity,
-                step_offset=step_offset,
-                batch_size=s.batch_size,
-                earlier_stages=list(earlier_stages or []),
-            )
-        if self._fits == 1:
-            acc.init_trackers(RunDir.TRACKER_PROJECT, config=tracker_config)
-        logger.info(
-            f"Training {plan.epochs} epochs, {plan.total_steps} optimizer steps; {acc.num_processes} process(es) "
-            f"x batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}; lr {s.lr:g} "
-            f"({s.scheduler}, {s.warmup_ratio:g} warm-up); "
-            f"{self.loader_settings.num_workers} data worker(s) per process"
-        )
-        progress = tqdm(
-            total=plan.total_steps,
-            initial=state.global_step,
-            desc="train",
-            disable=not (acc.is_local_main_process and s.progress_bar),
-        )
-        run = _Run(model, optimizer, scheduler, train_dl, eval_dl, data, state, plan, s, progress)
+    def _fit(self, model: nn.Module, data: FitData, labels: list[str], plan: FitPlan) -> FitResult:
+        """One fit at `plan.settings` (set): prepare, resume or start, the epochs, the best weights back."""
+        run = self._start(model, data, labels, plan)
+        state, s = run.state, run.settings
         start = time.perf_counter()
-        stop = state.global_step >= plan.total_steps
-        while state.epoch < plan.epochs and not stop:
+        stop = state.global_step >= run.steps.total_steps
+        while state.epoch < run.steps.epochs and not stop:
             stop = self._train_epoch(run)
             self._log_losses(run)
             # Every epoch's end, or with eval_every_steps the steps it names (an epoch's last one is left here), and
@@ -522,14 +461,85 @@ class Engine:
                 _warn_if_collapsed(state, len(labels), s.lr)
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
             self._checkpoint(run)
-        progress.close()
-        runtime = time.perf_counter() - start
+        run.progress.close()
+        return self._finish(run, time.perf_counter() - start)
+
+    def _start(self, model: nn.Module, data: FitData, labels: list[str], plan: FitPlan) -> _Run:
+        """Everything the loop needs, prepared by Accelerate: loaders, optimizer, schedule, and the state,
+        fresh or resumed."""
+        if self._fits:
+            self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
+        self._fits += 1
+        s, acc = plan.settings, self.accelerator
+        _check_resolved(s, streaming=isinstance(data.train, datasets.IterableDataset))
+        if self._setup_note is not None:
+            self._log_setup(s.batch_size)
+        for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
+            load_metric(name)
+        eval_dl = self.make_loader(data.eval, data.collate, s.eval_batch_size or s.batch_size)
+        # Fused AdamW (one kernel per parameter, as the Trainer's default): torch's own default on a CPU is a
+        # Python loop over the parameters, measured at a third of a MiniLM step (benchmarks/speed.py).
+        fused = True if acc.device.type in ("cpu", "cuda") else None
+        groups = plan.param_groups or _param_groups(model, s.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=s.lr, fused=fused)
+        # Under FSDP the model is sharded in place: the main process keeps its structure to save it whole later.
+        plain = structure_copy(model) if self.sharded and acc.is_main_process else None
+        if isinstance(data.train, datasets.IterableDataset):
+            # A stream: each process already reads its own part; it runs until max_steps (see streaming.py).
+            train_dl = StreamLoader(data.train, data.collate, s.batch_size, self.loader_settings, acc.device, s.seed)
+            model, optimizer, eval_dl = acc.prepare(model, optimizer, eval_dl)
+            steps = self._steps(s, s.max_steps * acc.gradient_accumulation_steps)  # one "epoch" of max_steps
+        else:
+            train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
+            model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
+            if len(train_dl) == 0:
+                raise ConfigError(
+                    f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
+                    f"{acc.num_processes} process(es): lower train.batch_size or add data."
+                )
+            steps = self._steps(s, len(train_dl))
+        scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * steps.total_steps), steps.total_steps)
+        state = self._state(plan, labels, scheduler, train_dl)
+        if self._fits == 1:
+            acc.init_trackers(RunDir.TRACKER_PROJECT, config=plan.tracker_config)
+        logger.info(
+            f"Training {steps.epochs} epochs, {steps.total_steps} optimizer steps; {acc.num_processes} process(es) "
+            f"x batch {s.batch_size} x accumulation {acc.gradient_accumulation_steps}; lr {s.lr:g} "
+            f"({s.scheduler}, {s.warmup_ratio:g} warm-up); "
+            f"{self.loader_settings.num_workers} data worker(s) per process"
+        )
+        progress = tqdm(
+            total=steps.total_steps,
+            initial=state.global_step,
+            desc="train",
+            disable=not (acc.is_local_main_process and s.progress_bar),
+        )
+        return _Run(model, optimizer, scheduler, train_dl, eval_dl, data, state, steps, s, progress, plain)
+
+    def _state(
+        self, plan: FitPlan, labels: list[str], scheduler: Any, train_dl: DataLoader | StreamLoader
+    ) -> TrainState:
+        """Where the fit starts: the checkpoint it resumes, or step 0 of its stage."""
+        identity = {**(plan.identity or {}), "labels": list(labels)}
+        if plan.settings.resume_from_checkpoint:
+            return self._resume(plan.settings, identity, scheduler, train_dl)
+        return TrainState(
+            labels=list(labels),
+            identity=identity,
+            step_offset=plan.step_offset,
+            batch_size=plan.settings.batch_size,
+            earlier_stages=list(plan.earlier_stages),
+        )
+
+    def _finish(self, run: _Run, runtime: float) -> FitResult:
+        """The fit's account, after its time split is logged and the best weights are back in the model."""
+        state, s = run.state, run.settings
         logger.info(time_split(runtime, run.eval_seconds, run.checkpoint_seconds, run.evaluations))
-        advice = evaluation_advice(runtime, run.eval_seconds, len(data.eval), plan.steps_per_epoch, s.eval_every_steps)
+        eval_every = s.eval_every_steps
+        advice = evaluation_advice(runtime, run.eval_seconds, len(run.data.eval), run.steps.steps_per_epoch, eval_every)
         if advice:
             logger.info(advice)
-
-        plain = self._load_best(model, plain)
+        plain = self._load_best(run.model, run.plain)
         return FitResult(
             unsharded_model=plain,
             best_metrics=state.best_metrics,
@@ -543,7 +553,7 @@ class Engine:
             step_offset=state.step_offset,
             earlier_stages=state.earlier_stages,
             batch_size=s.batch_size,
-            gradient_accumulation_steps=acc.gradient_accumulation_steps,
+            gradient_accumulation_steps=self.accelerator.gradient_accumulation_steps,
         )
 
     # -------------------------------------------------------------------------- one epoch, steps
@@ -592,7 +602,7 @@ class Engine:
             run.progress.update(1)
             if state.global_step % s.logging_steps == 0:
                 self._log_losses(run)
-            if state.global_step >= run.plan.total_steps:
+            if state.global_step >= run.steps.total_steps:
                 return True
             if state.batches_in_epoch == last_batch:
                 continue
@@ -655,7 +665,7 @@ class Engine:
         )
 
     def _last_epoch(self, run: _Run) -> bool:
-        return run.state.epoch + 1 >= run.plan.epochs
+        return run.state.epoch + 1 >= run.steps.epochs
 
     # ------------------------------------------------------------------------------ evaluation
     def _evaluate(self, run: _Run) -> bool:
@@ -663,7 +673,7 @@ class Engine:
         acc, state, tick = self.accelerator, run.state, time.perf_counter()
         predictions = gather_logits(run.model, run.data.logits, run.eval_dl, acc)
         metrics = summary_metrics(predictions, len(state.labels), run.settings.extra_metrics)
-        improved = self._record(state, metrics, run.model)
+        improved = self._record(state, metrics, run)
         run.last_eval_step = state.global_step
         if improved:
             run.best_predictions = predictions
@@ -678,8 +688,8 @@ class Engine:
         run.eval_seconds += time.perf_counter() - tick
         return stop
 
-    def _record(self, state: TrainState, metrics: dict[str, float], model: nn.Module) -> bool:
-        key = self.settings.metric_for_best_model
+    def _record(self, state: TrainState, metrics: dict[str, float], run: _Run) -> bool:
+        key = run.settings.metric_for_best_model
         value = metrics[key]
         state.history.append({"epoch": state.epoch, "step": state.global_step, **metrics})
         # A non-finite metric is never the best, whatever came before it.
@@ -689,7 +699,7 @@ class Engine:
         if better:
             state.best_value, state.best_epoch, state.best_metrics = value, state.epoch, dict(metrics)
             state.evals_without_improvement = 0
-            self._save_best(model)
+            self._save_best(run.model)
         else:
             state.evals_without_improvement += 1
         return better
@@ -740,18 +750,20 @@ class Engine:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)  # a checkpoint folder exists only once complete
-            self._prune(state.identity)
+            self._prune(state.identity, run.settings.save_total_limit)
         acc.wait_for_everyone()
         run.checkpoint_seconds += time.perf_counter() - tick
 
-    def _prune(self, identity: dict[str, Any] | None) -> None:
+    def _prune(self, identity: dict[str, Any] | None, limit: int) -> None:
         """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
         ours = [p for p in self.run_dir.checkpoint_dirs() if checkpoint_identity(p) == identity]
-        for old in ours[: -self.settings.save_total_limit]:
+        for old in ours[:-limit]:
             shutil.rmtree(old)
 
-    def _resume(self, identity: dict[str, Any], scheduler: Any, train_dl: DataLoader | StreamLoader) -> TrainState:
-        where = self.settings.resume_from_checkpoint
+    def _resume(
+        self, s: TrainConfig, identity: dict[str, Any], scheduler: Any, train_dl: DataLoader | StreamLoader
+    ) -> TrainState:
+        where = s.resume_from_checkpoint
         path = self.run_dir.latest_checkpoint() if where == "latest" else Path(where)
         if path is None or not (path / STATE_FILE).is_file():
             raise ConfigError(
@@ -766,10 +778,10 @@ class Engine:
                 "it was written by another version or edited. Resume from another checkpoint, or start a new run."
             )
         state = TrainState(**saved)
-        if state.batch_size and state.batch_size != self.settings.batch_size:  # e.g. auto_find_batch_size lowered it
+        if state.batch_size and state.batch_size != s.batch_size:  # e.g. auto_find_batch_size lowered it
             # Checkpoints fall on optimizer steps: the examples consumed fill whole micro-batches of either size.
-            state.batches_in_epoch = state.batches_in_epoch * state.batch_size // self.settings.batch_size
-        state.batch_size = self.settings.batch_size
+            state.batches_in_epoch = state.batches_in_epoch * state.batch_size // s.batch_size
+        state.batch_size = s.batch_size
         if state.labels != identity["labels"]:
             raise ConfigError(
                 f"Checkpoint {path} was trained on labels {state.labels}, but this run's data has "
@@ -800,37 +812,56 @@ class Engine:
             scheduler.load_state_dict(state.scheduler)
         if isinstance(train_dl, StreamLoader):
             train_dl.load(path, self.accelerator.process_index, self.accelerator.num_processes)
-        best = self.run_dir.best_weights
-        if self.accelerator.is_main_process and (path / BEST_FILE).is_file():
-            # The best weights as of the checkpoint, whichever folder it came from: what the resumed run's
-            # metrics will describe (a later best of a crashed run is not).
-            if not (best.is_file() and os.path.samefile(path / BEST_FILE, best)):
-                with atomic_path(best) as tmp:
-                    shutil.copyfile(path / BEST_FILE, tmp)
-        self.accelerator.wait_for_everyone()
+        self._restore_best(path)
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state
 
+    def _restore_best(self, checkpoint: Path) -> None:
+        """The best weights as of `checkpoint`, whichever folder it came from: what the resumed run's metrics
+        will describe (a later best of a crashed run is not)."""
+        best = self.run_dir.best_weights
+        if self.accelerator.is_main_process and (checkpoint / BEST_FILE).is_file():
+            if not (best.is_file() and os.path.samefile(checkpoint / BEST_FILE, best)):
+                with atomic_path(best) as tmp:
+                    shutil.copyfile(checkpoint / BEST_FILE, tmp)
+        self.accelerator.wait_for_everyone()
+
     # --------------------------------------------------------------------------------- helpers
-    def _plan(self, batches_per_epoch: int) -> _Plan:
+    def _steps(self, s: TrainConfig, batches_per_epoch: int) -> _Steps:
         # The schedule counts this process's optimizer steps, so it is right for any number of processes.
         # accelerator.gradient_accumulation_steps: the config's value, or `accelerate config`'s when left at 1.
         steps_per_epoch = math.ceil(batches_per_epoch / self.accelerator.gradient_accumulation_steps)
-        total_steps = self.settings.max_steps or steps_per_epoch * self.settings.epochs
-        return _Plan(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
+        total_steps = s.max_steps or steps_per_epoch * s.epochs
+        return _Steps(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
 
-    def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Frozen parameters never reach the optimizer; biases and norm weights (1-d) get no decay."""
-        decay, no_decay = [], []
-        for param in model.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        if not decay and not no_decay:
-            raise ConfigError("No parameter is trainable: check the strategy and the model's head.")
-        return [
-            {"params": decay, "weight_decay": self.settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+
+def _check_resolved(s: TrainConfig, streaming: bool) -> None:
+    """What train() resolves before a fit (the strategy's learning rate, the schedule) is set."""
+    if s.lr is None:
+        raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
+    if s.batch_size is None:
+        raise ConfigError("The engine needs a batch size: resolve train.batch_size before fit() (with_schedule).")
+    if streaming and not s.max_steps:
+        raise ConfigError(
+            "Training on a stream (data.streaming) needs train.max_steps, as a stream has no length: set it "
+            "(a stage that counts epochs, such as lp_ft's probe, cannot stream)."
+        )
+    if s.epochs is None and s.max_steps is None:
+        raise ConfigError("The engine needs epochs or max_steps: resolve train.epochs before fit().")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Frozen parameters never reach the optimizer; biases and norm weights (1-d) get no decay."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    if not decay and not no_decay:
+        raise ConfigError("No parameter is trainable: check the strategy and the model's head.")
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def check_launch(num_processes: int, device: torch.device, environ: Mapping[str, str] = os.environ) -> None:

@@ -2,9 +2,10 @@
 
 A strategy is registered once, with everything that depends on it: the function that takes the
 freshly built model, the adapter (for the head and LoRA targets) and the run config and returns the
-model to train; a one-line description (for --help, the log and the card); its default learning
-rate; whether it trains the backbone (which decides the default augmentation: a frozen backbone
-trains on the deterministic evaluation view, so its features can be cached); and, if it has any, its
+model to train; a one-line description (for --help, the log and the card); its `Defaults` (learning
+rate, normalisation statistics); whether it trains the backbone (which decides the default
+augmentation: a frozen backbone trains on the deterministic evaluation view, so its features can be
+cached); and, if it has any, its
 settings: a dataclass that is the run config's section named after the strategy (`lora:` in YAML,
 `lora.r=16` as an override, `config.lora` in code, its keys in `--help`).
 
@@ -13,6 +14,8 @@ type checkers see `config.lora.r`), with the strategy names and defaults that `-
 imports nothing of this layer. A new strategy is its function and `@register_strategy(name, ...,
 settings=ItsSettings)` here, plus its name, defaults and section there (tests/test_core.py checks that
 the two agree). (lp_ft, for instance: `LpFtSettings` with its stage lengths, read as `config.lp_ft`.)
+A strategy made of stages of others (LP-FT) has no function of its own: its `plan` turns the config into
+its `Stage` list, data that train.py runs one by one.
 """
 
 from __future__ import annotations
@@ -37,19 +40,38 @@ Apply = Callable[["nn.Module", "TaskAdapter", "RunConfig"], "nn.Module"]
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What a strategy chooses for the settings a config leaves unset (data.augment follows `trains_backbone`)."""
+
+    lr: float  # train.lr: AdamW's peak learning rate
+    # train.freeze_norm_statistics: keep a pretrained backbone's normalisation statistics as they were.
+    freeze_norm_statistics: bool = False
+
+
+@dataclass(frozen=True)
 class Strategy:
+    """Which parameters train: one stage that `apply` sets up on the model, or stages of other strategies
+    (`plan`, LP-FT), never both."""
+
     name: str
-    apply: Apply
     description: str
-    default_lr: float  # AdamW peak learning rate when train.lr is unset
+    defaults: Defaults
     trains_backbone: bool
     settings: type | None = None  # dataclass of this strategy's settings: RunConfig's section `name`
-    # A strategy made of stages of others (LP-FT); None: one stage, this strategy itself.
-    plan: Callable[[RunConfig], list[Stage]] | None = None
-    # Default of train.freeze_norm_statistics: keep the backbone's normalisation statistics as pretrained.
-    freezes_norm_statistics: bool = False
+    apply: Apply | None = None  # one stage: the model as this strategy trains it
+    plan: Callable[[RunConfig], list[Stage]] | None = None  # stages of other strategies, as data
+
+    def __post_init__(self) -> None:
+        if (self.apply is None) == (self.plan is None):
+            raise ValueError(f"strategy {self.name!r}: give either apply (one stage) or plan (stages), not both")
+
+    @property
+    def default_lr(self) -> float:
+        return self.defaults.lr
 
     def __call__(self, model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+        if self.apply is None:
+            raise ValueError(f"strategy {self.name!r} runs in stages: apply each of stages(config) in turn")
         return self.apply(model, adapter, config)
 
 
@@ -71,19 +93,13 @@ COMPARED_BY_DEFAULT = ("linear_probe", "lora", "full", "lp_ft")
 
 
 def register_strategy(
-    name: str,
-    description: str,
-    default_lr: float,
-    trains_backbone: bool,
-    settings: type | None = None,
-    plan: Callable[[RunConfig], list[Stage]] | None = None,
-    freezes_norm_statistics: bool = False,
+    name: str, description: str, defaults: Defaults, trains_backbone: bool, settings: type | None = None
 ) -> Callable[[Apply], Apply]:
+    """Register the decorated function as a one-stage strategy (a strategy of stages: `STRATEGIES.register`
+    of a `Strategy` with its `plan`)."""
+
     def decorator(apply: Apply) -> Apply:
-        strategy = Strategy(
-            name, apply, description, default_lr, trains_backbone, settings, plan, freezes_norm_statistics
-        )
-        STRATEGIES.register(name)(strategy)
+        STRATEGIES.register(name)(Strategy(name, description, defaults, trains_backbone, settings, apply=apply))
         return apply
 
     return decorator
@@ -104,9 +120,8 @@ def stages(config: RunConfig) -> list[Stage]:
 @register_strategy(
     "full",
     "full fine-tuning: every parameter trains",
-    default_lr=1e-4,
+    Defaults(lr=1e-4, freeze_norm_statistics=True),
     trains_backbone=True,
-    freezes_norm_statistics=True,
 )
 def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
     """Every parameter trains, except what the adapter froze on purpose (e.g. wav2vec2's feature encoder)."""
@@ -116,7 +131,7 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
 @register_strategy(
     "linear_probe",
     "linear probe: the backbone is frozen, only the new head trains (on cached features where possible)",
-    default_lr=1e-2,
+    Defaults(lr=1e-2),
     trains_backbone=False,
     settings=LinearProbeConfig,
 )
@@ -132,7 +147,7 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
 @register_strategy(
     "lora",
     "LoRA (peft): low-rank updates on the adapter's targets for the architecture, the new head trains fully",
-    default_lr=1e-3,
+    Defaults(lr=1e-3),
     trains_backbone=True,
     settings=LoraConfigSpec,
 )
@@ -187,23 +202,23 @@ def _lp_ft_plan(config: RunConfig) -> list[Stage]:
     return [Stage("probe", probe, probe_train, augment=False), Stage("fine-tune", then, config.train, augments(config))]
 
 
-def _lp_ft(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
-    raise NotImplementedError("lp_ft runs as two stages (see stages()); it is never applied to a model at once")
-
-
-register_strategy(
-    "lp_ft",
-    "LP-FT: a linear probe first (cached features), then fine-tuning (lp_ft.then: full or lora) from that head",
-    default_lr=1e-4,  # the fine-tuning stage's; the probe stage has lp_ft.probe_lr
-    trains_backbone=True,
-    settings=LpFtSettings,
-    plan=_lp_ft_plan,
-    # The probe's head was fitted on features normalised with the pretrained statistics. Updated from the
-    # fine-tuning stage's (few, augmented) batches, they shift every feature at once: at a learning rate of
-    # 1e-9, so with the weights unchanged, the probe's 0.83 fell to 0.73, 0.59, 0.44 in three epochs
-    # (benchmarks/RESULTS.md, "Issue 17: head init, probe views, probe regularisation").
-    freezes_norm_statistics=True,
-)(_lp_ft)
+STRATEGIES.register("lp_ft")(
+    Strategy(
+        "lp_ft",
+        "LP-FT: a linear probe first (cached features), then fine-tuning (lp_ft.then: full or lora) from that head",
+        Defaults(
+            lr=1e-4,  # the fine-tuning stage's; the probe stage has lp_ft.probe_lr
+            # The probe's head was fitted on features normalised with the pretrained statistics. Updated from the
+            # fine-tuning stage's (few, augmented) batches, they shift every feature at once: at a learning rate of
+            # 1e-9, so with the weights unchanged, the probe's 0.83 fell to 0.73, 0.59, 0.44 in three epochs
+            # (benchmarks/RESULTS.md, "Issue 17: head init, probe views, probe regularisation").
+            freeze_norm_statistics=True,
+        ),
+        trains_backbone=True,
+        settings=LpFtSettings,
+        plan=_lp_ft_plan,
+    )
+)
 
 
 def _final(config: RunConfig) -> Strategy:
@@ -222,7 +237,7 @@ def freezes_norm_statistics(config: RunConfig) -> bool:
     backbone; a randomly initialised one (pretrained: false) has no statistics worth keeping."""
     if config.train.freeze_norm_statistics is not None:
         return config.train.freeze_norm_statistics
-    return config.pretrained and STRATEGIES.get(config.strategy).freezes_norm_statistics
+    return config.pretrained and STRATEGIES.get(config.strategy).defaults.freeze_norm_statistics
 
 
 def augments(config: RunConfig) -> bool:
