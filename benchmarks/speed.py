@@ -81,7 +81,7 @@ from hf_transfer.catalog.specs import resolve_data, resolve_model
 from hf_transfer.data.pipeline import ExampleView, decode_once
 from hf_transfer.engine.loop import FitData
 from hf_transfer.methods.features import FeatureView, collate_features
-from hf_transfer.train import prepare, resolved, training_data
+from hf_transfer.train import RunData, prepare, resolved, training_data
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1058,7 +1058,9 @@ def paired_images(bench: Bench, size: int, augment: bool) -> tuple[Row, list[str
 
     engine = PairedEngine(config.train, out, num_workers=config.data.num_workers)
     try:
-        data = training_data(config, adapter, prepared.train_set, prepared.eval_set, engine, augment)
+        data = training_data(
+            config, adapter, RunData(prepared.train_set, prepared.eval_set, prepared.origins), engine, augment
+        )
         engine.fit(model, data, prepared.labels)
     finally:
         engine.close()
