@@ -454,8 +454,7 @@ PRIVATE_APIS_ALLOWED = {
     ("data/internals.py", "_fingerprint"),
     # transformers: wav2vec2's mask of its feature frames (no public equivalent)
     ("adapters/audio.py", "_get_feature_vector_attention_mask"),
-    # accelerate: a fresh AcceleratorState for the next Accelerator of the process (engine/loop.py)
-    ("engine/loop.py", "_reset_state"),
+    # accelerate: a fresh AcceleratorState for the next Accelerator of the process
     ("engine/distributed.py", "_reset_state"),
 }
 
