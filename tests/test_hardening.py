@@ -28,6 +28,7 @@ from hf_transfer.catalog.weights import read_state_dict
 from hf_transfer.cli import main
 from hf_transfer.core.atomic import json_safe, write_json
 from hf_transfer.core.errors import DataError, ModelError, RunDirError, TrainingDiverged
+from hf_transfer.core.rundir import RunDir
 from hf_transfer.inference import evaluate_run, load_run
 
 
@@ -220,7 +221,6 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_che
 def test_a_replacing_run_killed_before_its_first_checkpoint_gives_the_old_run_back(checkpointed):
     """kill -9 of a run that was replacing another (moved aside when the folder was claimed): the next
     claim of the folder puts the old run back, so nothing was lost."""
-    from hf_transfer.core.rundir import RunDir
 
     _, _, result = checkpointed
     out = result.output_dir
@@ -518,3 +518,51 @@ def test_runs_without_output_dir_are_named_after_their_data_and_model(color_data
     assert all((tmp_path / r.output_dir / "run_info.json").is_file() for r in (first, second))
     with pytest.raises(RunDirError, match="runs/photos-test_efficientnet already holds a finished run.*--overwrite"):
         train(load_config(None, overrides(photos)))
+
+
+def test_the_run_folder_names_checkpoints_and_renames_them_only_once_complete(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    assert run_dir.checkpoint_path(12) == tmp_path / "run" / "checkpoints" / "step_0000012"
+    with run_dir.write_checkpoint(12) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "part").write_text("a")
+        assert run_dir.checkpoint_dirs() == []  # not listed while it is being written
+    assert run_dir.checkpoint_dirs() == [run_dir.checkpoint_path(12)] and not tmp.exists()
+    with run_dir.write_checkpoint(12) as tmp:  # written again (a resumed run): the new one replaces it
+        tmp.mkdir()
+        (tmp / "part").write_text("b")
+    assert (run_dir.checkpoint_path(12) / "part").read_text() == "b"
+    with run_dir.write_checkpoint(13, commit=False) as tmp:  # another process's part: the main one renames
+        tmp.mkdir()
+    assert run_dir.latest_checkpoint() == run_dir.checkpoint_path(12)
+    with pytest.raises(OSError), run_dir.write_checkpoint(14) as tmp:  # a failed write is never listed
+        tmp.mkdir()
+        raise OSError("disk full")
+    assert run_dir.latest_checkpoint() == run_dir.checkpoint_path(12) and tmp.is_dir()
+
+
+def test_pruning_keeps_the_newest_of_this_runs_checkpoints_oldest_go_first(tmp_path):
+    run_dir = RunDir(tmp_path)
+    for step in (3, 1, 20, 2, 10):
+        run_dir.checkpoint_path(step).mkdir(parents=True)
+    run_dir.prune_checkpoints(2, ours=lambda path: path != run_dir.checkpoint_path(1))
+    assert run_dir.checkpoint_dirs() == [run_dir.checkpoint_path(step) for step in (1, 10, 20)]
+
+
+def test_the_model_is_staged_in_the_run_folder_and_moved_in_whole(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.root.mkdir()
+    (run_dir.root / "merged").mkdir()
+    (run_dir.root / "merged" / "old.bin").write_text("old")
+    with run_dir.stage_model() as staging:
+        assert staging.parent == run_dir.root and staging.name.startswith(".model-")
+        (staging / "model.safetensors").write_text("new")
+        (staging / "merged").mkdir()
+        (staging / "merged" / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in run_dir.root.iterdir()) == ["merged", "model.safetensors"]
+    assert [p.name for p in (run_dir.root / "merged").iterdir()] == ["model.safetensors"]
+    with pytest.raises(RuntimeError), run_dir.stage_model() as staging:
+        (staging / "model.safetensors").write_text("half")
+        raise RuntimeError("killed")
+    assert (run_dir.root / "model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in run_dir.root.iterdir()) == ["merged", "model.safetensors"]

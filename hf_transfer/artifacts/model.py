@@ -9,9 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +28,7 @@ def save_model_artifact(
     model: nn.Module,
     adapter: TaskAdapter,
     labels: list[str],
-    output_dir: Path,
+    output_dir: RunDir | Path,
     base_model: str | None = None,
     merge: bool = False,
 ) -> list[str]:
@@ -39,9 +36,7 @@ def save_model_artifact(
     peft adapter folder (adapter weights + saved head + the preprocessing files, adapter_config.json
     naming `base_model`, a portable name: see card.portable_base), plus with `merge` a merged plain model
     in output_dir/merged/; otherwise the family's full format."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".model-") as tmp:
-        staging = Path(tmp)
+    with RunDir.of(output_dir).stage_model() as staging:
         if is_peft_model(model):
             model.save_pretrained(staging, safe_serialization=True)
             adapter.save_preprocessor(staging)
@@ -52,11 +47,6 @@ def save_model_artifact(
         else:
             adapter.save_model(model, staging, labels)
         written = sorted(item.name for item in staging.iterdir())
-        for item in staging.iterdir():
-            target = output_dir / item.name
-            if target.is_dir() and item.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
     return written
 
 
@@ -77,14 +67,14 @@ def save_run_files(
     config: RunConfig,
     labels: list[str],
     metrics: dict[str, Any],
-    output_dir: Path,
+    output_dir: RunDir | Path,
     artifacts: list[str],
     setup: RunSetup | None = None,
 ) -> None:
     """metrics.json, config.yaml, and last run_info.json, which marks the folder as a finished run, lists
     the model files (`artifacts`) that belong to it and records the `setup` it trained with (processes,
     mixed precision, batch per device, accumulation, effective batch)."""
-    run = RunDir(output_dir)
+    run = RunDir.of(output_dir)
     write_json(run.metrics, metrics)
     write_text_atomic(run.config, dump_config(config))
     info = {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model}

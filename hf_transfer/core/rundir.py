@@ -4,7 +4,8 @@
       config.yaml  run_info.json  metrics.json  README.md  training_curves.png  confusion_matrix.png
       <model files>               the standard format of the model's library (listed in run_info.json)
       merged/                     LoRA runs with export.merge
-      checkpoints/step_*/         resumable states;  checkpoints/best/model.safetensors
+      checkpoints/step_*/         resumable states (written as step_*.tmp/, renamed once complete);
+                                  checkpoints/best/model.safetensors, the run's best weights
       eval/<name>.json            classification reports
       logs/hf_transfer/           tracker logs (tensorboard)
       .hf_transfer.lock           held while a run writes here; it also marks the folder as a run's
@@ -26,7 +27,11 @@ also removes the folders it created.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,10 @@ class RunDir:
     CONFUSION = "confusion_matrix.png"
     CHECKPOINTS = "checkpoints"
     BEST = "best/model.safetensors"
+    CHECKPOINT = "step_{step:07d}"  # numbered by the run-wide optimizer step: names sort as the steps do
+    CHECKPOINT_BEST = "best.safetensors"  # in a checkpoint: the run's best weights as of it
+    CHECKPOINT_STATE = "trainer_state.json"  # in a checkpoint: where training stands
+    MODEL_STAGING = ".model-"  # the prefix of the folder the model's files are written into before the move
     LOGS = "logs"
     EVAL = "eval"
     MERGED = "merged"
@@ -55,7 +64,12 @@ class RunDir:
     # Folders a user may also put files into: only these entries in them are a run's.
     RUN_ENTRIES = {CHECKPOINTS: ("step_*", "best"), EVAL: ("*.json",), LOGS: (TRACKER_PROJECT,)}
     # What an interrupted write leaves (core.atomic.atomic_path, save_model_artifact's staging folder).
-    TEMPORARY = (".*.tmp", ".model-*")
+    TEMPORARY = (".*.tmp", MODEL_STAGING + "*")
+
+    @classmethod
+    def of(cls, where: RunDir | str | Path) -> RunDir:
+        """`where` itself when it is a RunDir (the run's one instance, passed down), else a RunDir on that path."""
+        return where if isinstance(where, RunDir) else cls(where)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -112,9 +126,47 @@ class RunDir:
             )
         return self.root / self.EVAL / f"{name}.json"
 
+    def checkpoint_path(self, step: int) -> Path:
+        """The checkpoint folder of run-wide optimizer step `step`."""
+        return self.checkpoints / self.CHECKPOINT.format(step=step)
+
     def checkpoint_dirs(self) -> list[Path]:
         """Complete resumable checkpoints, oldest first (a `.tmp` folder is an interrupted write)."""
         return sorted(self.checkpoints.glob("step_*[0-9]"))
+
+    @contextmanager
+    def write_checkpoint(self, step: int, commit: bool = True) -> Iterator[Path]:
+        """The temporary folder (checkpoints/step_N.tmp) to write step `step`'s checkpoint into; when the block
+        ends without an error and `commit` (the main process: every process writes its part into the same
+        folder, one renames it), it replaces checkpoint_path(step) at once, so a checkpoint folder exists only
+        once complete. An error or a kill leaves the `.tmp` folder, which is never listed or resumed."""
+        final = self.checkpoint_path(step)
+        tmp = final.with_name(f"{final.name}.tmp")
+        yield tmp
+        if commit:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+
+    def prune_checkpoints(self, limit: int, ours: Callable[[Path], bool]) -> None:
+        """Keep the newest `limit` checkpoints of those `ours` accepts (this run's); the others stay untouched."""
+        for old in [path for path in self.checkpoint_dirs() if ours(path)][:-limit]:
+            shutil.rmtree(old)
+
+    @contextmanager
+    def stage_model(self) -> Iterator[Path]:
+        """A staging folder in this folder for the model's files; when the block ends without an error, each
+        entry written there replaces the one of the same name here (renames: a crash never leaves half a model
+        file beside a good one). The staging folder is removed either way."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=self.MODEL_STAGING) as tmp:
+            staging = Path(tmp)
+            yield staging
+            for item in staging.iterdir():
+                target = self.root / item.name
+                if target.is_dir() and item.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoint_dirs()
@@ -131,8 +183,7 @@ class RunDir:
         """The names of the model files a finished run lists in run_info.json (top-level entries, folders
         such as merged/ included). Only plain names of this folder's own entries: run_info.json is data,
         never a way out of the folder."""
-        listed = self.read_run_info().get("artifacts", []) if self.is_finished_run() else []
-        return [name for name in listed if isinstance(name, str) and _plain_name(name)]
+        return _model_files(self.root)
 
     def holds_run(self) -> bool:
         """Whether another run's files are here: a finished run, or checkpoints of an unfinished one."""
@@ -262,7 +313,7 @@ class RunDir:
         the model files its run_info.json lists, its entries in checkpoints/, eval/ and logs/, and what an
         interrupted write left."""
         kept = {self.LOCK, self.PREVIOUS, *self.RUN_ENTRIES}  # never a model file, whatever run_info.json says
-        listed = [name for name in RunDir(root).model_files() if name not in kept]
+        listed = [name for name in _model_files(root) if name not in kept]
         paths = [root / name for name in [*self.RUN_FILES, *listed]]
         paths += [path for sub, patterns in self.RUN_ENTRIES.items() for p in patterns for path in (root / sub).glob(p)]
         paths += [path for pattern in self.TEMPORARY for path in root.glob(pattern)]
@@ -283,14 +334,22 @@ class RunDir:
             destination.parent.mkdir(parents=True, exist_ok=True)
             path.rename(destination)
         for folder in (source, target):
-            RunDir(folder)._prune()
+            self._prune(folder)
 
-    def _prune(self) -> None:
-        """Remove checkpoints/, eval/ and logs/ where a removal or a move left them empty."""
+    def _prune(self, root: Path | None = None) -> None:
+        """Remove checkpoints/, eval/ and logs/ where a removal or a move left them empty (under `root`: this
+        folder, or the replaced run's place aside)."""
         for sub in self.RUN_ENTRIES:
-            path = self.root / sub
+            path = (root or self.root) / sub
             if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def _model_files(root: Path) -> list[str]:
+    """RunDir.model_files of the run folder (or the replaced run's place aside) at `root`."""
+    info = root / RunDir.RUN_INFO
+    listed = json.loads(info.read_text()).get("artifacts", []) if info.is_file() else []
+    return [name for name in listed if isinstance(name, str) and _plain_name(name)]
 
 
 def _plain_name(name: str) -> bool:

@@ -23,9 +23,10 @@ import torch
 
 from ..catalog.weights import safetensors_problem
 from ..core.errors import RunDirError
+from ..core.rundir import RunDir
 
-STATE_FILE = "trainer_state.json"
-BEST_FILE = "best.safetensors"  # the run's best weights as of this checkpoint
+STATE_FILE = RunDir.CHECKPOINT_STATE
+BEST_FILE = RunDir.CHECKPOINT_BEST  # the run's best weights as of this checkpoint
 
 # Files Accelerate's save_state writes for this engine (no custom objects are registered), and ours (each
 # process's position in a training stream, streaming.py, is JSON too).

@@ -235,7 +235,8 @@ class Engine:
     Args:
         settings (`TrainConfig`): optimisation, evaluation and checkpoint settings; `settings.lr` must be set
             (train() resolves the strategy's default).
-        output_dir (`str | Path`): the run folder: checkpoints, best weights and tracker logs go there.
+        output_dir (`RunDir | str | Path`): the run folder: checkpoints, best weights and tracker logs go there.
+            A run passes its one RunDir (the one that claimed the folder); a path makes one.
         num_workers (`int | None`, defaults to `None`): DataLoader workers per process; None chooses from the
             spare cores (see `datapipe.loader_settings`).
 
@@ -247,10 +248,10 @@ class Engine:
         engine.close()
     """
 
-    def __init__(self, settings: TrainConfig, output_dir: str | Path, num_workers: int | None = None) -> None:
+    def __init__(self, settings: TrainConfig, output_dir: RunDir | str | Path, num_workers: int | None = None) -> None:
         self.settings = settings
-        self.output_dir = Path(output_dir)
-        self.run_dir = RunDir(output_dir)
+        self.run_dir = RunDir.of(output_dir)
+        self.output_dir = self.run_dir.root
         self._fits = 0
         # When this engine's first batch arrived and whether its first optimizer step was taken (both logged once).
         self._first_batch_at: float | None = None
@@ -737,28 +738,22 @@ class Engine:
     def _checkpoint(self, run: _Run) -> None:
         acc, state, tick = self.accelerator, run.state, time.perf_counter()
         state.scheduler = _plain(run.scheduler.state_dict())
-        final = self.run_dir.checkpoints / f"step_{state.step_offset + state.global_step:07d}"
-        tmp = final.with_name(f"{final.name}.tmp")
-        acc.save_state(str(tmp))
-        if isinstance(run.train_dl, StreamLoader):
-            run.train_dl.save(tmp, acc.process_index, acc.num_processes)
-        acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
-        if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
-            if self.run_dir.best_weights.is_file():  # the best weights travel with the checkpoint
-                _link_or_copy(self.run_dir.best_weights, tmp / BEST_FILE)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # a checkpoint folder exists only once complete
-            self._prune(state.identity, run.settings.save_total_limit)
+        step = state.step_offset + state.global_step
+        with self.run_dir.write_checkpoint(step, commit=acc.is_main_process) as tmp:
+            acc.save_state(str(tmp))
+            if isinstance(run.train_dl, StreamLoader):
+                run.train_dl.save(tmp, acc.process_index, acc.num_processes)
+            acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
+            if acc.is_main_process:
+                (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+                if self.run_dir.best_weights.is_file():  # the best weights travel with the checkpoint
+                    _link_or_copy(self.run_dir.best_weights, tmp / BEST_FILE)
+        if acc.is_main_process:  # this run's own: never another run's
+            self.run_dir.prune_checkpoints(
+                run.settings.save_total_limit, lambda path: checkpoint_identity(path) == state.identity
+            )
         acc.wait_for_everyone()
         run.checkpoint_seconds += time.perf_counter() - tick
-
-    def _prune(self, identity: dict[str, Any] | None, limit: int) -> None:
-        """Keep this run's newest `save_total_limit` checkpoints; never touch another run's."""
-        ours = [p for p in self.run_dir.checkpoint_dirs() if checkpoint_identity(p) == identity]
-        for old in ours[:-limit]:
-            shutil.rmtree(old)
 
     def _resume(
         self, s: TrainConfig, identity: dict[str, Any], scheduler: Any, train_dl: DataLoader | StreamLoader
