@@ -137,9 +137,9 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
             config = apply_defaults(config, data)
     config = with_output_dir(config, data)
     check_output_outside_data(config)  # before anything is written there
-    engine = Engine(config.train, config.output_dir, num_workers=config.data.num_workers)
+    run_dir = RunDir(config.output_dir)  # the run's one RunDir: the engine and the writers of its files get it
+    engine = Engine(config.train, run_dir, num_workers=config.data.num_workers)
     config = with_setup(config, engine)
-    run_dir = RunDir(config.output_dir)
     # Only the main process checks and locks the folder; every process then stops or goes on together.
     problem = (
         run_dir.claim(bool(config.train.resume_from_checkpoint), config.overwrite) if engine.is_main_process else None
@@ -343,16 +343,16 @@ def _write_run(
     """The run's files (main process): the model, config.yaml, metrics.json, run_info.json, the validation
     report and the card; then the push to the Hub when asked."""
     config, adapter, labels = plan.config, plan.adapter, plan.labels
-    output_dir = Path(config.output_dir)
+    run_dir = engine.run_dir
     setup = engine.trained_setup(last.fit)
     if engine.is_main_process:
         base = portable_base(config)
-        artifacts = save_model_artifact(whole, adapter, labels, output_dir, base, merge=config.export.merge)
-        save_run_files(config, labels, metrics, output_dir, artifacts, setup)
+        artifacts = save_model_artifact(whole, adapter, labels, run_dir, base, merge=config.export.merge)
+        save_run_files(config, labels, metrics, run_dir, artifacts, setup)
     engine.wait_for_everyone()
     if not engine.is_main_process:
         return
-    write_json(RunDir(output_dir).eval_report("best_model_validation"), validation)
+    write_json(run_dir.eval_report("best_model_validation"), validation)
     records = _records(last)
     facts = replace(
         card_facts(config, adapter, whole, labels),
@@ -362,10 +362,10 @@ def _write_run(
         probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
         schedule=plan.schedule,
     )
-    write_model_card(output_dir, config, labels, metrics, validation, facts)
+    write_model_card(run_dir, config, labels, metrics, validation, facts)
     if config.push_to_hub:
         h = config.hub
-        push_run(output_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
+        push_run(run_dir.root, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
 
 
 def _fit_stage(

@@ -77,6 +77,19 @@ def test_a_step_that_ends_an_epoch_is_checkpointed_and_evaluated_once(color_data
     assert [h["step"] for h in state["history"]] == [6, 12]
 
 
+def test_a_training_run_builds_one_run_dir_and_passes_it_down(color_data, tmp_path, monkeypatch):
+    """The run folder's owner (its names, its lock, its checkpoints) is one object per run: train() builds it,
+    the engine and the writers of the model, run files, report and card get it."""
+    out = tmp_path / "out"
+    built = []
+    init = RunDir.__init__
+    monkeypatch.setattr(RunDir, "__init__", lambda self, root: built.append(Path(root)) or init(self, root))
+    overrides = tiny_image_overrides(*color_data, out, **{"train.checkpoint_every_steps": 6})
+    result = train(load_config(None, overrides))
+    assert [root for root in built if root.resolve() == out.resolve()] == [out]
+    assert RunDir(out).checkpoint_dirs() and (result.output_dir / RunDir.CARD).is_file()
+
+
 def test_the_log_states_when_training_started_and_what_the_first_step_took_once(color_data, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="hf_transfer"):
         train(load_config(None, tiny_image_overrides(*color_data, tmp_path / "out")))

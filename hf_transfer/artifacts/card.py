@@ -136,7 +136,7 @@ def public_config(config: RunConfig) -> dict[str, Any]:
 
 
 def write_model_card(
-    output_dir: Path,
+    output_dir: RunDir | Path,
     config: RunConfig,
     labels: list[str],
     metrics: dict[str, Any],
@@ -145,7 +145,7 @@ def write_model_card(
 ) -> Path:
     """Write README.md and its two pictures into output_dir; returns the card's path."""
     facts = facts or CardFacts()
-    run_dir = RunDir(output_dir)
+    run_dir = RunDir.of(output_dir)
     pipeline_tag = ADAPTERS.get(config.task).pipeline_tag
     dataset_ids = sorted({d for d in (hub_dataset_id(config.data.train), hub_dataset_id(config.data.validation)) if d})
     dataset_type, dataset_name = _dataset_type_and_name(config)
