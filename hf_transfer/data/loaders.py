@@ -13,8 +13,8 @@ data is prepared (train.py's `training_data` sets `FitData.loader`); the engine 
 Why the map-style loader is Accelerate's prepared DataLoader with `skip_first_batches`, not torchdata's
 StatefulDataLoader through `DataLoaderConfiguration(use_stateful_dataloader=True)` (read in accelerate
 1.16's data_loader.py and checkpointing.py): `save_state` then writes the loader's state with `torch.save`
-(a pickle) to one file name, `dl_state_dict.bin`, from every process at once, and loads it with the
-caller's `load_kwargs` (no `weights_only` unless asked); the state it saves is corrected for prefetching
+(a pickle, where every other position this tool writes is JSON) to one file name, `dl_state_dict.bin`,
+from every process at once (one process's state for all); the state it saves is corrected for prefetching
 by a guess (`adjust_state_dict_for_prefetch`: minus `num_processes - 1` batches, the counters it needs
 missing with DataLoader workers). The seeded sampler (`use_seedable_sampler`) already makes an epoch's
 order a function of (data seed, epoch), so a position is two integers: the epoch and the batches of it

@@ -1,10 +1,12 @@
 """The fine-tuning loop, shared by every adapter and strategy: Accelerate end to end.
 
-The engine owns its Accelerator and knows only nn.Module and `FitData` (two datasets, a collate
-function and a logits function), nothing of modalities. `fit` reads top to bottom: prepare, resume,
-then epoch after epoch `_train_epoch` (optimizer steps; the loss stays on the device and is read
-every `logging_steps`), `_evaluate` and `_checkpoint` on their cadence; finally the best weights
-come back. As timm's train.py splits train_one_epoch / validate / CheckpointSaver.
+The engine owns its Accelerator and knows only nn.Module and `FitData` (the training examples and the
+factory of their `TrainLoader`, the validation set, a collate function and a logits function), nothing
+of modalities, nor of the kind of training data (map-style or a stream: data/loaders.py). `fit` reads
+top to bottom: prepare, resume, then epoch after epoch `_train_epoch` (optimizer steps; the loss stays
+on the device and is read every `logging_steps`), `_evaluate` and `_checkpoint` on their cadence;
+finally the best weights come back. As timm's train.py splits train_one_epoch / validate /
+CheckpointSaver.
 """
 
 from __future__ import annotations
