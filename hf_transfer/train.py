@@ -21,10 +21,11 @@ from .core.errors import ConfigError, RunDirError
 from .core.log import default_logging
 from .core.rundir import RunDir
 from .data.defaults import apply_defaults, with_output_dir, with_schedule
+from .data.loaders import LoaderFactory, MapLoader
 from .data.pipeline import ExampleView, check_decodable, decode_once
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
-from .data.streaming import StreamReading, load_stream_splits, training_stream
+from .data.streaming import StreamLoader, StreamReading, load_stream_splits, training_stream
 from .engine.checkpoints import checkpoint_identity
 from .engine.distributed import process_state
 from .engine.evaluation import Predictions, classification_report, learned_nothing
@@ -80,6 +81,7 @@ class Prepared:
     model: nn.Module
     rng_state: torch.Tensor
     origins: tuple[str | None, str | None] = (None, None)  # see Splits.origins
+    streamed: bool = False  # train_set is a stream (data.streaming): decided once, by _load
 
 
 def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
@@ -175,11 +177,13 @@ class StageFit:
 
 @dataclass(frozen=True)
 class RunData:
-    """The run's training and validation splits, and where their rows come from (see Splits.origins)."""
+    """The run's training and validation splits, where their rows come from (see Splits.origins), and whether
+    the training split is a stream (as _load read it): what `training_data` reads it with."""
 
     train: Dataset | IterableDataset
     eval: Dataset
     origins: tuple[str | None, str | None] = (None, None)
+    streamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
     else:
         torch.set_rng_state(prepared.rng_state)  # as if this run had built the model itself
     adapter, model, train_set = prepared.adapter, prepared.model, prepared.train_set
-    streamed = isinstance(train_set, IterableDataset)
+    streamed = prepared.streamed
     logger.info(
         f"{'a stream of' if streamed else len(train_set)} training / {len(prepared.eval_set)} validation examples, "
         f"{len(prepared.labels)} classes"
@@ -237,7 +241,7 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
         replace(stage, train=replace(stage.train, resume_from_checkpoint=resume if index == first else None))
         for index, stage in enumerate(planned)
     )
-    run_data = RunData(train_set, prepared.eval_set, prepared.origins)
+    run_data = RunData(train_set, prepared.eval_set, prepared.origins, streamed)
     return RunPlan(
         config, adapter, model, run_data, prepared.labels, as_run, first, frozen, _flat(to_dict(config)), schedule
     )
@@ -246,12 +250,14 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
 def _load(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None) -> Prepared:
     """The splits loaded (or streamed) and the model built for their labels."""
     adapter = ADAPTERS.get(config.task)(config)
-    load = load_stream_splits if config.data.streaming else load_splits
+    streamed = config.data.streaming  # the one place that chooses how the training data is read
+    load = load_stream_splits if streamed else load_splits
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
         splits = load(config, adapter, data)
     model = adapter.build_model(splits.labels)
     rng = torch.get_rng_state()
-    return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
+    s = splits
+    return Prepared(s.config, adapter, s.train, s.validation, s.labels, model, rng, s.origins, streamed)
 
 
 def _fit_stages(plan: RunPlan, engine: Engine) -> tuple[nn.Module, list[StageFit]]:
@@ -406,7 +412,7 @@ def _cached_probe(plan: RunPlan, stage: Stage, model: nn.Module, engine: Engine)
     config = plan.config
     if stage.strategy.trains_backbone or not config.linear_probe.cache_features:
         return None
-    if config.data.streaming:
+    if plan.data.streamed:
         logger.info("Features are not cached: the training data is a stream (data.streaming)")
         return None
     if stage.augment:
@@ -558,30 +564,41 @@ def resolved(config: RunConfig) -> RunConfig:
 
 def training_data(config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool) -> FitData:
     """Both splits decoded once (cached), as per-example views: augmented for training when asked. A
-    training stream is decoded and augmented as it is read, each process reading its own part. A row that
-    cannot be decoded is named by its number in its origin (see Splits.origins)."""
-    d, seed, origins = config.data, config.train.seed, data.origins
-    streaming = isinstance(data.train, IterableDataset)
+    training stream is decoded and augmented as it is read, each process reading its own part. The training
+    loader (map-style or a stream, see data/loaders.py) is chosen here, by how _load read the data. A row
+    that cannot be decoded is named by its number in its origin (see Splits.origins)."""
+    d, origins = config.data, data.origins
+    training = _stream_training if data.streamed else _map_training
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
-        if not streaming:
-            train_rows, train_decoded = decode_once(
-                data.train, adapter, augment, d.decode_cache, d.cache_dir, origin=origins[0]
-            )
+        train, loader = training(config, adapter, data, engine, augment)
         eval_rows, eval_decoded = decode_once(data.eval, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
     if not eval_decoded:
         check_decodable(data.eval, adapter, origins[1])  # a broken validation file, found now, not after an epoch
-    if streaming:
-        rank, processes = engine.accelerator.process_index, engine.num_processes
-        reading = StreamReading(seed, d.shuffle_buffer, rank, processes)
-        train = training_stream(data.train, adapter, augment, reading, origins[0])
-    else:
-        train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(
         train=train,
         eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded, origin=origins[1]),
         collate=adapter.collate,
         logits=adapter.logits,
+        loader=loader,
     )
+
+
+def _map_training(
+    config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool
+) -> tuple[ExampleView, LoaderFactory]:
+    """The training split decoded once, as per-example views, read epoch after epoch."""
+    d, origin = config.data, data.origins[0]
+    rows, decoded = decode_once(data.train, adapter, augment, d.decode_cache, d.cache_dir, origin=origin)
+    return ExampleView(rows, adapter, augment, config.train.seed, decoded=decoded, origin=origin), MapLoader
+
+
+def _stream_training(
+    config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool
+) -> tuple[IterableDataset, LoaderFactory]:
+    """This process's part of the training stream, decoded and augmented as it is read, until train.max_steps."""
+    rank, processes = engine.accelerator.process_index, engine.num_processes
+    reading = StreamReading(config.train.seed, config.data.shuffle_buffer, rank, processes)
+    return training_stream(data.train, adapter, augment, reading, data.origins[0]), StreamLoader
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -509,7 +509,9 @@ def test_the_private_api_check_finds_an_unwrapped_use():
 # inside one, the `.tmp` + rename of a checkpoint, the model's staging folder; core/atomic.py names a file's
 # temporary. No other module spells one in a string (an f-string's literal parts included; docstrings and
 # comments may describe them).
-RUN_FOLDER_NAMES = re.compile(r"step_(?:$|[{\d*])|checkpoint-|\.tmp|\.model-|trainer_state\.json|best\.safetensors")
+RUN_FOLDER_NAMES = re.compile(
+    r"step_(?:$|[{\d*])|checkpoint-|\.tmp|\.model-|trainer_state\.json|best\.safetensors|loader_state_|stream_state_"
+)
 # Folders outside a run, renamed into place by their owners the same way (not a run folder's names).
 RUN_FOLDER_NAMES_ALLOWED = {"catalog/specs.py": "the pypi weights cache's own download folders"}
 
@@ -557,3 +559,58 @@ def test_only_rundir_names_the_run_folders_checkpoints_and_temporaries():
         "name the run folder's checkpoints and temporaries through RunDir (core/rundir.py: checkpoint_path, "
         "write_checkpoint, stage_model, CHECKPOINT_STATE, CHECKPOINT_BEST):\n" + "\n".join(found)
     )
+
+
+# Issue 19: one loader protocol. The engine trains from a `TrainLoader` (data/loaders.py) that the caller chose
+# where it prepared the data (`FitData.loader`); it never asks which kind of data or loader it has.
+DATA_KINDS = {"IterableDataset", "Dataset", "StreamLoader", "MapLoader", "DataLoader", "StatefulDataLoader"}
+
+
+def data_kind_branches(source: str, where: str) -> list[str]:
+    """isinstance / issubclass / type() comparisons that name a kind of data or loader."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
+            named = {
+                n.id if isinstance(n, ast.Name) else n.attr
+                for n in ast.walk(node.args[1])
+                if isinstance(n, (ast.Name, ast.Attribute))
+            }
+            if named & DATA_KINDS:
+                found.append(f"{where}:{node.lineno}: {node.func.id}(..., {', '.join(sorted(named & DATA_KINDS))})")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(n, ast.Name) and n.id in DATA_KINDS for n in ast.walk(node)
+        ):
+            if any(
+                isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "type" for n in ast.walk(node)
+            ):
+                found.append(f"{where}:{node.lineno}: type(...) compared with a data kind")
+    return found
+
+
+def test_the_data_kind_check_finds_isinstance_and_type_branches():
+    source = (
+        "def f(data, dl):\n"
+        "    if isinstance(data.train, datasets.IterableDataset):\n        pass\n"
+        "    if isinstance(dl, (StreamLoader, int)):\n        pass\n"
+        "    if type(dl) is DataLoader:\n        pass\n"
+        "    if isinstance(dl, dict):\n        pass\n"
+    )
+    assert [hit.split(":")[1] for hit in data_kind_branches(source, "x.py")] == ["2", "4", "6"]
+
+
+def test_the_engine_has_no_branch_on_the_kind_of_data_and_no_import_of_streaming():
+    engine = sorted((PACKAGE / "engine").rglob("*.py"))
+    branches = [
+        hit for path in engine for hit in data_kind_branches(path.read_text(), path.relative_to(PACKAGE).as_posix())
+    ]
+    assert not branches, "the engine trains from FitData.loader, whatever the data:\n" + "\n".join(branches)
+    streaming = [
+        _where(importer, line)
+        for importer, imported, line, _ in imports()
+        if layer(importer) == "engine" and imported == "data.streaming"
+    ]
+    assert not streaming, f"the engine imports data/streaming.py: {streaming}"

@@ -218,6 +218,31 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_che
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "remove",
+            r"holds no training-data position for process 0 \(loader_state_0\.json\): it was written by an older",
+        ),
+        ("stream", r"holds the position of a 'stream' training loader, but this run reads its training data as 'map'"),
+    ],
+)
+def test_a_checkpoint_without_this_runs_loader_position_is_refused(checkpointed, tmp_path, change, message):
+    """Issue 19: every checkpoint holds each process's training-loader position; one without it (written by an
+    older version) or with another kind of loader's is refused by name, not resumed from the epoch's start."""
+    train_dir, val_dir, result = checkpointed
+    checkpoint = _copy_checkpoint(result.output_dir, tmp_path / "downloaded")
+    position = checkpoint / "loader_state_0.json"
+    if change == "remove":
+        position.unlink()
+    else:
+        position.write_text(json.dumps({**json.loads(position.read_text()), "kind": change}))
+    config = _config(train_dir, val_dir, tmp_path / "new", **{"train.resume_from_checkpoint": str(checkpoint)})
+    with pytest.raises(RunDirError, match=message):
+        train(config)
+
+
 def test_a_replacing_run_killed_before_its_first_checkpoint_gives_the_old_run_back(checkpointed):
     """kill -9 of a run that was replacing another (moved aside when the folder was claimed): the next
     claim of the folder puts the old run back, so nothing was lost."""

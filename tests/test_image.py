@@ -143,6 +143,29 @@ def test_resume_mid_epoch_equals_uninterrupted(color_data, tmp_path):
     assert ours["metrics"]["accuracy"] == full.metrics["accuracy"]
 
 
+def test_every_checkpoint_holds_the_loader_position_and_a_resume_from_it_is_exact(color_data, tmp_path):
+    """Issue 19's one loader protocol, map-style: each checkpoint (mid-epoch and at an epoch's end) holds the
+    training loader's position (loader_state_0.json: epoch, micro-batches of it trained), which counts the
+    steps taken; resumed mid-epoch from it, the run ends bit-identical to the uninterrupted one."""
+    train_dir, val_dir = color_data
+    per_epoch = len(list(train_dir.rglob("*.png"))) // 8  # batches of 8, the ragged last one dropped
+    common = {"train.epochs": 2, "train.checkpoint_every_steps": 3, "train.save_total_limit": 20}
+    full = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "full", **common)))
+    checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("step_*"))
+    steps = [int(path.name.split("_")[1]) for path in checkpoints]
+    assert steps == sorted({*range(3, 2 * per_epoch, 3), per_epoch, 2 * per_epoch})
+    for step, path in zip(steps, checkpoints, strict=True):
+        position = json.loads((path / "loader_state_0.json").read_text())
+        assert (position["kind"], position["batch_size"], position["processes"]) == ("map", 8, 1)
+        assert position["epoch"] * per_epoch + position["batches"] == step, path.name
+    middle = next(path for step, path in zip(steps, checkpoints, strict=True) if step > per_epoch)
+    extra = {**common, "train.resume_from_checkpoint": str(middle)}
+    resumed = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "resumed", **extra)))
+    assert resumed.fit.global_step == full.fit.global_step == 2 * per_epoch
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ after resuming from {middle.name}"
+
+
 def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
     train_dir, val_dir = color_data
     out = tmp_path / "run"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import failure_lines, tiny_image_overrides
+from safetensors.torch import load_file
 
 from hf_transfer import load_config, train
 from hf_transfer.core.errors import RunDirError
@@ -49,6 +50,33 @@ def _launch_with_config(config: str, processes: int, overrides: list[str], **env
     cmd = [*LAUNCH, "--config_file", str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes)]
     cmd += ["--main_process_port", str(_free_port()), "-m", "hf_transfer", "train", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, env=_cpu_env(**env), timeout=600)
+
+
+# ------------------------------------------------------------------------------------ the loader's position
+
+
+@pytest.mark.slow  # two launches of two CPU processes: about a minute
+def test_two_processes_write_their_loader_positions_and_resume_mid_epoch_exactly(color_data, tmp_path):
+    """Issue 19's one loader protocol under DDP, map-style: each process writes its loader position into every
+    checkpoint (one epoch of 49 examples: 6 global batches of 2 x 4); resumed from step 8 (epoch 1, its second
+    batch), the run ends with the weights of the uninterrupted one."""
+    train_dir, val_dir = color_data
+    common = {"train.epochs": 2, "train.batch_size": 4, "train.checkpoint_every_steps": 2}
+    common |= {"train.save_total_limit": 20, "train.mixed_precision": "'no'"}
+    full = _launch_with_config("ddp.yaml", 2, tiny_image_overrides(train_dir, val_dir, tmp_path / "full", **common))
+    assert full.returncode == 0, failure_lines(full.stderr)
+    step_8 = tmp_path / "full" / "checkpoints" / "step_0000008"
+    positions = [json.loads((step_8 / f"loader_state_{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(p["kind"], p["epoch"], p["batches"], p["processes"]) for p in positions] == [("map", 1, 2, 2)] * 2
+    extra = {**common, "train.resume_from_checkpoint": str(step_8)}
+    resumed = _launch_with_config(
+        "ddp.yaml", 2, tiny_image_overrides(train_dir, val_dir, tmp_path / "resumed", **extra)
+    )
+    assert resumed.returncode == 0, failure_lines(resumed.stderr)
+    metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("full", "resumed")]
+    assert metrics[0]["global_step"] == metrics[1]["global_step"] == 12
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------------ multi-node

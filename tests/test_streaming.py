@@ -75,7 +75,7 @@ def test_streamed_run_trains_by_max_steps_and_checkpoints_its_position(shards, t
     assert result.metrics["accuracy"] > 0.5  # 3 colours, chance 1/3
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.data.streaming and saved.data.label_column == "label"
-    state = json.loads((tmp_path / "run" / "checkpoints" / "step_0000010" / "stream_state_0.json").read_text())
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_0000010" / "loader_state_0.json").read_text())
     assert state["processes"] == 1 and state["epoch"] == 0
 
 
@@ -153,6 +153,25 @@ def test_resume_mid_pass_equals_uninterrupted(shards, tmp_path, workers):
         assert resumed.metrics["loss"] == pytest.approx(full.metrics["loss"], abs=1e-6)
         a, b = full.model.state_dict(), resumed.model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ after resuming from step {step}"
+
+
+def test_every_checkpoint_holds_the_streams_position_and_a_resume_from_it_is_exact(shards, tmp_path):
+    """Issue 19's one loader protocol, streamed: each checkpoint holds the stream loader's position
+    (loader_state_0.json: the pass, datasets' place in it); 12 batches a pass, so step 7 is in pass 0 and
+    steps 14 and 20 in pass 1. Resumed from step 7 (no shuffle buffer), the run ends bit-identical."""
+    common = {"train.max_steps": 20, "train.checkpoint_every_steps": 7, "data.shuffle_buffer": 0}
+    common["train.save_total_limit"] = 5
+    full = train(load_config(None, settings(shards, tmp_path / "full", **common)))
+    checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("step_*"))
+    assert [path.name for path in checkpoints] == ["step_0000007", "step_0000014", "step_0000020"]
+    positions = [json.loads((path / "loader_state_0.json").read_text()) for path in checkpoints]
+    assert [(p["kind"], p["processes"], p["epoch"]) for p in positions] == [("stream", 1, 0), *[("stream", 1, 1)] * 2]
+    assert all(p["loader"] for p in positions)  # torchdata's state of the loader, with datasets' place in the stream
+    extra = {**common, "train.resume_from_checkpoint": str(checkpoints[0])}
+    resumed = train(load_config(None, settings(shards, tmp_path / "resumed", **extra)))
+    assert resumed.metrics["global_step"] == 20
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_jsonl_shards_with_file_paths_need_the_labels_up_front(tmp_path):
@@ -279,7 +298,7 @@ def test_two_processes_read_their_own_shards_and_resume_exactly(shards, tmp_path
     assert out.returncode == 0, failure_lines(out.stderr)
     full, resumed = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("full", "resumed"))
     step_8 = tmp_path / "full" / "checkpoints" / "step_0000008"
-    states = [json.loads((step_8 / f"stream_state_{rank}.json").read_text()) for rank in (0, 1)]
+    states = [json.loads((step_8 / f"loader_state_{rank}.json").read_text()) for rank in (0, 1)]
     assert [s["epoch"] for s in states] == [1, 1]  # 6 batches per pass: each process reads half the stream
     assert resumed["global_step"] == full["global_step"] == 10
     assert resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)

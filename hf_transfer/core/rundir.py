@@ -52,6 +52,8 @@ class RunDir:
     CHECKPOINT = "step_{step:07d}"  # numbered by the run-wide optimizer step: names sort as the steps do
     CHECKPOINT_BEST = "best.safetensors"  # in a checkpoint: the run's best weights as of it
     CHECKPOINT_STATE = "trainer_state.json"  # in a checkpoint: where training stands
+    # In a checkpoint, one per process: where its training loader stands (data/loaders.py: JSON, both kinds of data).
+    CHECKPOINT_LOADER = "loader_state_{rank}.json"
     MODEL_STAGING = ".model-"  # the prefix of the folder the model's files are written into before the move
     LOGS = "logs"
     EVAL = "eval"
@@ -129,6 +131,11 @@ class RunDir:
     def checkpoint_path(self, step: int) -> Path:
         """The checkpoint folder of run-wide optimizer step `step`."""
         return self.checkpoints / self.CHECKPOINT.format(step=step)
+
+    @classmethod
+    def loader_state(cls, checkpoint: Path, rank: int) -> Path:
+        """The file in `checkpoint` that holds process `rank`'s training-loader position."""
+        return checkpoint / cls.CHECKPOINT_LOADER.format(rank=rank)
 
     def checkpoint_dirs(self) -> list[Path]:
         """Complete resumable checkpoints, oldest first (a `.tmp` folder is an interrupted write)."""

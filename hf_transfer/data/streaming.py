@@ -24,13 +24,11 @@ equals an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,11 +39,14 @@ from datasets.distributed import split_dataset_by_node
 from ..core.errors import ConfigError, DataError, RunDirError
 from ..core.rng import example_seed
 from .columns import ColumnRequest, resolve_columns
-from .pipeline import LoaderSettings, RowNames, model_examples, with_decoded_inputs
+from .loaders import Collate, LoaderSpec, check_kind
+from .pipeline import RowNames, model_examples, with_decoded_inputs
 from .sources import open_source
 from .splits import Splits, labelled, load_labelled
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from ..adapters.base import TaskAdapter
     from ..config.schema import DataConfig, RunConfig
     from .files import Source
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 _MAP_BATCH = 64  # rows decoded per call of the stream's map: as the decode cache's batches
-STATE_FILE = "stream_state_{rank}.json"  # one per process: each reads its own part of the stream
 
 
 # --------------------------------------------------------------------------- the run's splits
@@ -197,41 +197,45 @@ class StreamExamples:
 
 class StreamLoader:
     """Batches of this process's stream, pass after pass without end (the engine stops at max_steps),
-    on the device; its position (pass, and where in it) is saved in and restored from checkpoints.
+    on the device: a `TrainLoader` (loaders.py) with no length; its position (pass, and where in it) is
+    saved in and restored from every checkpoint.
 
     A pass ends when this process's part of the stream does; the next one calls `set_epoch`, which
     reshuffles the shard order and the buffer. The batches bypass Accelerate's DataLoader wrapper on
     purpose: it would end gradient accumulation early at each pass's end (one process at a time, out
-    of step with the others), and Accelerate 1.15 saves one process's loader state for all of them."""
+    of step with the others), and Accelerate 1.16 saves one process's loader state for all of them."""
 
-    def __init__(
-        self,
-        dataset: IterableDataset,
-        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
-        batch_size: int,
-        settings: LoaderSettings,
-        device: torch.device,
-        seed: int,
-    ) -> None:
+    KIND = "stream"
+    batches_per_epoch = None  # a stream: the engine counts the run in train.max_steps
+
+    def __init__(self, dataset: IterableDataset, collate: Collate, spec: LoaderSpec) -> None:
         from torchdata.stateful_dataloader import StatefulDataLoader
 
-        self.dataset, self.device, self.pin_memory = dataset, device, settings.pin_memory
-        self.batch_size = batch_size
+        self.dataset, self.device, self.pin_memory = dataset, spec.device, spec.settings.pin_memory
+        self.batch_size, self.processes = spec.batch_size, spec.processes
         self.loader = StatefulDataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=spec.batch_size,
             collate_fn=collate,
-            **settings.dataloader_kwargs(),
+            **spec.settings.dataloader_kwargs(),
             drop_last=True,  # as for map-style data: a ragged batch (possibly of 1) would break BatchNorm
             # A private generator: starting a pass draws nothing from the global RNG (dropout's).
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(spec.seed),
         )
-        self.epoch = 0
+        self.passes = 0
         self._resumed = False
+
+    def prepare(self, accelerator: Accelerator, model: Any, optimizer: Any, eval_loader: Any) -> tuple[Any, Any, Any]:
+        # Each process already reads its own part of the stream: only the rest is Accelerate's to prepare.
+        return accelerator.prepare(model, optimizer, eval_loader)
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches from where the stream stands, pass after pass: a stream's run is one "epoch" of max_steps."""
+        return iter(self)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            self.dataset.set_epoch(self.epoch)
+            self.dataset.set_epoch(self.passes)
             batches = 0
             for batch in self.loader:
                 batches += 1
@@ -241,29 +245,26 @@ class StreamLoader:
                     f"This process's part of the training stream holds fewer than train.batch_size="
                     f"{self.batch_size} examples: lower train.batch_size, or give the stream more data or shards."
                 )
-            logger.info("Pass %d over the training stream ended (%d batches on this process)", self.epoch, batches)
-            self.epoch, self._resumed = self.epoch + 1, False
+            logger.info("Pass %d over the training stream ended (%d batches on this process)", self.passes, batches)
+            self.passes, self._resumed = self.passes + 1, False
 
-    def save(self, folder: Path, rank: int, processes: int) -> None:
-        """This process's position, as JSON (no pickle) beside the Accelerate checkpoint in `folder`."""
-        state = {"processes": processes, "epoch": self.epoch, "loader": self.loader.state_dict()}
-        (folder / STATE_FILE.format(rank=rank)).write_text(json.dumps(state))
+    def state_dict(self) -> dict[str, Any]:
+        """This process's position: its pass, and torchdata's state of the loader (datasets' place in the stream)."""
+        return {
+            "kind": self.KIND,
+            "processes": self.processes,
+            "epoch": self.passes,
+            "loader": self.loader.state_dict(),
+        }
 
-    def load(self, folder: Path, rank: int, processes: int) -> None:
-        """Continue where the checkpoint in `folder` left this process's stream."""
-        path = folder / STATE_FILE.format(rank=rank)
-        if not path.is_file():
+    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
+        """Continue where the checkpoint left this process's stream."""
+        check_kind(state, self.KIND, where)
+        if state["processes"] != self.processes:
             raise RunDirError(
-                f"Checkpoint {folder} holds no stream position for process {rank} ({path.name}): it was written "
-                "without data.streaming, or by fewer processes. Resume it with the settings and processes that "
-                "wrote it."
+                f"{where} was written by one of {state['processes']} processes, each reading its own shards of the "
+                f"stream; resume it with {state['processes']} processes (now {self.processes})."
             )
-        state = json.loads(path.read_text())
-        if state["processes"] != processes:
-            raise RunDirError(
-                f"Checkpoint {folder} was written by {state['processes']} processes, each reading its own shards of "
-                f"the stream; resume it with {state['processes']} processes (now {processes})."
-            )
-        self.epoch = state["epoch"]
+        self.passes = state["epoch"]
         self.loader.load_state_dict(state["loader"])
         self._resumed = True

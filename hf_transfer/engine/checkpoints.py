@@ -28,10 +28,11 @@ from ..core.rundir import RunDir
 STATE_FILE = RunDir.CHECKPOINT_STATE
 BEST_FILE = RunDir.CHECKPOINT_BEST  # the run's best weights as of this checkpoint
 
+LOADER_FILES = re.escape(RunDir.CHECKPOINT_LOADER.format(rank="RANK")).replace("RANK", r"\d+")
 # Files Accelerate's save_state writes for this engine (no custom objects are registered), and ours (each
-# process's position in a training stream, streaming.py, is JSON too).
+# process's training-loader position, data/loaders.py, is JSON too).
 _SAFE_FORMATS = re.compile(
-    r"(model(_\d+)?\.safetensors|stream_state_\d+\.json|" + re.escape(BEST_FILE) + "|" + re.escape(STATE_FILE) + ")"
+    r"(model(_\d+)?\.safetensors|" + LOADER_FILES + "|" + re.escape(BEST_FILE) + "|" + re.escape(STATE_FILE) + ")"
 )
 _TORCH_PICKLES = re.compile(
     r"(optimizer(_\d+)?\.bin|sampler(_\d+)?\.bin|dl_state_dict(_\d+)?\.bin|scaler\.pt|"

@@ -1,10 +1,12 @@
 """The fine-tuning loop, shared by every adapter and strategy: Accelerate end to end.
 
-The engine owns its Accelerator and knows only nn.Module and `FitData` (two datasets, a collate
-function and a logits function), nothing of modalities. `fit` reads top to bottom: prepare, resume,
-then epoch after epoch `_train_epoch` (optimizer steps; the loss stays on the device and is read
-every `logging_steps`), `_evaluate` and `_checkpoint` on their cadence; finally the best weights
-come back. As timm's train.py splits train_one_epoch / validate / CheckpointSaver.
+The engine owns its Accelerator and knows only nn.Module and `FitData` (the training examples and the
+factory of their `TrainLoader`, the validation set, a collate function and a logits function), nothing
+of modalities, nor of the kind of training data (map-style or a stream: data/loaders.py). `fit` reads
+top to bottom: prepare, resume, then epoch after epoch `_train_epoch` (optimizer steps; the loss stays
+on the device and is read every `logging_steps`), `_evaluate` and `_checkpoint` on their cadence;
+finally the best weights come back. As timm's train.py splits train_one_epoch / validate /
+CheckpointSaver.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import datasets
 import psutil
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,8 @@ from ..config.schema import TrainConfig
 from ..core.atomic import atomic_path
 from ..core.errors import ConfigError, LaunchError, RunDirError, TrainingDiverged
 from ..core.rundir import RunDir
+from ..data.loaders import LoaderFactory, LoaderSpec, MapLoader, TrainLoader, torch_loader
 from ..data.pipeline import LoaderSettings, loader_settings
-from ..data.streaming import StreamLoader
 from .autobatch import fit_finding_batch_size
 from .checkpoints import BEST_FILE, STATE_FILE, checkpoint_identity, identity_mismatch, read_state, verify_checkpoint
 from .distributed import (
@@ -68,13 +69,20 @@ Logits = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 @dataclass
 class FitData:
-    """What the engine trains on: map-style datasets of examples (training: or a `datasets.IterableDataset`,
-    see streaming.py), how to batch them, how to call the model."""
+    """What the engine trains on: the training examples and how to read them, the validation examples (a
+    map-style dataset), how to batch them, how to call the model.
 
-    train: TorchDataset
+    `loader` builds the fit's `TrainLoader` (data/loaders.py) from `train`, `collate` and the engine's
+    `LoaderSpec`: `MapLoader` (the default: a map-style dataset, epoch after epoch) or `StreamLoader`
+    (data/streaming.py: a `datasets.IterableDataset`, no length, counted in train.max_steps). The caller
+    chooses it where it prepares the data; the engine trains from whichever it gets and writes its position
+    into every checkpoint."""
+
+    train: Any
     eval: TorchDataset
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
     logits: Logits
+    loader: LoaderFactory = MapLoader
 
 
 @dataclass(frozen=True)
@@ -211,7 +219,7 @@ class _Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    train_dl: DataLoader | StreamLoader
+    loader: TrainLoader
     eval_dl: DataLoader
     data: FitData
     state: TrainState
@@ -366,21 +374,7 @@ class Engine:
 
     def make_loader(self, dataset: TorchDataset, collate: Callable, batch_size: int, train: bool = False) -> DataLoader:
         """A DataLoader with this machine's worker settings (not yet prepared)."""
-        settings = self.loader_settings
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            collate_fn=collate,
-            num_workers=settings.num_workers,
-            pin_memory=settings.pin_memory,
-            persistent_workers=settings.persistent_workers,
-            prefetch_factor=settings.prefetch_factor,
-            # As timm's train.py: a ragged last training batch (possibly of 1) would break BatchNorm.
-            drop_last=train,
-            # A private generator: starting an epoch's iterator draws nothing from the global RNG (dropout's).
-            generator=torch.Generator().manual_seed(self.settings.seed),
-        )
+        return torch_loader(dataset, collate, batch_size, self.loader_settings, self.settings.seed, train)
 
     def gather(
         self,
@@ -472,7 +466,10 @@ class Engine:
             self.accelerator.free_memory()  # the previous fit's model, optimizer and loaders
         self._fits += 1
         s, acc = plan.settings, self.accelerator
-        _check_resolved(s, streaming=isinstance(data.train, datasets.IterableDataset))
+        _check_resolved(s)
+        spec = LoaderSpec(s.batch_size, s.seed, self.loader_settings, acc.device, acc.process_index, acc.num_processes)
+        loader = data.loader(data.train, data.collate, spec)
+        _check_length(s, loader)
         if self._setup_note is not None:
             self._log_setup(s.batch_size)
         for name in s.extra_metrics:  # an unloadable metric fails now, not after the first epoch
@@ -485,22 +482,12 @@ class Engine:
         optimizer = torch.optim.AdamW(groups, lr=s.lr, fused=fused)
         # Under FSDP the model is sharded in place: the main process keeps its structure to save it whole later.
         plain = structure_copy(model) if self.sharded and acc.is_main_process else None
-        if isinstance(data.train, datasets.IterableDataset):
-            # A stream: each process already reads its own part; it runs until max_steps (see streaming.py).
-            train_dl = StreamLoader(data.train, data.collate, s.batch_size, self.loader_settings, acc.device, s.seed)
-            model, optimizer, eval_dl = acc.prepare(model, optimizer, eval_dl)
-            steps = self._steps(s, s.max_steps * acc.gradient_accumulation_steps)  # one "epoch" of max_steps
-        else:
-            train_dl = self.make_loader(data.train, data.collate, s.batch_size, train=True)
-            model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-            if len(train_dl) == 0:
-                raise ConfigError(
-                    f"{len(data.train)} training examples do not fill one batch of {s.batch_size} on each of "
-                    f"{acc.num_processes} process(es): lower train.batch_size or add data."
-                )
-            steps = self._steps(s, len(train_dl))
+        # One prepare call for everything (DeepSpeed reads the micro-batch size from the loaders in it).
+        model, optimizer, eval_dl = loader.prepare(acc, model, optimizer, eval_dl)
+        per_epoch = loader.batches_per_epoch  # None: a stream, one "epoch" of max_steps
+        steps = self._steps(s, s.max_steps * acc.gradient_accumulation_steps if per_epoch is None else per_epoch)
         scheduler = lr_schedule(s.scheduler, optimizer, int(s.warmup_ratio * steps.total_steps), steps.total_steps)
-        state = self._state(plan, labels, scheduler, train_dl)
+        state = self._state(plan, labels, scheduler, loader)
         if self._fits == 1:
             acc.init_trackers(RunDir.TRACKER_PROJECT, config=plan.tracker_config)
         logger.info(
@@ -515,15 +502,13 @@ class Engine:
             desc="train",
             disable=not (acc.is_local_main_process and s.progress_bar),
         )
-        return _Run(model, optimizer, scheduler, train_dl, eval_dl, data, state, steps, s, progress, plain)
+        return _Run(model, optimizer, scheduler, loader, eval_dl, data, state, steps, s, progress, plain)
 
-    def _state(
-        self, plan: FitPlan, labels: list[str], scheduler: Any, train_dl: DataLoader | StreamLoader
-    ) -> TrainState:
+    def _state(self, plan: FitPlan, labels: list[str], scheduler: Any, loader: TrainLoader) -> TrainState:
         """Where the fit starts: the checkpoint it resumes, or step 0 of its stage."""
         identity = {**(plan.identity or {}), "labels": list(labels)}
         if plan.settings.resume_from_checkpoint:
-            return self._resume(plan.settings, identity, scheduler, train_dl)
+            return self._resume(plan.settings, identity, scheduler, loader)
         return TrainState(
             labels=list(labels),
             identity=identity,
@@ -561,15 +546,10 @@ class Engine:
     def _train_epoch(self, run: _Run) -> bool:
         """Train until the epoch ends; True when the run must stop (last step, early stopping)."""
         acc, s, state = self.accelerator, run.settings, run.state
-        if isinstance(run.train_dl, StreamLoader):
-            batches = run.train_dl  # passes and position are its own (restored by _resume)
-        else:
-            run.train_dl.set_epoch(state.epoch)
-            skip = state.batches_in_epoch
-            batches = acc.skip_first_batches(run.train_dl, skip) if skip else run.train_dl
+        batches = run.loader.epoch(state.epoch)  # from the loader's position (restored by _resume)
         # The epoch's last batch: a step cadence falling on it is left to the epoch's end, which evaluates and
-        # checkpoints that step once (a stream has no epochs: its run ends at max_steps).
-        last_batch = None if isinstance(run.train_dl, StreamLoader) else len(run.train_dl)
+        # checkpoints that step once (a stream has no epochs, None: its run ends at max_steps).
+        last_batch = run.loader.batches_per_epoch
         set_train_mode(run.model, bool(s.freeze_norm_statistics))
         for batch in batches:
             if self._first_batch_at is None:
@@ -741,8 +721,8 @@ class Engine:
         step = state.step_offset + state.global_step
         with self.run_dir.write_checkpoint(step, commit=acc.is_main_process) as tmp:
             acc.save_state(str(tmp))
-            if isinstance(run.train_dl, StreamLoader):
-                run.train_dl.save(tmp, acc.process_index, acc.num_processes)
+            # Each process's loader position (every kind of data): JSON, read back by _resume.
+            self.run_dir.loader_state(tmp, acc.process_index).write_text(json.dumps(run.loader.state_dict()))
             acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
             if acc.is_main_process:
                 (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
@@ -755,9 +735,7 @@ class Engine:
         acc.wait_for_everyone()
         run.checkpoint_seconds += time.perf_counter() - tick
 
-    def _resume(
-        self, s: TrainConfig, identity: dict[str, Any], scheduler: Any, train_dl: DataLoader | StreamLoader
-    ) -> TrainState:
+    def _resume(self, s: TrainConfig, identity: dict[str, Any], scheduler: Any, loader: TrainLoader) -> TrainState:
         where = s.resume_from_checkpoint
         path = self.run_dir.latest_checkpoint() if where == "latest" else Path(where)
         if path is None or not (path / STATE_FILE).is_file():
@@ -795,6 +773,7 @@ class Engine:
                 "the model this run would save could not be the one its metrics describe. Resume from a complete "
                 "checkpoint, or start a new run."
             )
+        position = self._loader_position(path)
         verify_checkpoint(path)
         try:
             self.accelerator.load_state(str(path))
@@ -805,11 +784,28 @@ class Engine:
             ) from None
         if state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
-        if isinstance(train_dl, StreamLoader):
-            train_dl.load(path, self.accelerator.process_index, self.accelerator.num_processes)
+        loader.load_state_dict(position, str(self.run_dir.loader_state(path, self.accelerator.process_index)))
         self._restore_best(path)
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state
+
+    def _loader_position(self, checkpoint: Path) -> dict[str, Any]:
+        """This process's training-loader position in `checkpoint` (written by _checkpoint, every kind of data)."""
+        rank = self.accelerator.process_index
+        file = self.run_dir.loader_state(checkpoint, rank)
+        if not file.is_file():
+            raise RunDirError(
+                f"Checkpoint {checkpoint} holds no training-data position for process {rank} ({file.name}): it was "
+                "written by an older version of hf-transfer, which did not save it, or by fewer processes. Resume it "
+                "with the version and the number of processes that wrote it, or start a new run."
+            )
+        try:
+            return json.loads(file.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RunDirError(
+                f"Checkpoint file {file} is not the JSON this tool writes ({err}): resume from another checkpoint, "
+                "or start a new run."
+            ) from None
 
     def _restore_best(self, checkpoint: Path) -> None:
         """The best weights as of `checkpoint`, whichever folder it came from: what the resumed run's metrics
@@ -830,13 +826,17 @@ class Engine:
         return _Steps(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
 
 
-def _check_resolved(s: TrainConfig, streaming: bool) -> None:
-    """What train() resolves before a fit (the strategy's learning rate, the schedule) is set."""
+def _check_resolved(s: TrainConfig) -> None:
+    """What train() resolves before a fit (the strategy's learning rate, the batch size) is set."""
     if s.lr is None:
         raise ConfigError("The engine needs a learning rate: resolve train.lr before fit().")
     if s.batch_size is None:
         raise ConfigError("The engine needs a batch size: resolve train.batch_size before fit() (with_schedule).")
-    if streaming and not s.max_steps:
+
+
+def _check_length(s: TrainConfig, loader: TrainLoader) -> None:
+    """The fit has a length: the loader's epochs, or train.max_steps (a loader without a length: a stream)."""
+    if loader.batches_per_epoch is None and not s.max_steps:
         raise ConfigError(
             "Training on a stream (data.streaming) needs train.max_steps, as a stream has no length: set it "
             "(a stage that counts epochs, such as lp_ft's probe, cannot stream)."
