@@ -52,7 +52,7 @@ class RunResult:
         fit (`FitResult`): the engine's account of the training.
         model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA); under
             FSDP a plain copy on the main process, the sharded model on the others.
-        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.model_inputs(...)`.
+        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.inputs.model_inputs(...)`.
         is_main_process (`bool`): whether this process is the one that wrote the files.
     """
 
@@ -88,8 +88,8 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
     with _processes().main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
-        splits = load_splits(config, adapter, data)
-    model = adapter.build_model(splits.labels)
+        splits = load_splits(config, adapter.inputs, data)
+    model = adapter.models.build_model(splits.labels)
     rng = torch.get_rng_state()
     return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
 
@@ -226,7 +226,7 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
     # train.batch_size and train.epochs left auto are chosen from the training set's size (config.yaml records them).
     config, schedule = with_schedule(config, None if streamed else len(train_set), engine.num_processes)
     if config.train.gradient_checkpointing:
-        adapter.enable_gradient_checkpointing(model)
+        adapter.models.enable_gradient_checkpointing(model)
     frozen = frozenset(name for name, p in model.named_parameters() if not p.requires_grad)  # the adapter's choice
     planned = stages(config)
     if engine.sharded:
@@ -248,8 +248,8 @@ def _load(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None)
     adapter = ADAPTERS.get(config.task)(config)
     load = load_stream_splits if config.data.streaming else load_splits
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        splits = load(config, adapter, data)
-    model = adapter.build_model(splits.labels)
+        splits = load(config, adapter.inputs, data)
+    model = adapter.models.build_model(splits.labels)
     rng = torch.get_rng_state()
     return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
 
@@ -262,7 +262,7 @@ def _fit_stages(plan: RunPlan, engine: Engine) -> tuple[nn.Module, list[StageFit
         if index:  # a new stage starts from everything the adapter left trainable
             for name, param in model.named_parameters():
                 param.requires_grad_(name not in plan.frozen)
-        model = stage.strategy(model, plan.adapter, plan.config)
+        model = stage.strategy(model, plan.adapter.models, plan.config)
         if index < plan.first:
             continue  # its result is in the checkpoint the next stage resumes from
         earlier = _records(done[-1]) if done else []  # after a resume: in the checkpoint instead
@@ -327,9 +327,9 @@ def _best_predictions(plan: RunPlan, engine: Engine, model: nn.Module, last: Sta
     if last.fit.best_predictions is not None:
         return last.fit.best_predictions
     adapter, data = plan.adapter, plan.data
-    view = ExampleView(data.eval, adapter, augment=False, decoded=False, origin=data.origins[1])
+    view = ExampleView(data.eval, adapter.inputs, augment=False, decoded=False, origin=data.origins[1])
     batch_size = last.stage.train.eval_batch_size or last.fit.batch_size
-    return engine.predict(model, adapter.logits, view, adapter.collate, batch_size)
+    return engine.predict(model, adapter.models.logits, view, adapter.inputs.collate, batch_size)
 
 
 def _write_run(
@@ -347,7 +347,7 @@ def _write_run(
     setup = engine.trained_setup(last.fit)
     if engine.is_main_process:
         base = portable_base(config)
-        artifacts = save_model_artifact(whole, adapter, labels, run_dir, base, merge=config.export.merge)
+        artifacts = save_model_artifact(whole, adapter.models, labels, run_dir, base, merge=config.export.merge)
         save_run_files(config, labels, metrics, run_dir, artifacts, setup)
     engine.wait_for_everyone()
     if not engine.is_main_process:
@@ -355,7 +355,7 @@ def _write_run(
     write_json(run_dir.eval_report("best_model_validation"), validation)
     records = _records(last)
     facts = replace(
-        card_facts(config, adapter, whole, labels),
+        card_facts(config, adapter.card, whole, labels),
         augmentation=_augmentation(adapter, last),
         train_loss=[point for r in records for point in r["train_loss"]],
         setup=setup,
@@ -378,7 +378,7 @@ def _fit_stage(
     trainable, total = trainable_parameters(model)
     logger.info(
         f"Stage {stage.name!r}: {stage.strategy.description}: {trainable:,} of {total:,} parameters train "
-        f"({100 * trainable / total:.2f}%); augmentation: {adapter.augmentation(stage.augment)}"
+        f"({100 * trainable / total:.2f}%); augmentation: {adapter.inputs.augmentation(stage.augment)}"
     )
     probe = _cached_probe(plan, stage, model, engine)
     views = probe.views if probe is not None else None
@@ -394,7 +394,7 @@ def _fit_stage(
     data = training_data(config, adapter, plan.data, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
-        layers = adapter.layer_ids(model)
+        layers = adapter.models.layer_ids(model)
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, plan.labels, replace(fit_plan, settings=settings, param_groups=groups))
     return StageFit(stage, fit, None)
@@ -452,7 +452,7 @@ def _augmentation(adapter: TaskAdapter, done: StageFit) -> str:
             f"cached features of {len(done.views)} views of each training example ({', '.join(done.views)}), "
             "one drawn per example each epoch"
         )
-    return adapter.augmentation(done.stage.augment)
+    return adapter.inputs.augmentation(done.stage.augment)
 
 
 def _check_sharded_plan(plan: list[Stage], config: RunConfig) -> None:
@@ -565,22 +565,25 @@ def training_data(config: RunConfig, adapter: TaskAdapter, data: RunData, engine
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
         if not streaming:
             train_rows, train_decoded = decode_once(
-                data.train, adapter, augment, d.decode_cache, d.cache_dir, origin=origins[0]
+                data.train, adapter.inputs, augment, d.decode_cache, d.cache_dir, origin=origins[0]
             )
-        eval_rows, eval_decoded = decode_once(data.eval, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
+        eval_rows, eval_decoded = decode_once(
+            data.eval, adapter.inputs, False, d.decode_cache, d.cache_dir, origin=origins[1]
+        )
     if not eval_decoded:
-        check_decodable(data.eval, adapter, origins[1])  # a broken validation file, found now, not after an epoch
+        # A broken validation file, found now, not after an epoch.
+        check_decodable(data.eval, adapter.inputs, origins[1])
     if streaming:
         rank, processes = engine.accelerator.process_index, engine.num_processes
         reading = StreamReading(seed, d.shuffle_buffer, rank, processes)
-        train = training_stream(data.train, adapter, augment, reading, origins[0])
+        train = training_stream(data.train, adapter.inputs, augment, reading, origins[0])
     else:
-        train = ExampleView(train_rows, adapter, augment, seed, decoded=train_decoded, origin=origins[0])
+        train = ExampleView(train_rows, adapter.inputs, augment, seed, decoded=train_decoded, origin=origins[0])
     return FitData(
         train=train,
-        eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded, origin=origins[1]),
-        collate=adapter.collate,
-        logits=adapter.logits,
+        eval=ExampleView(eval_rows, adapter.inputs, False, decoded=eval_decoded, origin=origins[1]),
+        collate=adapter.inputs.collate,
+        logits=adapter.models.logits,
     )
 
 
