@@ -28,14 +28,14 @@ from hf_transfer.inference import load_run
 def _validation_inputs(run) -> list:
     """The run's own validation examples, as its training saw them: data.validation, else the source's
     validation split, else the seeded part of the training set it held out (data.validation is then null)."""
-    dataset = load_splits(run.config, run.adapter).validation
-    return list(dataset[run.adapter.input_column])
+    dataset = load_splits(run.config, run.adapter.inputs).validation
+    return list(dataset[run.adapter.inputs.input_column])
 
 
 def _pipeline_inputs(run, inputs: list) -> tuple[list, dict]:
     task = run.config.task
     if task == "audio-classification":
-        rate = int(run.adapter.feature_extractor.sampling_rate)
+        rate = int(run.adapter.models.feature_extractor.sampling_rate)
         return [{"raw": load_audio(x, rate), "sampling_rate": rate} for x in inputs], {}
     if task == "text-classification":
         return inputs, {"truncation": True, "max_length": run.config.data.max_length}
@@ -45,7 +45,7 @@ def _pipeline_inputs(run, inputs: list) -> tuple[list, dict]:
 def _pipeline_top1(folder: Path, run, inputs: list) -> list[str]:
     from transformers import pipeline
 
-    classifier = pipeline(run.adapter.pipeline_tag, model=str(folder), device="cpu")
+    classifier = pipeline(run.adapter.card.pipeline_tag, model=str(folder), device="cpu")
     data, kwargs = _pipeline_inputs(run, inputs)
     return [out[0]["label"] if isinstance(out, list) else out["label"] for out in classifier(data, top_k=1, **kwargs)]
 
@@ -73,12 +73,12 @@ def _peft_top1(folder: Path, run, inputs: list) -> list[str]:
     model.eval()
     # The standard model with our preprocessing (the adapter's eval transform and collate).
     predictions = []
-    dataset = run.dataset([{run.adapter.input_column: x} for x in inputs])
+    dataset = run.dataset([{run.adapter.inputs.input_column: x} for x in inputs])
     with torch.no_grad():
         for start in range(0, len(dataset), 32):
-            batch = run.adapter.model_inputs(dataset[start : start + 32])
+            batch = run.adapter.inputs.model_inputs(dataset[start : start + 32])
             batch.pop("labels", None)
-            predictions += run.adapter.logits(model, batch).argmax(-1).tolist()
+            predictions += run.adapter.models.logits(model, batch).argmax(-1).tolist()
     return [labels[i] for i in predictions]
 
 
@@ -87,7 +87,7 @@ def main() -> None:
         run = load_run(run_dir, device="cpu")
         inputs = _validation_inputs(run)
         # Each input as a row of the run's input column: a data set's image cell is itself a dict (path, bytes).
-        ours = [p[0]["label"] for p in run.predict([{run.adapter.input_column: x} for x in inputs])]
+        ours = [p[0]["label"] for p in run.predict([{run.adapter.inputs.input_column: x} for x in inputs])]
         checks = {}
         if (run_dir / "adapter_config.json").is_file():
             peft = _peft_top1(run_dir, run, inputs)

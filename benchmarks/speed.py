@@ -621,7 +621,7 @@ class AdapterModel(nn.Module):
         self.model, self.adapter = model, adapter
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
-        return self.adapter.logits(self.model, batch)
+        return self.adapter.models.logits(self.model, batch)
 
 
 def data_vs_model(bench: Bench, modality: str, files: list[Path], overrides: list[str]) -> Row:
@@ -635,14 +635,14 @@ def data_vs_model(bench: Bench, modality: str, files: list[Path], overrides: lis
     d = config.data
     engine = Engine(config.train, out, num_workers=d.num_workers)
     try:
-        rows, decoded = decode_once(prepared.train_set, adapter, d.augment, d.decode_cache, d.cache_dir)
-        view = ExampleView(rows, adapter, d.augment, config.train.seed, decoded=decoded)
-        loader = engine.make_loader(view, adapter.collate, config.train.batch_size, train=True)
+        rows, decoded = decode_once(prepared.train_set, adapter.inputs, d.augment, d.decode_cache, d.cache_dir)
+        view = ExampleView(rows, adapter.inputs, d.augment, config.train.seed, decoded=decoded)
+        loader = engine.make_loader(view, adapter.inputs.collate, config.train.batch_size, train=True)
         batches, loader_rate = time_loader(loader, view, s.steps)
         workers = engine.loader_settings.num_workers
     finally:
         engine.close()
-    model = STRATEGIES.get(config.strategy)(prepared.model, adapter, config)
+    model = STRATEGIES.get(config.strategy)(prepared.model, adapter.models, config)
     on_device = [
         ({k: v.to(bench.device) for k, v in b.items() if k != "labels"}, b["labels"].to(bench.device)) for b in batches
     ]
@@ -994,7 +994,7 @@ def paired_images(bench: Bench, size: int, augment: bool) -> tuple[Row, list[str
     ]
     prepared = prepare(resolved(load_config([DIGITS], overrides)))
     config, adapter = prepared.config, prepared.adapter
-    model = STRATEGIES.get(config.strategy)(prepared.model, adapter, config)
+    model = STRATEGIES.get(config.strategy)(prepared.model, adapter.models, config)
     clock = PhaseClock(bench.device)
     images, labels, _ = decode_image_folder(str(train_dir), size)
     n = s.paired_steps * s.batch_size

@@ -46,19 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     # The adapter: the model with a new head, and the examples as model inputs.
     adapter = ADAPTERS.get(config.task)(config)
     with accelerator.main_process_first():
-        splits = load_splits(config, adapter)
+        splits = load_splits(config, adapter.inputs)
     train_set, eval_set, labels = splits.train, splits.validation, splits.labels
     # train.batch_size and train.epochs left auto: chosen from the training set's size, as hf-transfer train does.
     config, _ = with_schedule(config, len(train_set), accelerator.num_processes)
-    model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
+    model = STRATEGIES.get(config.strategy)(adapter.models.build_model(labels), adapter.models, config)
     augment = augments(config)  # random crops when the backbone trains
     with accelerator.main_process_first():  # decoded once, kept in the cache
-        train_rows, _ = decode_once(train_set, adapter, augment)
-        eval_rows, _ = decode_once(eval_set, adapter, augment=False)
+        train_rows, _ = decode_once(train_set, adapter.inputs, augment)
+        eval_rows, _ = decode_once(eval_set, adapter.inputs, augment=False)
     batch = config.train.batch_size
-    train_view = ExampleView(train_rows, adapter, augment, seed=config.train.seed)
-    train_dl = DataLoader(train_view, batch_size=batch, shuffle=True, collate_fn=adapter.collate, drop_last=True)
-    eval_dl = DataLoader(ExampleView(eval_rows, adapter, augment=False), batch_size=batch, collate_fn=adapter.collate)
+    train_view = ExampleView(train_rows, adapter.inputs, augment, seed=config.train.seed)
+    train_dl = DataLoader(train_view, batch_size=batch, shuffle=True, collate_fn=adapter.inputs.collate, drop_last=True)
+    eval_dl = DataLoader(
+        ExampleView(eval_rows, adapter.inputs, augment=False), batch_size=batch, collate_fn=adapter.inputs.collate
+    )
 
     # Your loop.
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate(config))
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         set_train_mode(model)  # train mode, but a frozen backbone keeps its BatchNorm statistics
         for batch in train_dl:
             targets = batch.pop("labels")
-            loss = F.cross_entropy(adapter.logits(model, batch), targets)
+            loss = F.cross_entropy(adapter.models.logits(model, batch), targets)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             for batch in eval_dl:
                 targets = batch.pop("labels")
-                predicted = adapter.logits(model, batch).argmax(-1)
+                predicted = adapter.models.logits(model, batch).argmax(-1)
                 predicted, targets = accelerator.gather_for_metrics((predicted, targets))
                 correct, total = correct + int((predicted == targets).sum()), total + len(targets)
         accelerator.print(f"epoch {epoch}: validation accuracy {correct / total:.4f}")

@@ -41,9 +41,9 @@ class LoadedRun:
 
     def dataset(self, inputs: list[Any]) -> Dataset:
         """Raw inputs (file paths, texts, or row dicts with the run's column names) as a prepared dataset."""
-        rows = [x if isinstance(x, dict) else {self.adapter.input_column: x} for x in inputs]
+        rows = [x if isinstance(x, dict) else {self.adapter.inputs.input_column: x} for x in inputs]
         columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
-        return self.adapter.prepare_dataset(Dataset.from_dict(columns))
+        return self.adapter.inputs.prepare_dataset(Dataset.from_dict(columns))
 
     def predict_logits(self, inputs: list[Any], batch_size: int = 32) -> Predictions:
         return predict_dataset(self.model, self.adapter, self.dataset(inputs), batch_size=batch_size)
@@ -92,7 +92,7 @@ def load_run(
     )
     adapter = ADAPTERS.get(info["task"])(config)
     labels = list(info["labels"])
-    model = adapter.build_model(labels)
+    model = adapter.models.build_model(labels)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     return LoadedRun(output_dir=output_dir, config=config, labels=labels, adapter=adapter, model=model)
@@ -103,7 +103,7 @@ def read_inputs(run: LoadedRun, sources: list[str]) -> tuple[list[Any], list[str
 
     Text runs read one text per line from each file ('-' or none: stdin), a tab separating the texts
     of a pair; the other modalities take file paths."""
-    if run.adapter.input_is_file:
+    if run.adapter.inputs.input_is_file:
         missing = [s for s in sources if not Path(s).is_file()]
         if missing or not sources:
             raise DataError(f"Input file(s) not found: {', '.join(missing)}" if missing else "Give input files.")
@@ -151,12 +151,12 @@ def evaluate_run(
 
     The columns: `label_column` / `input_column`, else detected, the run's own column names first.
     `subset`: a Hub dataset's configuration, by default the run's `data.subset`."""
-    prefer = (run.config.data.label_column, run.adapter.input_column)
+    prefer = (run.config.data.label_column, run.adapter.inputs.input_column)
     request = ColumnRequest(label_column, input_column, prefer, keys=("--label-column", "--input-column"))
     subset = subset or run.config.data.subset
     source = data if isinstance(data, str) else in_memory_name(data)
     path = RunDir(run.output_dir).eval_report(name or _report_name(source))  # a bad --name fails before the work
-    dataset, _ = load_labelled(data, run.adapter, request, run.labels, subset)
+    dataset, _ = load_labelled(data, run.adapter.inputs, request, run.labels, subset)
     predictions = predict_dataset(run.model, run.adapter, dataset, batch_size=batch_size, origin=source)
     report = classification_report(predictions, run.labels)
     report["data"] = source

@@ -242,10 +242,10 @@ def _score(name: str, config: RunConfig, probe_lr: float | None, scratch: Path) 
     start = time.perf_counter()
     try:
         with engine.main_process_first():
-            splits = load_splits(config, adapter)
+            splits = load_splits(config, adapter.inputs)
         train_set, eval_set, labels, splits_origins = splits.train, splits.validation, splits.labels, splits.origins
         config, _ = with_schedule(config, len(train_set), engine.num_processes)  # as its linear_probe run would
-        model = STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
+        model = STRATEGIES.get(config.strategy)(adapter.models.build_model(labels), adapter.models, config)
         data_id = (labels, dataset_fingerprint(train_set), dataset_fingerprint(eval_set))
         batch_size = config.train.eval_batch_size or config.train.batch_size
         splits = {"training": train_set, "validation": eval_set}

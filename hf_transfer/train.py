@@ -12,7 +12,7 @@ from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict, IterableDataset
 from torch import nn
 
-from .adapters import ADAPTERS, TaskAdapter
+from .adapters import ADAPTERS, InputCodec, TaskAdapter
 from .artifacts.card import card_facts, portable_base, write_model_card
 from .artifacts.hub import push_run, require_token
 from .artifacts.model import save_model_artifact, save_run_files, write_json
@@ -53,7 +53,7 @@ class RunResult:
         fit (`FitResult`): the engine's account of the training.
         model (`nn.Module`): the trained model with the best weights, unwrapped (a PeftModel for LoRA); under
             FSDP a plain copy on the main process, the sharded model on the others.
-        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.model_inputs(...)`.
+        adapter (`TaskAdapter`): the adapter that built it, ready for `adapter.inputs.model_inputs(...)`.
         is_main_process (`bool`): whether this process is the one that wrote the files.
     """
 
@@ -90,8 +90,8 @@ def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Pre
     with _processes().main_process_first():
         config = apply_defaults(config, data)
         adapter = ADAPTERS.get(config.task)(config)
-        splits = load_splits(config, adapter, data)
-    model = adapter.build_model(splits.labels)
+        splits = load_splits(config, adapter.inputs, data)
+    model = adapter.models.build_model(splits.labels)
     rng = torch.get_rng_state()
     return Prepared(splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins)
 
@@ -230,7 +230,7 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
     # train.batch_size and train.epochs left auto are chosen from the training set's size (config.yaml records them).
     config, schedule = with_schedule(config, None if streamed else len(train_set), engine.num_processes)
     if config.train.gradient_checkpointing:
-        adapter.enable_gradient_checkpointing(model)
+        adapter.models.enable_gradient_checkpointing(model)
     frozen = frozenset(name for name, p in model.named_parameters() if not p.requires_grad)  # the adapter's choice
     planned = stages(config)
     if engine.sharded:
@@ -253,8 +253,8 @@ def _load(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None)
     streamed = config.data.streaming  # the one place that chooses how the training data is read
     load = load_stream_splits if streamed else load_splits
     with engine.main_process_first():  # one process builds the datasets cache, the others read it
-        splits = load(config, adapter, data)
-    model = adapter.build_model(splits.labels)
+        splits = load(config, adapter.inputs, data)
+    model = adapter.models.build_model(splits.labels)
     rng = torch.get_rng_state()
     s = splits
     return Prepared(s.config, adapter, s.train, s.validation, s.labels, model, rng, s.origins, streamed)
@@ -268,7 +268,7 @@ def _fit_stages(plan: RunPlan, engine: Engine) -> tuple[nn.Module, list[StageFit
         if index:  # a new stage starts from everything the adapter left trainable
             for name, param in model.named_parameters():
                 param.requires_grad_(name not in plan.frozen)
-        model = stage.strategy(model, plan.adapter, plan.config)
+        model = stage.strategy(model, plan.adapter.models, plan.config)
         if index < plan.first:
             continue  # its result is in the checkpoint the next stage resumes from
         earlier = _records(done[-1]) if done else []  # after a resume: in the checkpoint instead
@@ -333,9 +333,9 @@ def _best_predictions(plan: RunPlan, engine: Engine, model: nn.Module, last: Sta
     if last.fit.best_predictions is not None:
         return last.fit.best_predictions
     adapter, data = plan.adapter, plan.data
-    view = ExampleView(data.eval, adapter, augment=False, decoded=False, origin=data.origins[1])
+    view = ExampleView(data.eval, adapter.inputs, augment=False, decoded=False, origin=data.origins[1])
     batch_size = last.stage.train.eval_batch_size or last.fit.batch_size
-    return engine.predict(model, adapter.logits, view, adapter.collate, batch_size)
+    return engine.predict(model, adapter.models.logits, view, adapter.inputs.collate, batch_size)
 
 
 def _write_run(
@@ -353,7 +353,7 @@ def _write_run(
     setup = engine.trained_setup(last.fit)
     if engine.is_main_process:
         base = portable_base(config)
-        artifacts = save_model_artifact(whole, adapter, labels, run_dir, base, merge=config.export.merge)
+        artifacts = save_model_artifact(whole, adapter.models, labels, run_dir, base, merge=config.export.merge)
         save_run_files(config, labels, metrics, run_dir, artifacts, setup)
     engine.wait_for_everyone()
     if not engine.is_main_process:
@@ -361,7 +361,7 @@ def _write_run(
     write_json(run_dir.eval_report("best_model_validation"), validation)
     records = _records(last)
     facts = replace(
-        card_facts(config, adapter, whole, labels),
+        card_facts(config, adapter.card, whole, labels),
         augmentation=_augmentation(adapter, last),
         train_loss=[point for r in records for point in r["train_loss"]],
         setup=setup,
@@ -384,7 +384,7 @@ def _fit_stage(
     trainable, total = trainable_parameters(model)
     logger.info(
         f"Stage {stage.name!r}: {stage.strategy.description}: {trainable:,} of {total:,} parameters train "
-        f"({100 * trainable / total:.2f}%); augmentation: {adapter.augmentation(stage.augment)}"
+        f"({100 * trainable / total:.2f}%); augmentation: {adapter.inputs.augmentation(stage.augment)}"
     )
     probe = _cached_probe(plan, stage, model, engine)
     views = probe.views if probe is not None else None
@@ -400,7 +400,7 @@ def _fit_stage(
     data = training_data(config, adapter, plan.data, engine, stage.augment)
     groups = None
     if settings.layer_decay is not None and stage.strategy.trains_backbone:
-        layers = adapter.layer_ids(model)
+        layers = adapter.models.layer_ids(model)
         groups = layer_decay.param_groups(model, layers, settings.lr, settings.weight_decay, settings.layer_decay)
     fit = engine.fit(model, data, plan.labels, replace(fit_plan, settings=settings, param_groups=groups))
     return StageFit(stage, fit, None)
@@ -458,7 +458,7 @@ def _augmentation(adapter: TaskAdapter, done: StageFit) -> str:
             f"cached features of {len(done.views)} views of each training example ({', '.join(done.views)}), "
             "one drawn per example each epoch"
         )
-    return adapter.augmentation(done.stage.augment)
+    return adapter.inputs.augmentation(done.stage.augment)
 
 
 def _check_sharded_plan(plan: list[Stage], config: RunConfig) -> None:
@@ -569,36 +569,37 @@ def training_data(config: RunConfig, adapter: TaskAdapter, data: RunData, engine
     that cannot be decoded is named by its number in its origin (see Splits.origins)."""
     d, origins = config.data, data.origins
     training = _stream_training if data.streamed else _map_training
+    inputs = adapter.inputs
     with engine.main_process_first():  # one process fills the decoded-input cache, the others read it
-        train, loader = training(config, adapter, data, engine, augment)
-        eval_rows, eval_decoded = decode_once(data.eval, adapter, False, d.decode_cache, d.cache_dir, origin=origins[1])
+        train, loader = training(config, inputs, data, engine, augment)
+        eval_rows, eval_decoded = decode_once(data.eval, inputs, False, d.decode_cache, d.cache_dir, origin=origins[1])
     if not eval_decoded:
-        check_decodable(data.eval, adapter, origins[1])  # a broken validation file, found now, not after an epoch
+        check_decodable(data.eval, inputs, origins[1])  # a broken validation file, found now, not after an epoch
     return FitData(
         train=train,
-        eval=ExampleView(eval_rows, adapter, False, decoded=eval_decoded, origin=origins[1]),
-        collate=adapter.collate,
-        logits=adapter.logits,
+        eval=ExampleView(eval_rows, inputs, False, decoded=eval_decoded, origin=origins[1]),
+        collate=inputs.collate,
+        logits=adapter.models.logits,
         loader=loader,
     )
 
 
 def _map_training(
-    config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool
+    config: RunConfig, inputs: InputCodec, data: RunData, engine: Engine, augment: bool
 ) -> tuple[ExampleView, LoaderFactory]:
     """The training split decoded once, as per-example views, read epoch after epoch."""
     d, origin = config.data, data.origins[0]
-    rows, decoded = decode_once(data.train, adapter, augment, d.decode_cache, d.cache_dir, origin=origin)
-    return ExampleView(rows, adapter, augment, config.train.seed, decoded=decoded, origin=origin), MapLoader
+    rows, decoded = decode_once(data.train, inputs, augment, d.decode_cache, d.cache_dir, origin=origin)
+    return ExampleView(rows, inputs, augment, config.train.seed, decoded=decoded, origin=origin), MapLoader
 
 
 def _stream_training(
-    config: RunConfig, adapter: TaskAdapter, data: RunData, engine: Engine, augment: bool
+    config: RunConfig, inputs: InputCodec, data: RunData, engine: Engine, augment: bool
 ) -> tuple[IterableDataset, LoaderFactory]:
     """This process's part of the training stream, decoded and augmented as it is read, until train.max_steps."""
     rank, processes = engine.accelerator.process_index, engine.num_processes
     reading = StreamReading(config.train.seed, config.data.shuffle_buffer, rank, processes)
-    return training_stream(data.train, adapter, augment, reading, data.origins[0]), StreamLoader
+    return training_stream(data.train, inputs, augment, reading, data.origins[0]), StreamLoader
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

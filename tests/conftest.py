@@ -87,7 +87,7 @@ def initial_model(config, labels):
 
     set_seed(config.train.seed)
     adapter = ADAPTERS.get(config.task)(config)
-    return STRATEGIES.get(config.strategy)(adapter.build_model(labels), adapter, config)
+    return STRATEGIES.get(config.strategy)(adapter.models.build_model(labels), adapter.models, config)
 
 
 def changed_tensors(config, result, parameters_only: bool = False) -> set[str]:

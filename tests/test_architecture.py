@@ -614,3 +614,93 @@ def test_the_engine_has_no_branch_on_the_kind_of_data_and_no_import_of_streaming
         if layer(importer) == "engine" and imported == "data.streaming"
     ]
     assert not streaming, f"the engine imports data/streaming.py: {streaming}"
+
+
+# ---------------------------------------------------------------------------- the adapter's contracts
+# TaskAdapter composes one object per concern (adapters/base.py). Each contract stays small, and a module
+# that needs one concern sees that contract only: it is handed `adapter.inputs` (or `.models`, `.card`),
+# never the whole adapter, and uses no member that only another contract has.
+ADAPTER_BASE = PACKAGE / "adapters" / "base.py"
+CONTRACTS = ("ModelIO", "InputCodec", "CardSnippets")
+MAX_CONTRACT_METHODS = 12
+# What each module may see of an adapter: `hf_transfer/`-relative path (a folder: every module in it).
+CONTRACT_USERS = {
+    "data": "InputCodec",  # columns, decoding, per-example transforms
+    "artifacts/card.py": "CardSnippets",  # library, Hub id, usage snippet
+    "artifacts/model.py": "ModelIO",  # save_model, save_preprocessor
+    "methods/strategies.py": "ModelIO",  # head, LoRA targets
+}
+WHOLE_ADAPTER = {"TaskAdapter"}  # the composite, by name: a module that names it could reach every concern
+CONCERNS = {"models", "inputs", "card"}  # the composite's attributes (taken off something named *adapter)
+# Attributes named like another contract's member that are not the adapter's, by module.
+CONTRACT_NAMESAKES = {"artifacts/card.py": {"augmentation"}}  # CardFacts.augmentation: words handed over
+
+
+def contract_members() -> dict[str, tuple[set[str], set[str]]]:
+    """Each contract's public (methods and properties, class attributes), read from adapters/base.py."""
+    tree = ast.parse(ADAPTER_BASE.read_text())
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in CONTRACTS:
+            methods = {f.name for f in node.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
+            attributes = {a.target.id for a in node.body if isinstance(a, ast.AnnAssign)} - {
+                "task"
+            }  # task: the run's own, which every layer reads from the config too
+            found[node.name] = (methods, {a for a in attributes if not a.startswith("_")})
+    return found
+
+
+def contract_violations(
+    source: str, path: str, allowed: str, members: dict[str, tuple[set[str], set[str]]]
+) -> list[str]:
+    """Where a module reaches past its contract `allowed`: it names the whole adapter, takes one of its
+    concerns off an adapter, or uses (as an attribute) a member that only another contract has."""
+    own = set().union(*members[allowed])
+    foreign = set().union(*(set().union(*m) for name, m in members.items() if name != allowed)) - own
+    foreign -= CONTRACT_NAMESAKES.get(path, set())
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            concern = node.attr in CONCERNS and ast.unparse(node.value).endswith("adapter")
+            if node.attr in foreign or concern:
+                hits.append(f"{path}:{node.lineno}: {node.attr}")
+        elif isinstance(node, (ast.Name, ast.alias)):
+            name = node.id if isinstance(node, ast.Name) else node.asname or node.name
+            if name in WHOLE_ADAPTER:
+                hits.append(f"{path}:{node.lineno}: {name}")
+    return hits
+
+
+def test_each_adapter_contract_stays_small():
+    members = contract_members()
+    assert sorted(members) == sorted(CONTRACTS), "adapters/base.py defines the three contracts"
+    for name, (methods, _) in members.items():
+        assert 3 <= len(methods) <= MAX_CONTRACT_METHODS, f"{name} has {len(methods)} public methods: {sorted(methods)}"
+    every = [set().union(*m) for m in members.values()]
+    assert not set.intersection(*every), "no member is in every contract"
+
+
+def test_the_contract_check_finds_a_reach_past_the_contract():
+    members = contract_members()
+    source = (
+        "from ..adapters.base import InputCodec, TaskAdapter\n"
+        "def f(adapter: InputCodec, run: TaskAdapter, rows):\n"
+        "    adapter.decode(rows, False)\n"  # its own: fine
+        "    run.adapter.models.build_model([])\n"  # one of the whole adapter's concerns, a model member
+        "    return adapter.usage_snippet(None, [], False, None)\n"  # a card member
+    )
+    hits = [hit.split(":", 1)[1] for hit in contract_violations(source, "x.py", "InputCodec", members)]
+    assert sorted(hits) == ["1: TaskAdapter", "2: TaskAdapter", "4: build_model", "4: models", "5: usage_snippet"]
+
+
+def test_modules_see_only_the_adapter_contract_they_need():
+    members = contract_members()
+    found = []
+    for where, allowed in CONTRACT_USERS.items():
+        paths = sorted((PACKAGE / where).glob("*.py")) if (PACKAGE / where).is_dir() else [PACKAGE / where]
+        for path in paths:
+            found += contract_violations(path.read_text(), path.relative_to(PACKAGE).as_posix(), allowed, members)
+    assert not found, (
+        "hand these modules the one concern they need (adapter.models, adapter.inputs, adapter.card: "
+        "adapters/base.py) and use only its contract:\n" + "\n".join(found)
+    )

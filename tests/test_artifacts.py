@@ -31,8 +31,8 @@ from hf_transfer.inference import load_run
 
 def _pixels(result, files: list[Path]) -> torch.Tensor:
     adapter = result.adapter
-    batch = adapter.model_inputs({adapter.input_column: [str(f) for f in files]})
-    return adapter.backend.normalise(batch["pixel_values"])
+    batch = adapter.inputs.model_inputs({adapter.inputs.input_column: [str(f) for f in files]})
+    return adapter.models.backend.normalise(batch["pixel_values"])
 
 
 def _our_top1(output_dir: Path, files: list[Path]) -> list[str]:
@@ -137,12 +137,12 @@ def test_crash_while_saving_leaves_no_partial_model(tmp_path_factory, tmp_path):
         raise Crash
 
     adapter = result.adapter
-    adapter.save_model, original = half_write, adapter.save_model
+    adapter.models.save_model, original = half_write, adapter.models.save_model
     try:
         with pytest.raises(Crash):
-            save_model_artifact(result.model, adapter, result.labels, tmp_path / "out")
+            save_model_artifact(result.model, adapter.models, result.labels, tmp_path / "out")
     finally:
-        adapter.save_model = original
+        adapter.models.save_model = original
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -279,7 +279,7 @@ def test_audio_lora_merged_opens_in_transformers_and_agrees(audio):
     merged = AutoModelForAudioClassification.from_pretrained(out / "merged").eval()
     assert merged.config.id2label == dict(enumerate(result.labels))
     adapter = result.adapter
-    batch = adapter.model_inputs({adapter.input_column: [{"path": str(f), "bytes": None} for f in files]})
+    batch = adapter.inputs.model_inputs({adapter.inputs.input_column: [{"path": str(f), "bytes": None} for f in files]})
     with torch.no_grad():
         ours = result.model.eval()(**batch).logits
         assert torch.allclose(merged(**batch).logits, ours, atol=1e-4)

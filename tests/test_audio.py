@@ -68,7 +68,7 @@ def toy(tmp_path_factory) -> tuple[Path, Path]:
 def _batch(result, folder: Path, n: int = 6) -> dict[str, torch.Tensor]:
     adapter = result.adapter
     files = sorted(folder.rglob("*.wav"))[::5][:n]
-    return adapter.model_inputs({adapter.input_column: [{"path": str(f), "bytes": None} for f in files]})
+    return adapter.inputs.model_inputs({adapter.inputs.input_column: [{"path": str(f), "bytes": None} for f in files]})
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_lora_reloads_through_peft(runs, toy):
     config, result = runs["lora"]
     # The base is randomly initialised (pretrained: false): rebuild the same one, as a Hub base would load.
     set_seed(config.train.seed)
-    base = ADAPTERS.get(config.task)(config).build_model(result.labels)
+    base = ADAPTERS.get(config.task)(config).models.build_model(result.labels)
     reloaded = PeftModel.from_pretrained(base, config.output_dir).eval()
     batch = _batch(result, toy[1])
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_run_output_is_a_model_for_a_new_label_set(runs, strategy):
     """Chained transfer: backbone kept (a LoRA run's adapters merged), a new head for new labels."""
     config, result = runs[strategy]
     new = load_config(None, ["task=audio-classification", f"model={config.output_dir}"])
-    model = ADAPTERS.get("audio-classification")(new).build_model(["w", "x", "y", "z"])
+    model = ADAPTERS.get("audio-classification")(new).models.build_model(["w", "x", "y", "z"])
     assert model.classifier.out_features == 4
     trained = copy.deepcopy(result.model).merge_and_unload() if strategy == "lora" else result.model
     old, fresh = trained.state_dict(), model.state_dict()
@@ -151,11 +151,11 @@ def test_run_output_is_a_model_for_a_new_label_set(runs, strategy):
 
 def test_feature_encoder_trains_when_asked(tiny):
     overrides = ["task=audio-classification", f"model={tiny}", "pretrained=false", "freeze_feature_encoder=false"]
-    model = ADAPTERS.get("audio-classification")(load_config(None, overrides)).build_model(["a", "b"])
+    model = ADAPTERS.get("audio-classification")(load_config(None, overrides)).models.build_model(["a", "b"])
     assert all(p.requires_grad for p in model.parameters())
     adapter = ADAPTERS.get("audio-classification")(load_config(None, overrides))
-    assert adapter.head_modules(model) == ["projector", "classifier"]
-    targets = adapter.lora_target_modules(model)
+    assert adapter.models.head_modules(model) == ["projector", "classifier"]
+    targets = adapter.models.lora_target_modules(model)
     assert {t.rsplit(".", 1)[1] for t in targets} == {"q_proj", "k_proj", "v_proj", "out_proj"}
     assert all(".attention." in t for t in targets)  # not the convolutional feature encoder, not the head
 

@@ -35,7 +35,7 @@ def _code(markdown: str) -> str:
 
 def _audio_adapter() -> AudioClassificationAdapter:
     adapter = AudioClassificationAdapter(RunConfig(task="audio-classification"))
-    adapter.feature_extractor = Wav2Vec2FeatureExtractor(sampling_rate=16_000)
+    adapter.models.feature_extractor = Wav2Vec2FeatureExtractor(sampling_rate=16_000)
     return adapter
 
 
@@ -58,22 +58,22 @@ def test_snippets_name_the_published_repo_and_the_hub_base():
     assert BASE_PLACEHOLDER not in code and LOCAL_FOLDER not in code
 
     text = TextClassificationAdapter(RunConfig(task="text-classification"))
-    usage = text.usage_snippet("me/reviews", LABELS, False, None)
+    usage = text.card.usage_snippet("me/reviews", LABELS, False, None)
     assert 'pipeline("text-classification", model="me/reviews")' in _code(usage)
     assert "`truncation=True, max_length=128`" in usage
-    code = _code(text.usage_snippet("me/reviews", LABELS, True, "org/bert"))
+    code = _code(text.card.usage_snippet("me/reviews", LABELS, True, "org/bert"))
     assert 'AutoPeftModelForSequenceClassification.from_pretrained(\n    "me/reviews"' in code
     assert BASE_PLACEHOLDER not in code  # adapter_config.json names the Hub id: nothing to edit
-    local = _code(text.usage_snippet("me/reviews", LABELS, True, None))  # a local base: the reader's copy
+    local = _code(text.card.usage_snippet("me/reviews", LABELS, True, None))  # a local base: the reader's copy
     assert f'"{BASE_PLACEHOLDER}"' in local and 'PeftModel.from_pretrained(base, "me/reviews")' in local
 
     audio = _audio_adapter()
-    usage = audio.usage_snippet("me/notes", LABELS, False, None)
+    usage = audio.card.usage_snippet("me/notes", LABELS, False, None)
     code = _code(usage)
     assert 'pipeline("audio-classification", model="me/notes")' in code and "soundfile.read(" in code
     assert '{"raw": samples.mean(axis=1), "sampling_rate": rate}' in code
     assert "FFmpeg" in usage and "16000 Hz" in usage
-    code = _code(audio.usage_snippet("me/notes", LABELS, True, "facebook/wav2vec2-base"))
+    code = _code(audio.card.usage_snippet("me/notes", LABELS, True, "facebook/wav2vec2-base"))
     assert 'AutoModelForAudioClassification.from_pretrained(\n    "facebook/wav2vec2-base"' in code
 
 
@@ -82,7 +82,7 @@ def test_audio_snippets_show_the_array_form_and_say_that_paths_need_ffmpeg():
     (no FFmpeg), and the text says that a file path would need FFmpeg."""
     audio = _audio_adapter()
     for peft, base_id in ((False, None), (True, None), (True, "facebook/wav2vec2-base")):
-        usage = audio.usage_snippet(None, LABELS, peft, base_id)
+        usage = audio.card.usage_snippet(None, LABELS, peft, base_id)
         code = _code(usage)
         assert 'samples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)' in code
         assert 'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))' in code
@@ -90,7 +90,7 @@ def test_audio_snippets_show_the_array_form_and_say_that_paths_need_ffmpeg():
         assert (
             '`{"raw": samples, "sampling_rate": rate}` (decoded with soundfile, as above) it needs no FFmpeg' in usage
         )
-    lora = _code(audio.usage_snippet(None, LABELS, True, None))
+    lora = _code(audio.card.usage_snippet(None, LABELS, True, None))
     assert f'extractor = AutoFeatureExtractor.from_pretrained("{LOCAL_FOLDER}")' in lora
     assert 'pipeline("audio-classification", model=model.merge_and_unload(), feature_extractor=extractor)' in lora
     assert f'"{BASE_PLACEHOLDER}"' in lora and f"replace {BASE_PLACEHOLDER} with your copy of it" in lora

@@ -29,13 +29,13 @@ def _config(train_dir, val_dir, out, cache, **extra):
 def test_compare_runs_each_strategy_once_on_shared_work(color_data, tmp_path, monkeypatch):
     train_dir, val_dir = color_data
     builds = {"n": 0}
-    original = ImageClassificationAdapter.build_model
+    original = ImageClassificationAdapter.models_type.build_model
 
     def counting(self, labels):
         builds["n"] += 1
         return original(self, labels)
 
-    monkeypatch.setattr(ImageClassificationAdapter, "build_model", counting)
+    monkeypatch.setattr(ImageClassificationAdapter.models_type, "build_model", counting)
     cache = tmp_path / "cache"
     comparison = compare(_config(train_dir, val_dir, tmp_path / "cmp", cache, **COMMON))
     assert builds["n"] == 1  # the model was built once; each run trained a copy

@@ -527,7 +527,7 @@ def test_local_timm_weights_file_with_a_new_head(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(source.state_dict(), str(path))
     config = load_config(None, ["model=test_efficientnet", f"weights={path}", "data.image_size=32"])
-    model = ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c"])
+    model = ADAPTERS.get("image-classification")(config).models.build_model(["a", "b", "c"])
     assert model.get_classifier().out_features == 3
     expected = source.state_dict()
     for key, tensor in model.state_dict().items():

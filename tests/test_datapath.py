@@ -45,12 +45,12 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(color_data, tmp_path
     train_dir, val_dir = color_data
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **AUGMENTED))
     adapter = ADAPTERS.get(config.task)(config)
-    adapter.build_model(["blue", "green", "red"])
+    adapter.models.build_model(["blue", "green", "red"])
     from hf_transfer.data.splits import load_source
 
-    rows = adapter.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
-    decoded, _ = decode_once(rows, adapter, augment=True, cache_root=str(tmp_path / "cache"))
-    view = ExampleView(decoded, adapter, augment=True, seed=0)
+    rows = adapter.inputs.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
+    decoded, _ = decode_once(rows, adapter.inputs, augment=True, cache_root=str(tmp_path / "cache"))
+    view = ExampleView(decoded, adapter.inputs, augment=True, seed=0)
     first = [view[i]["pixel_values"] for i in range(4)]
     torch.manual_seed(123)  # the global stream (dropout's) is neither used nor moved
     state = torch.get_rng_state()
@@ -59,7 +59,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(color_data, tmp_path
     assert all(torch.equal(first[i], again[j]["pixel_values"]) for j, i in enumerate([3, 1, 0, 2]))
     view.set_epoch(1)
     assert not all(torch.equal(first[i], view[i]["pixel_values"]) for i in range(4))  # a new epoch, new crops
-    other_seed = ExampleView(decoded, adapter, augment=True, seed=1)
+    other_seed = ExampleView(decoded, adapter.inputs, augment=True, seed=1)
     assert not all(torch.equal(first[i], other_seed[i]["pixel_values"]) for i in range(4))
 
 
@@ -237,8 +237,8 @@ def test_gradient_checkpointing_changes_memory_not_results(color_data, tmp_path)
 def test_lora_default_targets_of_a_cnn_are_its_pointwise_layers():
     config = load_config(None, ["task=image-classification", "model=test_efficientnet", "pretrained=false"])
     adapter = ADAPTERS.get(config.task)(config)
-    model = adapter.build_model(["a", "b"])
-    targets = adapter.lora_target_modules(model)
+    model = adapter.models.build_model(["a", "b"])
+    targets = adapter.models.lora_target_modules(model)
     assert targets
     for name in targets:
         module = model.get_submodule(name)

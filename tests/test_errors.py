@@ -257,7 +257,7 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _image_model_error(model: str, pretrained: bool = True) -> str:
     config = load_config(None, as_overrides({"model": model, "pretrained": pretrained}))
     with pytest.raises(ModelError) as err:
-        ADAPTERS.get("image-classification")(config).build_model(["a", "b"])
+        ADAPTERS.get("image-classification")(config).models.build_model(["a", "b"])
     return str(err.value)
 
 

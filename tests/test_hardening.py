@@ -80,7 +80,7 @@ def test_resume_never_unpickles_code_from_a_checkpoint(checkpointed, tmp_path, p
 
 def _nan_after(calls: int, monkeypatch) -> None:
     """From the `calls`-th training forward on, the model's logits are NaN."""
-    original, count = ImageClassificationAdapter.logits, {"n": 0}
+    original, count = ImageClassificationAdapter.models_type.logits, {"n": 0}
 
     def logits(self, model, batch):
         out = original(self, model, batch)
@@ -90,7 +90,7 @@ def _nan_after(calls: int, monkeypatch) -> None:
                 return out * float("nan")
         return out
 
-    monkeypatch.setattr(ImageClassificationAdapter, "logits", logits)
+    monkeypatch.setattr(ImageClassificationAdapter.models_type, "logits", logits)
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_what_was_good(color_data, tmp_path, monkeypatch):
@@ -116,7 +116,7 @@ def test_the_cli_exits_non_zero_on_a_nan_loss(color_data, tmp_path, monkeypatch,
 
 def test_a_few_nan_losses_can_be_skipped_when_asked(color_data, tmp_path, monkeypatch):
     train_dir, val_dir = color_data
-    original, count = ImageClassificationAdapter.logits, {"n": 0}
+    original, count = ImageClassificationAdapter.models_type.logits, {"n": 0}
 
     def logits(self, model, batch):  # two bad batches, then healthy again
         out = original(self, model, batch)
@@ -126,7 +126,7 @@ def test_a_few_nan_losses_can_be_skipped_when_asked(color_data, tmp_path, monkey
                 return out * float("nan")
         return out
 
-    monkeypatch.setattr(ImageClassificationAdapter, "logits", logits)
+    monkeypatch.setattr(ImageClassificationAdapter.models_type, "logits", logits)
     result = train(_config(train_dir, val_dir, tmp_path / "run", **{"train.max_nonfinite_losses": 2}))
     assert all(math.isfinite(h["loss"]) for h in result.metrics["history"])
     assert all(torch.isfinite(p).all() for p in result.model.parameters())

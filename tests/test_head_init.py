@@ -51,12 +51,12 @@ def test_a_new_head_gives_small_logits_on_real_features():
     )
     adapter = ADAPTERS.get(config.task)(config)
     torch.manual_seed(0)
-    model = adapter.build_model(DIGITS).eval()
+    model = adapter.models.build_model(DIGITS).eval()
     files = sorted(Path(resolve_data("sample:digits/validation")).rglob("*.png"))[::3]
     labels = torch.tensor([DIGITS.index(f.parent.name) for f in files])
-    split = adapter.feature_split(model)
+    split = adapter.models.feature_split(model)
     with torch.no_grad():
-        features = split.features(adapter.model_inputs({"image": [str(f) for f in files]}))
+        features = split.features(adapter.inputs.model_inputs({"image": [str(f) for f in files]}))
         assert features.norm(dim=1).mean() > 10  # real features, large: where a head's init matters
         ours = split.head(features)
         timm_head = timm.create_model("tf_efficientnet_lite0", num_classes=10).get_classifier()
@@ -71,14 +71,14 @@ def test_text_heads_one_layer_and_two(tmp_path):
     shape) and `classifier`: the output layer small, the hidden layer re-initialised at PyTorch's default."""
     overrides = ["task=text-classification", "data.max_length=16"]
     bert = write_tokenizer_and_model(tmp_path / "bert")
-    model = ADAPTERS.get("text-classification")(load_config(None, [*overrides, f"model={bert}"])).build_model(
+    model = ADAPTERS.get("text-classification")(load_config(None, [*overrides, f"model={bert}"])).models.build_model(
         ["a", "b", "c"]
     )
     assert_output_layer_is_new(model.classifier)
 
     distil = write_tokenizer_and_model(tmp_path / "distil", kind="distilbert")
     config = load_config(None, [*overrides, f"model={distil}"])
-    model = ADAPTERS.get("text-classification")(config).build_model(["a", "b", "c"])
+    model = ADAPTERS.get("text-classification")(config).models.build_model(["a", "b", "c"])
     assert_output_layer_is_new(model.classifier)
     assert_hidden_layer_is_default_init(model.pre_classifier)
 
@@ -91,22 +91,22 @@ def test_a_checkpoint_trained_for_these_labels_keeps_its_head(tmp_path):
     named.save_pretrained(folder)
     config = load_config(None, ["task=text-classification", f"model={folder}"])
     adapter = ADAPTERS.get("text-classification")(config)
-    kept = adapter.build_model(["neg", "pos"])
+    kept = adapter.models.build_model(["neg", "pos"])
     assert torch.equal(kept.classifier.weight, named.classifier.weight)
     assert torch.equal(kept.classifier.bias, named.classifier.bias)
-    assert_output_layer_is_new(adapter.build_model(["pos", "neg"]).classifier)
+    assert_output_layer_is_new(adapter.models.build_model(["pos", "neg"]).classifier)
 
     unnamed = write_tokenizer_and_model(tmp_path / "unnamed")  # saved with 2 default-named labels
     config = load_config(None, ["task=text-classification", f"model={unnamed}"])
     assert_output_layer_is_new(
-        ADAPTERS.get("text-classification")(config).build_model(["LABEL_0", "LABEL_1"]).classifier
+        ADAPTERS.get("text-classification")(config).models.build_model(["LABEL_0", "LABEL_1"]).classifier
     )
 
 
 def test_audio_head_projector_and_classifier(tmp_path):
     tiny = write_tiny_wav2vec2(tmp_path / "w2v2", hidden_size=32)
     config = load_config(None, ["task=audio-classification", f"model={tiny}", "pretrained=false"])
-    model = ADAPTERS.get("audio-classification")(config).build_model(["x", "y", "z"])
+    model = ADAPTERS.get("audio-classification")(config).models.build_model(["x", "y", "z"])
     assert_output_layer_is_new(model.classifier)
     assert_hidden_layer_is_default_init(model.projector)
 
@@ -116,10 +116,14 @@ def test_transformers_and_timm_image_heads(tmp_path):
 
     write_tiny_vit(tmp_path / "vit")
     config = load_config(None, ["task=image-classification", f"model={tmp_path / 'vit'}"])
-    assert_output_layer_is_new(ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c"]).classifier)
+    assert_output_layer_is_new(
+        ADAPTERS.get("image-classification")(config).models.build_model(["a", "b", "c"]).classifier
+    )
     # A timm family whose own head init is large (MobileNetV3 / EfficientNet: uniform +-1/sqrt(classes)).
     config = load_config(None, ["task=image-classification", "model=test_efficientnet", "pretrained=false"])
-    assert_output_layer_is_new(ADAPTERS.get("image-classification")(config).build_model(["a", "b"]).get_classifier())
+    assert_output_layer_is_new(
+        ADAPTERS.get("image-classification")(config).models.build_model(["a", "b"]).get_classifier()
+    )
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
@@ -143,8 +147,8 @@ def test_a_chained_run_on_new_labels_gets_a_new_head_on_the_same_labels_keeps_it
         )
     )
     config = load_config(None, ["task=image-classification", f"model={first.output_dir}", "data.image_size=32"])
-    fresh = ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c", "d"])
+    fresh = ADAPTERS.get("image-classification")(config).models.build_model(["a", "b", "c", "d"])
     assert_output_layer_is_new(fresh.get_classifier())
-    same = ADAPTERS.get("image-classification")(config).build_model(first.labels)
+    same = ADAPTERS.get("image-classification")(config).models.build_model(first.labels)
     trained = copy.deepcopy(first.model).merge_and_unload() if strategy == "lora" else first.model
     assert torch.equal(same.get_classifier().weight, trained.get_classifier().weight)

@@ -25,8 +25,8 @@ def _batch(result, n: int = 6) -> dict[str, torch.Tensor]:
     """Evaluation pixels of validation files, normalised as the model takes them."""
     adapter = result.adapter
     files = sorted(Path(adapter.config.data.validation).rglob("*.png"))[:n]
-    batch = adapter.model_inputs({adapter.input_column: [str(f) for f in files]})
-    return {"pixel_values": adapter.backend.normalise(batch["pixel_values"])}
+    batch = adapter.inputs.model_inputs({adapter.inputs.input_column: [str(f) for f in files]})
+    return {"pixel_values": adapter.models.backend.normalise(batch["pixel_values"])}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_lora_reloads_through_peft(runs):
     config, result = runs["lora"]
     # The base is randomly initialised here (no Hub): rebuild the same one, as a Hub base would load.
     set_seed(config.train.seed)
-    base = ADAPTERS.get(config.task)(config).build_model(result.labels)
+    base = ADAPTERS.get(config.task)(config).models.build_model(result.labels)
     reloaded = PeftModel.from_pretrained(base, config.output_dir).eval()
     batch = _batch(result)
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_run_output_is_a_model_for_a_new_label_set(runs, strategy, tmp_path):
     config, result = runs[strategy]
     new = load_config(None, [f"model={config.output_dir}", "data.image_size=32"])
     adapter = ADAPTERS.get("image-classification")(new)
-    model = adapter.build_model(["a", "b", "c", "d", "e"])
+    model = adapter.models.build_model(["a", "b", "c", "d", "e"])
     assert model.get_classifier().out_features == 5
     # merge_and_unload works in place: merge a copy, the fixture's model is shared with other tests.
     trained = copy.deepcopy(result.model).merge_and_unload() if strategy == "lora" else result.model
@@ -187,8 +187,8 @@ def test_transformers_image_model(tmp_path, color_data):
         train_dir, val_dir, tmp_path / "out", model=folder, strategy="lora", **{"train.lr": 0.02}
     )
     result = train(load_config(None, overrides))
-    assert result.adapter.head_modules(result.model.base_model.model) == ["classifier"]
-    targets = result.adapter.lora_target_modules(vit)
+    assert result.adapter.models.head_modules(result.model.base_model.model) == ["classifier"]
+    targets = result.adapter.models.lora_target_modules(vit)
     # Every linear projection inside attention (q, k, v, output), in both layers; no MLP, no head.
     assert len(targets) == 2 * 4 and all(".attention." in t for t in targets)
     assert all(isinstance(vit.get_submodule(t), torch.nn.Linear) for t in targets)

@@ -121,7 +121,7 @@ def test_a_checkpoint_missing_backbone_weights_is_still_reported(tmp_path):
     save_file({k: v for k, v in weights.items() if k != missing}, str(tmp_path / "vit" / "model.safetensors"))
     config = load_config(None, [f"model={tmp_path / 'vit'}", "task=image-classification"])
     with _Reports() as reports:
-        ADAPTERS.get("image-classification")(config).build_model(["a", "b", "c"])
+        ADAPTERS.get("image-classification")(config).models.build_model(["a", "b", "c"])
     assert (
         len(reports.messages) == 1 and "MISSING" in reports.messages[0] and "classifier.weight" in reports.messages[0]
     )

@@ -75,34 +75,34 @@ def test_views_follow_the_flip_setting_and_the_modality(color_data, tmp_path):
     train_dir, val_dir = color_data
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **{"data.hflip": 0}))
     adapter = ADAPTERS.get(config.task)(config)
-    adapter.build_model(["blue", "green", "red"])
-    assert [v.name for v in adapter.probe_views(3)] == ["evaluation", "crop 1", "crop 2"]  # digits: no mirror
-    assert adapter.probe_views(None) == [EVALUATION_VIEW]  # the default: no crops (measured worse)
+    adapter.models.build_model(["blue", "green", "red"])
+    assert [v.name for v in adapter.inputs.probe_views(3)] == ["evaluation", "crop 1", "crop 2"]  # digits: no mirror
+    assert adapter.inputs.probe_views(None) == [EVALUATION_VIEW]  # the default: no crops (measured worse)
     flips = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **{"data.hflip": 0.5}))
     flipping = ADAPTERS.get(flips.task)(flips)
-    flipping.build_model(["blue", "green", "red"])
-    assert [v.name for v in flipping.probe_views(None)] == ["evaluation", "mirrored"]  # the default with flips
-    assert [v.name for v in flipping.probe_views(3)] == ["evaluation", "mirrored", "crop 1"]
-    assert ADAPTERS.get("text-classification")(config).probe_views(4) == [EVALUATION_VIEW]  # text: one view
+    flipping.models.build_model(["blue", "green", "red"])
+    assert [v.name for v in flipping.inputs.probe_views(None)] == ["evaluation", "mirrored"]  # the default with flips
+    assert [v.name for v in flipping.inputs.probe_views(3)] == ["evaluation", "mirrored", "crop 1"]
+    assert ADAPTERS.get("text-classification")(config).inputs.probe_views(4) == [EVALUATION_VIEW]  # text: one view
     tiny = write_tiny_wav2vec2(tmp_path / "w2v2", hidden_size=32)
     audio = ADAPTERS.get("audio-classification")(
         load_config(None, ["task=audio-classification", f"model={tiny}", "pretrained=false"])
     )
-    audio.build_model(["a", "b"])
-    assert [v.name for v in audio.probe_views(3)] == ["evaluation", "window 1", "window 2"]
-    assert audio.probe_views(None) == [EVALUATION_VIEW]  # windows only when asked for (not measured)
+    audio.models.build_model(["a", "b"])
+    assert [v.name for v in audio.inputs.probe_views(3)] == ["evaluation", "window 1", "window 2"]
+    assert audio.inputs.probe_views(None) == [EVALUATION_VIEW]  # windows only when asked for (not measured)
 
 
 def test_the_mirrored_view_is_the_evaluation_view_flipped(color_data, tmp_path):
     train_dir, val_dir = color_data
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **PROBE))
     adapter = ADAPTERS.get(config.task)(config)
-    adapter.build_model(["blue", "green", "red"])
-    mirrored = adapter.probe_views(2)[1]
-    example = adapter.decode({"image": [str(next(train_dir.rglob("*.png")))]}, augment=False)
+    adapter.models.build_model(["blue", "green", "red"])
+    mirrored = adapter.inputs.probe_views(2)[1]
+    example = adapter.inputs.decode({"image": [str(next(train_dir.rglob("*.png")))]}, augment=False)
     example = {k: v[0] for k, v in example.items()}
-    evaluation = adapter.transform(example, False, None)["pixel_values"]
-    assert torch.equal(adapter.view_inputs(example, mirrored, seed=7)["pixel_values"], evaluation.flip(-1))
+    evaluation = adapter.inputs.transform(example, False, None)["pixel_values"]
+    assert torch.equal(adapter.inputs.view_inputs(example, mirrored, seed=7)["pixel_values"], evaluation.flip(-1))
 
 
 def test_epochs_draw_views_deterministically_whatever_the_batch():
@@ -129,8 +129,8 @@ def test_validation_uses_only_the_evaluation_view(color_data, tmp_path):
     from hf_transfer.engine.loop import Engine
 
     adapter = ADAPTERS.get(config.task)(config)
-    splits = load_splits(config, adapter)
-    model = adapter.build_model(splits.labels)
+    splits = load_splits(config, adapter.inputs)
+    model = adapter.models.build_model(splits.labels)
     engine = Engine(config.train, tmp_path / "o")
     job = FeatureJob(model, adapter, engine, 8, str(tmp_path / "c"))
     try:

@@ -131,7 +131,7 @@ def test_kendall_tau_compares_each_score_with_the_fine_tuned_accuracies():
 
 
 def test_a_model_that_cannot_be_cut_is_reported_not_crashed_on(task, tmp_path, monkeypatch):
-    monkeypatch.setattr(ImageClassificationAdapter, "feature_split", lambda self, model: None)
+    monkeypatch.setattr(ImageClassificationAdapter.models_type, "feature_split", lambda self, model: None)
     out = tmp_path / "ranking"
     result = rank(task.config(out), [Candidate("uncut")], top_k=1)
     (score,) = result.scores

@@ -33,10 +33,10 @@ AUGMENTED = {"data.crop_scale": "[0.5, 1.0]", "data.hflip": 0.5, "data.augment":
 def _augmented_view(train_dir, val_dir, tmp_path) -> ExampleView:
     config = load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "o", **AUGMENTED))
     adapter = ADAPTERS.get(config.task)(config)
-    adapter.build_model(["blue", "green", "red"])
-    rows = adapter.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
-    decoded, _ = decode_once(rows, adapter, augment=True, cache_root=str(tmp_path / "cache"))
-    return ExampleView(decoded, adapter, augment=True, seed=0)
+    adapter.models.build_model(["blue", "green", "red"])
+    rows = adapter.inputs.prepare_dataset(load_source(str(train_dir), "imagefolder")).rename_column("label", "labels")
+    decoded, _ = decode_once(rows, adapter.inputs, augment=True, cache_root=str(tmp_path / "cache"))
+    return ExampleView(decoded, adapter.inputs, augment=True, seed=0)
 
 
 def test_augmenting_a_batch_extracts_no_stack_and_seeds_no_accelerator(color_data, tmp_path, monkeypatch):
@@ -185,7 +185,7 @@ def test_reading_image_folders_asks_fsspec_for_no_file(color_data, tmp_path, mon
             original = vars(cls)[name]
             monkeypatch.setattr(cls, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     config = load_config(None, tiny_image_overrides(*color_data, tmp_path / "o", **{"data.cache_dir": tmp_path}))
-    splits = data_lib.load_splits(config, ADAPTERS.get(config.task)(config), None)
+    splits = data_lib.load_splits(config, ADAPTERS.get(config.task)(config).inputs, None)
     assert (len(splits.train), len(splits.validation)) == (49, 18)
     assert calls == []
 
@@ -195,10 +195,10 @@ def test_timm_inputs_are_channels_last_on_a_cpu_with_the_same_logits(color_data,
     at 128-224 px on 2 cores); the weights keep their layout, so what is saved does not change."""
     config = load_config(None, tiny_image_overrides(*color_data, tmp_path / "o"))
     adapter = ADAPTERS.get(config.task)(config)
-    model = adapter.build_model(["blue", "green", "red"]).eval()
+    model = adapter.models.build_model(["blue", "green", "red"]).eval()
     pixels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    x = adapter.backend.normalise(pixels)
+    x = adapter.models.backend.normalise(pixels)
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     with torch.no_grad():
-        assert torch.allclose(adapter.logits(model, {"pixel_values": pixels}), model(x.contiguous()), atol=1e-5)
+        assert torch.allclose(adapter.models.logits(model, {"pixel_values": pixels}), model(x.contiguous()), atol=1e-5)
     assert all(p.is_contiguous() for p in model.parameters())

@@ -84,7 +84,7 @@ def test_each_process_reads_its_own_shards_and_each_pass_is_reshuffled(shards):
     the shuffle buffer gives every pass (set_epoch) another order."""
     config = load_config(None, settings(shards, "unused"))
     adapter = ADAPTERS.get(config.task)(config)
-    labelled = load_stream_splits(config, adapter).train
+    labelled = load_stream_splits(config, adapter.inputs).train
     parts = [_ids(training_stream_ids(labelled, rank, 2, buffer=0)) for rank in (0, 1)]
     assert len(parts[0]) == len(parts[1]) == 48
     assert not set(parts[0]) & set(parts[1])
@@ -111,10 +111,10 @@ def test_stream_examples_are_augmented_per_pass_and_place(shards):
     stream, worker and process mixed in): the same again gives the same pixels, any other pass or place not."""
     config = load_config(None, settings(shards, "unused"))
     adapter = ADAPTERS.get(config.task)(config)
-    splits = load_stream_splits(config, adapter)
-    adapter.build_model(splits.labels)  # sets the image preprocessing
+    splits = load_stream_splits(config, adapter.inputs)
+    adapter.models.build_model(splits.labels)  # sets the image preprocessing
     rows = next(iter(splits.train.iter(batch_size=4)))
-    examples = StreamExamples(adapter, augment=True, seed=0, rank=0, processes=1)
+    examples = StreamExamples(adapter.inputs, augment=True, seed=0, rank=0, processes=1)
     examples.stream = splits.train  # whose epoch is the pass
 
     def pixels(indices: list[int], function: StreamExamples = examples) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_stream_examples_are_augmented_per_pass_and_place(shards):
     first = pixels([0, 1, 2, 3])
     assert torch.equal(first, pixels([0, 1, 2, 3]))
     assert not torch.equal(first, pixels([4, 5, 6, 7]))
-    other_rank = StreamExamples(adapter, augment=True, seed=0, rank=1, processes=2)
+    other_rank = StreamExamples(adapter.inputs, augment=True, seed=0, rank=1, processes=2)
     other_rank.stream = splits.train
     assert not torch.equal(first, pixels([0, 1, 2, 3], other_rank))
     splits.train.set_epoch(1)

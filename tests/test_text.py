@@ -187,25 +187,25 @@ def test_strategy_changes_exactly_its_parameters(runs, strategy):
 def test_default_lora_targets_and_head(toy, tmp_path):
     config = load_config(None, [f"model={toy['bert']}", "task=text-classification"])
     adapter = TextClassificationAdapter(config)
-    bert = adapter.build_model(["a", "b"])
-    assert adapter.head_modules(bert) == ["classifier"]
+    bert = adapter.models.build_model(["a", "b"])
+    assert adapter.models.head_modules(bert) == ["classifier"]
     # Every linear inside attention: query, key, value and the output projection, in both layers.
-    targets = adapter.lora_target_modules(bert)
+    targets = adapter.models.lora_target_modules(bert)
     expected = ["self.query", "self.key", "self.value", "output.dense"] * 2
     assert [t.split("attention.", 1)[1] for t in targets] == expected
     distil_folder = write_tokenizer_and_model(tmp_path / "tiny-distilbert", kind="distilbert")
     adapter = TextClassificationAdapter(load_config(None, [f"model={distil_folder}", "task=text-classification"]))
-    distil = adapter.build_model(["a", "b"])
-    assert adapter.head_modules(distil) == ["pre_classifier", "classifier"]
-    names = [t.rsplit(".", 1)[1] for t in adapter.lora_target_modules(distil)]
+    distil = adapter.models.build_model(["a", "b"])
+    assert adapter.models.head_modules(distil) == ["pre_classifier", "classifier"]
+    names = [t.rsplit(".", 1)[1] for t in adapter.models.lora_target_modules(distil)]
     assert names == ["q_lin", "k_lin", "v_lin", "out_lin"] * 2
 
 
 def test_collate_pads_each_batch_to_its_own_longest(toy):
     config = load_config(None, [f"model={toy['bert']}", "task=text-classification", "data.max_length=32"])
     adapter = TextClassificationAdapter(config)
-    adapter.build_model(["a", "b"])
-    batch = adapter.model_inputs({"text": ["good", "the movie was very good"], "labels": [0, 1]})
+    adapter.models.build_model(["a", "b"])
+    batch = adapter.inputs.model_inputs({"text": ["good", "the movie was very good"], "labels": [0, 1]})
     assert batch["input_ids"].shape == (2, 7)  # [CLS] 5 words [SEP], not max_length
     assert batch["attention_mask"].tolist()[0] == [1, 1, 1, 0, 0, 0, 0]
     assert batch["labels"].tolist() == [0, 1]
@@ -216,8 +216,8 @@ def test_truncation_to_max_length_within_the_position_table(toy, max_length, exp
     """data.max_length truncates; a longer setting stops at the model's 64 positions."""
     config = load_config(None, [f"model={toy['bert']}", "task=text-classification", f"data.max_length={max_length}"])
     adapter = TextClassificationAdapter(config)
-    adapter.build_model(["a", "b"])
-    features = adapter.decode({"text": ["good " * 100]}, augment=False)
+    adapter.models.build_model(["a", "b"])
+    features = adapter.inputs.decode({"text": ["good " * 100]}, augment=False)
     assert len(features["input_ids"][0]) == expected
 
 
@@ -256,7 +256,7 @@ def test_run_output_is_a_model_for_a_new_label_set(runs, strategy):
     """Chained transfer: backbone kept (LoRA merged), new head sized to the new labels."""
     config, result = runs[strategy]
     new = load_config(None, ["task=text-classification", f"model={config.output_dir}"])
-    model = TextClassificationAdapter(new).build_model(["w", "x", "y", "z"])
+    model = TextClassificationAdapter(new).models.build_model(["w", "x", "y", "z"])
     assert model.classifier.out_features == 4
     # merge a copy: merge_and_unload folds LoRA into the shared fixture model in place
     trained = copy.deepcopy(result.model).merge_and_unload() if strategy == "lora" else result.model
@@ -293,7 +293,7 @@ def test_text_pairs(toy, tmp_path):
     extra = {"data.text_column": "premise", "data.text_pair_column": "hypothesis", "train.epochs": 5, "train.lr": 0.002}
     result = train(load_config(None, overrides(toy["bert"], train_csv, val_csv, tmp_path / "out", **extra)))
     assert result.metrics["accuracy"] > 0.6
-    features = result.adapter.decode({"premise": ["good"], "hypothesis": ["bad so"]}, augment=False)
+    features = result.adapter.inputs.decode({"premise": ["good"], "hypothesis": ["bad so"]}, augment=False)
     assert features["token_type_ids"][0] == [0, 0, 0, 1, 1, 1]  # [CLS] good [SEP] bad so [SEP]
 
 

@@ -163,8 +163,8 @@ def test_layer_decay_of_timm_models_is_timms_own_grouping(model_name):
 
     config = load_config(None, ["task=image-classification", f"model={model_name}", "pretrained=false"])
     adapter = ADAPTERS.get(config.task)(config)
-    model = adapter.build_model(["a", "b", "c"])
-    groups = param_groups(model, adapter.layer_ids(model), lr=1.0, weight_decay=0.0, decay=0.5)
+    model = adapter.models.build_model(["a", "b", "c"])
+    groups = param_groups(model, adapter.models.layer_ids(model), lr=1.0, weight_decay=0.0, decay=0.5)
     ours = {id(p): group["lr"] for group in groups for p in group["params"]}
     theirs = {
         id(p): group["lr_scale"] for group in param_groups_layer_decay(model, layer_decay=0.5) for p in group["params"]
@@ -189,13 +189,13 @@ def test_layer_decay_of_a_transformers_encoder_and_its_lora_layers(tmp_path):
     model = _tiny_bert(tmp_path / "bert")
     config = load_config(None, ["task=text-classification", f"model={tmp_path / 'bert'}", "strategy=lora"])
     adapter = TextClassificationAdapter(config)
-    ids, top = adapter.layer_ids(model)
+    ids, top = adapter.models.layer_ids(model)
     assert top == 4  # embeddings 0, encoder layers 1-3, pooler with the last layer, classifier 4
     assert ids["bert.embeddings.word_embeddings.weight"] == 0
     assert [ids[f"bert.encoder.layer.{i}.attention.self.query.weight"] for i in range(3)] == [1, 2, 3]
     assert ids["bert.pooler.dense.weight"] == 3 and ids["classifier.weight"] == 4
-    lora = STRATEGIES.get("lora")(model, adapter, config)
-    lora_ids, lora_top = adapter.layer_ids(lora)
+    lora = STRATEGIES.get("lora")(model, adapter.models, config)
+    lora_ids, lora_top = adapter.models.layer_ids(lora)
     assert lora_top == 4
     name = "base_model.model.bert.encoder.layer.1.attention.self.query.lora_A.default.weight"
     assert lora_ids[name] == 2
@@ -212,9 +212,9 @@ def test_the_schedule_keeps_each_layers_share_of_the_learning_rate(color_data, t
     assert result.metrics["history"][-1]["loss"] < result.metrics["history"][0]["loss"]
     config = _config(train_dir, val_dir, tmp_path / "unused", **extra)
     adapter = ADAPTERS.get(config.task)(config)
-    model = adapter.build_model(["blue", "green", "red"])
+    model = adapter.models.build_model(["blue", "green", "red"])
     settings = replace(config.train, lr=0.01)
-    groups = param_groups(model, adapter.layer_ids(model), 0.01, 0.0, 0.5)
+    groups = param_groups(model, adapter.models.layer_ids(model), 0.01, 0.0, 0.5)
     optimizer = torch.optim.AdamW(groups, lr=0.01)
     from hf_transfer.engine.loop import lr_schedule
 

@@ -1,4 +1,5 @@
-"""Task adapters, one per modality, in the ADAPTERS registry under their task name.
+"""Task adapters, one per modality, in the ADAPTERS registry under their task name. Each composes a
+ModelIO (`adapter.models`), an InputCodec (`adapter.inputs`) and CardSnippets (`adapter.card`): see base.py.
 
 Each adapter is declared by where it is defined and imported by the first `ADAPTERS.get(task)`, so
 naming the tasks (config checks, `--help`) imports no torch, timm or transformers.
@@ -13,7 +14,7 @@ from ..core.registry import Registry
 
 if TYPE_CHECKING:  # for type checkers (at run time, __getattr__ below imports them)
     from .audio import AudioClassificationAdapter  # noqa: F401
-    from .base import TaskAdapter
+    from .base import CardSnippets, InputCodec, ModelIO, TaskAdapter  # noqa: F401
     from .image import ImageClassificationAdapter  # noqa: F401
     from .text import TextClassificationAdapter  # noqa: F401
 
@@ -24,7 +25,10 @@ ADAPTERS.declare("audio-classification", "hf_transfer.adapters.audio:AudioClassi
 
 _EXPORTS = {
     "AudioClassificationAdapter": "audio",
+    "CardSnippets": "base",
     "ImageClassificationAdapter": "image",
+    "InputCodec": "base",
+    "ModelIO": "base",
     "TaskAdapter": "base",
     "TextClassificationAdapter": "text",
 }

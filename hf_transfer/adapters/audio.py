@@ -25,8 +25,11 @@ from ..core.errors import DataError, ModelError
 from ..core.rng import seeded
 from .base import (
     EVALUATION_VIEW,
+    CardSnippets,
     FeatureSplit,
+    InputCodec,
     LoadedModel,
+    ModelIO,
     ProbeView,
     TaskAdapter,
     TransformersClassifier,
@@ -84,20 +87,15 @@ def crop(samples: np.ndarray, max_samples: int, train: bool) -> np.ndarray:
     return samples[start : start + max_samples]
 
 
-class AudioClassificationAdapter(TaskAdapter):
-    """Audio classification with any AutoModelForAudioClassification model (wav2vec2 family)."""
+TASK = "audio-classification"
 
-    task: ClassVar[str] = "audio-classification"
-    folder_builder: ClassVar[str | None] = "audiofolder"
-    pipeline_tag: ClassVar[str] = "audio-classification"
-    input_column_key: ClassVar[str] = "audio_column"
-    input_column_names: ClassVar[tuple[str, ...]] = ("audio", "file_name", "path")
-    input_feature: ClassVar[type | None] = Audio
-    input_is_file: ClassVar[bool] = True
 
-    feature_extractor: Any = None  # set by load_model
+class AudioModels(ModelIO):
+    """Any AutoModelForAudioClassification model (wav2vec2 family), loaded with its feature extractor."""
 
-    # ---- model ---------------------------------------------------------------------------------
+    task: ClassVar[str] = TASK
+    feature_extractor: Any = None  # set by load_model; the inputs and the card read it
+
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
@@ -128,6 +126,11 @@ class AudioClassificationAdapter(TaskAdapter):
             else:
                 logger.info("%s has no convolutional feature encoder to freeze", type(loaded.model).__name__)
         return loaded
+
+    @property
+    def sampling_rate(self) -> int:
+        """The rate the feature extractor expects, which clips are resampled to."""
+        return int(self.feature_extractor.sampling_rate)
 
     def head_modules(self, model: nn.Module) -> list[str]:
         return hf_head_modules(model)  # wav2vec2 family: projector + classifier
@@ -161,41 +164,25 @@ class AudioClassificationAdapter(TaskAdapter):
     def save_preprocessor(self, directory: Path) -> None:
         self.feature_extractor.save_pretrained(directory)
 
-    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        if peft:  # the pipeline over the adapted model, with the feature extractor saved beside the adapter
-            folder = repo_id or LOCAL_FOLDER
-            auto = "AutoModelForAudioClassification"
-            code = (
-                "import soundfile\n"
-                + peft_transformers_code(auto, repo_id, labels, base_id, ", AutoFeatureExtractor, pipeline")
-                + f'\nextractor = AutoFeatureExtractor.from_pretrained("{folder}")'
-                # Merged: the pipeline takes a plain transformers model (it warns about a PeftModel).
-                + f'\nclassifier = pipeline("{self.pipeline_tag}", model=model.merge_and_unload(), '
-                "feature_extractor=extractor)"
-            )
-        else:
-            code = "import soundfile\n" + pipeline_code(self.pipeline_tag, repo_id)
-        # The array form: a file path would be decoded by the pipeline with FFmpeg.
-        code += (
-            '\n\nsamples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)\n'
-            'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))  # channels mixed to mono'
-        )
-        seconds, rate = f"{self.config.data.max_duration_s:g} s", self.sampling_rate
-        return (
-            f"{python_block(code)}\n\nTrained on clips of at most {seconds} (evaluated on the centre crop); longer "
-            "inputs are scored whole by the pipeline. Given a file path, the pipeline decodes it with FFmpeg, which "
-            'must then be installed; given `{"raw": samples, "sampling_rate": rate}` (decoded with soundfile, '
-            f"as above) it needs no FFmpeg, and resamples clips not at {rate} Hz with torchaudio."
-        )
 
-    # ---- data ----------------------------------------------------------------------------------
+class AudioInputs(InputCodec):
+    """Clips read with soundfile and resampled once; random windows per example; padded per batch."""
+
+    folder_builder: ClassVar[str | None] = "audiofolder"
+    input_column_key: ClassVar[str] = "audio_column"
+    input_column_names: ClassVar[tuple[str, ...]] = ("audio", "file_name", "path")
+    input_feature: ClassVar[type | None] = Audio
+    input_is_file: ClassVar[bool] = True
+
+    _models: AudioModels
+
     @property
-    def sampling_rate(self) -> int:
-        return int(self.feature_extractor.sampling_rate)
+    def _extractor(self) -> Any:
+        return self._models.feature_extractor
 
     @property
     def _input_name(self) -> str:
-        return self.feature_extractor.model_input_names[0]  # input_values for wav2vec2/HuBERT/WavLM
+        return self._extractor.model_input_names[0]  # input_values for wav2vec2/HuBERT/WavLM
 
     def prepare_dataset(self, dataset: Dataset) -> Dataset:
         # Paths/bytes only: we decode with soundfile, so no FFmpeg is needed and errors name the file.
@@ -210,7 +197,7 @@ class AudioClassificationAdapter(TaskAdapter):
     def decode(self, examples: dict[str, list[Any]], augment: bool) -> dict[str, list[Any]]:
         # Read and resampled once. The evaluation view is already the centre crop; the augmentation
         # source keeps the whole clip for random windows.
-        rate, max_samples = self.sampling_rate, self._max_samples
+        rate, max_samples = self._models.sampling_rate, self._max_samples
         clips = [load_audio(cell, rate) for cell in examples[self.input_column]]
         if not augment:
             clips = [crop(clip, max_samples, train=False) for clip in clips]
@@ -222,7 +209,7 @@ class AudioClassificationAdapter(TaskAdapter):
             "max_samples": None if augment else self._max_samples,
             "decoder": "soundfile+resample_poly",
             # Not used by decode itself, but by transform: the features a probe caches depend on it too.
-            "extractor": self.feature_extractor.to_dict(),
+            "extractor": self._extractor.to_dict(),
         }
 
     def transform(self, example: dict[str, Any], augment: bool, seed: int | None) -> dict[str, Any]:
@@ -231,7 +218,7 @@ class AudioClassificationAdapter(TaskAdapter):
             with seeded(seed):
                 samples = crop(samples, self._max_samples, train=True)
         # One clip at a time: normalisation statistics come from the clip alone, never from padding.
-        values = self.feature_extractor(samples, sampling_rate=self.sampling_rate)[self._input_name][0]
+        values = self._extractor(samples, sampling_rate=self._models.sampling_rate)[self._input_name][0]
         out: dict[str, Any] = {self._input_name: values}
         if "labels" in example:
             out["labels"] = example["labels"]
@@ -252,14 +239,14 @@ class AudioClassificationAdapter(TaskAdapter):
 
     @property
     def _max_samples(self) -> int:
-        return max(1, int(round(self.config.data.max_duration_s * self.sampling_rate)))
+        return max(1, int(round(self.config.data.max_duration_s * self._models.sampling_rate)))
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         name = self._input_name
-        batch = self.feature_extractor.pad(
+        batch = self._extractor.pad(
             [{name: f[name]} for f in features],
             padding="longest",
-            return_attention_mask=bool(getattr(self.feature_extractor, "return_attention_mask", False)),
+            return_attention_mask=bool(getattr(self._extractor, "return_attention_mask", False)),
             return_tensors="pt",
         )
         out = {k: v for k, v in batch.items()}
@@ -267,6 +254,46 @@ class AudioClassificationAdapter(TaskAdapter):
             out["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         return out
 
-    # ---- calling the model ---------------------------------------------------------------------
-    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**batch).logits
+
+class AudioCard(CardSnippets):
+    """The transformers pipeline, fed arrays decoded with soundfile (no FFmpeg needed)."""
+
+    pipeline_tag: ClassVar[str] = TASK
+    folder_builder: ClassVar[str | None] = AudioInputs.folder_builder
+    _models: AudioModels
+
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        if peft:  # the pipeline over the adapted model, with the feature extractor saved beside the adapter
+            folder = repo_id or LOCAL_FOLDER
+            auto = "AutoModelForAudioClassification"
+            code = (
+                "import soundfile\n"
+                + peft_transformers_code(auto, repo_id, labels, base_id, ", AutoFeatureExtractor, pipeline")
+                + f'\nextractor = AutoFeatureExtractor.from_pretrained("{folder}")'
+                # Merged: the pipeline takes a plain transformers model (it warns about a PeftModel).
+                + f'\nclassifier = pipeline("{self.pipeline_tag}", model=model.merge_and_unload(), '
+                "feature_extractor=extractor)"
+            )
+        else:
+            code = "import soundfile\n" + pipeline_code(self.pipeline_tag, repo_id)
+        # The array form: a file path would be decoded by the pipeline with FFmpeg.
+        code += (
+            '\n\nsamples, rate = soundfile.read("clip.wav", dtype="float32", always_2d=True)\n'
+            'print(classifier({"raw": samples.mean(axis=1), "sampling_rate": rate}))  # channels mixed to mono'
+        )
+        seconds, rate = f"{self.config.data.max_duration_s:g} s", self._models.sampling_rate
+        return (
+            f"{python_block(code)}\n\nTrained on clips of at most {seconds} (evaluated on the centre crop); longer "
+            "inputs are scored whole by the pipeline. Given a file path, the pipeline decodes it with FFmpeg, which "
+            'must then be installed; given `{"raw": samples, "sampling_rate": rate}` (decoded with soundfile, '
+            f"as above) it needs no FFmpeg, and resamples clips not at {rate} Hz with torchaudio."
+        )
+
+
+class AudioClassificationAdapter(TaskAdapter):
+    """Audio classification with any AutoModelForAudioClassification model (wav2vec2 family)."""
+
+    task: ClassVar[str] = TASK
+    models_type: ClassVar[type[ModelIO]] = AudioModels
+    inputs_type: ClassVar[type[InputCodec]] = AudioInputs
+    card_type: ClassVar[type[CardSnippets]] = AudioCard

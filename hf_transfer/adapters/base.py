@@ -1,7 +1,11 @@
-"""The adapter contract: everything the engine and the strategies need to know about a modality.
+"""The adapter contracts: everything the rest of the package needs to know about a modality, by concern.
 
-An adapter is built from a RunConfig. It owns its model family's quirks (timm vs transformers,
-processors, head names) so that the engine can stay one loop for every modality.
+An adapter is built from a RunConfig and composes three objects, each behind a small contract: its
+ModelIO (`adapter.models`: build, load, call and save the model; the engine and the strategies), its
+InputCodec (`adapter.inputs`: columns, decoding, per-example transforms, collate; data/ and the cached
+probe) and its CardSnippets (`adapter.card`: library, Hub id, usage code; the model card). Each owns its
+model family's quirks (timm vs transformers, processors, head names) so that the engine can stay one
+loop for every modality.
 """
 
 from __future__ import annotations
@@ -77,30 +81,17 @@ class FeatureSplit:
     name: str  # identifies the cut in cache keys
 
 
-class TaskAdapter(ABC):
-    """One modality. Subclasses are declared in `ADAPTERS` (adapters/__init__.py) under their `task`."""
+class ModelIO(ABC):
+    """Model I/O, what the engine and the strategies use: build and load the model (its preprocessing
+    with it), name its head, LoRA targets and layers, cut it for cached probing, call it, save it."""
 
-    task: ClassVar[str]
-    # The datasets builder for a local directory of class sub-folders (imagefolder, audiofolder, ...).
-    folder_builder: ClassVar[str | None] = None
+    task: ClassVar[str]  # the run's task, which a previous run's output must share to be chained
     # peft task type; SEQ_CLS lets AutoPeftModelForSequenceClassification open the adapter.
     peft_task_type: ClassVar[str | None] = None
-    # The transformers pipeline tag of the saved model.
-    pipeline_tag: ClassVar[str]
-    # The DataConfig field naming the input column (image_column, text_column, audio_column).
-    input_column_key: ClassVar[str]
-    # Column names that hold this input in common datasets, most usual first: with the config's column
-    # unset, the first one a dataset has is used (and the first one is the name the adapter reads).
-    input_column_names: ClassVar[tuple[str, ...]]
-    # The datasets feature type of a decodable input column (Image, Audio), which also identifies it.
-    input_feature: ClassVar[type | None] = None
-    # Whether that column holds file paths (resolved against a csv/json/parquet file's folder).
-    input_is_file: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
 
-    # ---- model ---------------------------------------------------------------------------------
     def build_model(self, labels: list[str]) -> nn.Module:
         """The model for `config.model` with a head for `labels`: the checkpoint's own head when it was
         trained for exactly these labels (a previous run on the same labels, a checkpoint whose class
@@ -130,8 +121,9 @@ class TaskAdapter(ABC):
 
     @abstractmethod
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
-        """Load a model in this adapter's families, sized for `labels`, and set up its preprocessing; say
-        which classes its head was trained for (see LoadedModel). `build_model` initialises a new head."""
+        """Load a model in this adapter's families, sized for `labels`, and set up its preprocessing (which
+        the adapter's InputCodec then reads); say which classes its head was trained for (see LoadedModel).
+        `build_model` initialises a new head."""
 
     @abstractmethod
     def head_modules(self, model: nn.Module) -> list[str]:
@@ -148,26 +140,6 @@ class TaskAdapter(ABC):
         preprocessing beside them. Default: nothing (timm keeps its data config inside config.json)."""
         return None
 
-    @classmethod
-    def hub_id(cls, spec: str) -> str | None:
-        """The Hub repository whose weights the model spec `spec` (not a local path) loads. Default:
-        transformers, whose specs are Hub ids."""
-        return spec
-
-    @property
-    def library(self) -> str:
-        """The library whose format `save_model` writes and whose loader opens it (the model card's
-        `library_name`; a LoRA run's card names peft, over this). Default: transformers."""
-        return "transformers"
-
-    @abstractmethod
-    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        """Markdown for the model card's "How to use": a Python block that opens this run's saved model
-        with its standard loader, and what a caller must do to get the run's own predictions.
-
-        `repo_id`: where the run is published (None: a local folder, `usage.LOCAL_FOLDER`); `peft`: the
-        saved model is a LoRA adapter over the base `base_id` (its Hub id; None: not on the Hub)."""
-
     def lora_target_modules(self, model: nn.Module) -> list[str]:
         """LoRA's default targets, by the architecture family the model shows. A transformer (it has
         attention blocks): the linear projections inside attention. A CNN: the pointwise (1x1)
@@ -180,11 +152,87 @@ class TaskAdapter(ABC):
             return [name for name, module in named if isinstance(module, nn.Linear) and _inside(name, attention)]
         return [name for name, module in named if isinstance(module, nn.Linear) or _is_pointwise_conv(module)]
 
-    # ---- data: decode once, transform per example (see datapipe.py) -----------------------------
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the model on a batch (without `labels`) and return logits [batch, num_labels]. Default
+        (transformers classifiers): the batch's tensors as keyword arguments, the output's `logits`."""
+        return model(**batch).logits
+
+    def feature_split(self, model: nn.Module) -> FeatureSplit | None:
+        """Where the frozen backbone ends and the head begins, for cached-feature probing; None where
+        the head is not one module fed one tensor (the probe then trains uncached).
+
+        Default (transformers classifiers): the input of the single head module, captured by a hook."""
+        heads = self.head_modules(model)
+        if len(heads) != 1:
+            return None
+        return hooked_split(model, heads[0], self.logits, name=f"{type(model).__name__}:{heads[0]}")
+
+    def layer_ids(self, model: nn.Module) -> LayerIds:
+        """Each parameter's layer, stem 0 to head top, for layer-wise learning-rate decay (a PeftModel too).
+        Default: the numbered blocks of the module tree (see layers.numbered_layer_ids)."""
+        return numbered_layer_ids(model, self.head_modules(unwrapped(model)))
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        """Recompute activations in the backward pass instead of storing them (default: transformers models)."""
+        enable_hf_gradient_checkpointing(model)
+
+    # ---- chained transfer ----------------------------------------------------------------------
+    def _build_from_run(self, run: RunDir, labels: list[str]) -> LoadedModel:
+        """A previous run's model, sized for `labels`; its head was trained for that run's labels."""
+        info = run.read_run_info()
+        if info["task"] != self.task:
+            raise ModelError(
+                f"{run.root} is the output of a {info['task']} run; it cannot be the model of a {self.task} run"
+            )
+        previous_labels = list(info["labels"])
+        if info["strategy"] != "lora":
+            model = self.load_model(str(run.root), None, labels, pretrained=True).model
+        else:
+            # Rebuild the run's base (recursively: it may itself be a run), re-apply and merge its
+            # LoRA weights, then write it out so the family's own loader sizes the new head.
+            from peft import PeftModel
+
+            # The folder's own config.yaml never enables remote code: only this run's setting counts.
+            previous = dataclasses.replace(load_config(run.config), trust_remote_code=self.config.trust_remote_code)
+            previous_models = type(self)(previous)
+            # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
+            with torch.random.fork_rng():
+                torch.manual_seed(previous.train.seed)
+                base = previous_models.build_model(previous_labels)
+            merged = PeftModel.from_pretrained(base, str(run.root)).merge_and_unload()
+            with tempfile.TemporaryDirectory() as tmp:
+                previous_models.save_model(merged, Path(tmp), previous_labels)
+                model = self.load_model(tmp, None, labels, pretrained=True).model
+        return LoadedModel(model, previous_labels)
+
+
+class InputCodec(ABC):
+    """Inputs, what data/ and the cached probe use: which dataset column holds the input, how rows are
+    prepared, decoded once (cacheable), transformed per example (augmentation, probe views) and collated.
+
+    It reads the preprocessing (processor, tokenizer, feature extractor) that its ModelIO set up when it
+    loaded the model: build the model first."""
+
+    # The datasets builder for a local directory of class sub-folders (imagefolder, audiofolder, ...).
+    folder_builder: ClassVar[str | None] = None
+    # The DataConfig field naming the input column (image_column, text_column, audio_column).
+    input_column_key: ClassVar[str]
+    # Column names that hold this input in common datasets, most usual first: with the config's column
+    # unset, the first one a dataset has is used (and the first one is the name the adapter reads).
+    input_column_names: ClassVar[tuple[str, ...]]
+    # The datasets feature type of a decodable input column (Image, Audio), which also identifies it.
+    input_feature: ClassVar[type | None] = None
+    # Whether that column holds file paths (resolved against a csv/json/parquet file's folder).
+    input_is_file: ClassVar[bool] = False
+
+    def __init__(self, config: RunConfig, models: ModelIO) -> None:
+        self.config = config
+        self._models = models  # whose loaded preprocessing decoding follows
+
     @property
     def input_column(self) -> str:
         """The dataset column holding the model input: `data.<input_column_key>`, or when that is unset
-        (detected from the data, see data.py) the usual name, which the loaded data is renamed to."""
+        (detected from the data, see data/columns.py) the usual name, which the loaded data is renamed to."""
         return getattr(self.config.data, self.input_column_key) or self.input_column_names[0]
 
     @property
@@ -233,64 +281,62 @@ class TaskAdapter(ABC):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Stack (and pad) preprocessed examples into a batch; must keep `labels`."""
 
-    # ---- calling the model ---------------------------------------------------------------------
-    @abstractmethod
-    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Run the model on a batch (without `labels`) and return logits [batch, num_labels]."""
-
-    def feature_split(self, model: nn.Module) -> FeatureSplit | None:
-        """Where the frozen backbone ends and the head begins, for cached-feature probing; None where
-        the head is not one module fed one tensor (the probe then trains uncached).
-
-        Default (transformers classifiers): the input of the single head module, captured by a hook."""
-        heads = self.head_modules(model)
-        if len(heads) != 1:
-            return None
-        return hooked_split(model, heads[0], self.logits, name=f"{type(model).__name__}:{heads[0]}")
-
-    def layer_ids(self, model: nn.Module) -> LayerIds:
-        """Each parameter's layer, stem 0 to head top, for layer-wise learning-rate decay (a PeftModel too).
-        Default: the numbered blocks of the module tree (see layers.numbered_layer_ids)."""
-        return numbered_layer_ids(model, self.head_modules(unwrapped(model)))
-
-    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
-        """Recompute activations in the backward pass instead of storing them (default: transformers models)."""
-        enable_hf_gradient_checkpointing(model)
-
     def model_inputs(self, examples: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
         """Raw rows straight to one evaluation batch (decode, transform, collate), for inference and tests."""
         decoded = {k: v for k, v in examples.items() if k not in self.input_columns} | self.decode(examples, False)
         count = len(next(iter(decoded.values())))
         return self.collate([self.transform({k: v[i] for k, v in decoded.items()}, False, None) for i in range(count)])
 
-    # ---- chained transfer ----------------------------------------------------------------------
-    def _build_from_run(self, run: RunDir, labels: list[str]) -> LoadedModel:
-        """A previous run's model, sized for `labels`; its head was trained for that run's labels."""
-        info = run.read_run_info()
-        if info["task"] != self.task:
-            raise ModelError(
-                f"{run.root} is the output of a {info['task']} run; it cannot be the model of a {self.task} run"
-            )
-        previous_labels = list(info["labels"])
-        if info["strategy"] != "lora":
-            model = self.load_model(str(run.root), None, labels, pretrained=True).model
-        else:
-            # Rebuild the run's base (recursively: it may itself be a run), re-apply and merge its
-            # LoRA weights, then write it out so the family's own loader sizes the new head.
-            from peft import PeftModel
 
-            # The folder's own config.yaml never enables remote code: only this run's setting counts.
-            previous = dataclasses.replace(load_config(run.config), trust_remote_code=self.config.trust_remote_code)
-            previous_adapter = type(self)(previous)
-            # Same seed as that run: a randomly initialised (pretrained: false) base is then the same too.
-            with torch.random.fork_rng():
-                torch.manual_seed(previous.train.seed)
-                base = previous_adapter.build_model(previous_labels)
-            merged = PeftModel.from_pretrained(base, str(run.root)).merge_and_unload()
-            with tempfile.TemporaryDirectory() as tmp:
-                previous_adapter.save_model(merged, Path(tmp), previous_labels)
-                model = self.load_model(tmp, None, labels, pretrained=True).model
-        return LoadedModel(model, previous_labels)
+class CardSnippets(ABC):
+    """Card and Hub snippets, what the model card uses: the saved model's library, the base model's Hub
+    id, the pipeline tag, and the "How to use" code that opens the saved model with its standard loader."""
+
+    # The transformers pipeline tag of the saved model.
+    pipeline_tag: ClassVar[str]
+    # The datasets builder that reads a local folder of this modality: the card's dataset type for one.
+    folder_builder: ClassVar[str | None] = None
+
+    def __init__(self, config: RunConfig, models: ModelIO) -> None:
+        self.config = config
+        self._models = models  # the saved model's family follows the loaded one
+
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        """The Hub repository whose weights the model spec `spec` (not a local path) loads. Default:
+        transformers, whose specs are Hub ids."""
+        return spec
+
+    @property
+    def library(self) -> str:
+        """The library whose format `ModelIO.save_model` writes and whose loader opens it (the model card's
+        `library_name`; a LoRA run's card names peft, over this). Default: transformers."""
+        return "transformers"
+
+    @abstractmethod
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        """Markdown for the model card's "How to use": a Python block that opens this run's saved model
+        with its standard loader, and what a caller must do to get the run's own predictions.
+
+        `repo_id`: where the run is published (None: a local folder, `usage.LOCAL_FOLDER`); `peft`: the
+        saved model is a LoRA adapter over the base `base_id` (its Hub id; None: not on the Hub)."""
+
+
+class TaskAdapter:
+    """One modality, as three objects, one per concern: `models` (ModelIO: the engine and strategies),
+    `inputs` (InputCodec: data/ and the cached probe) and `card` (CardSnippets: the model card). Subclasses
+    name the three classes and are declared in `ADAPTERS` (adapters/__init__.py) under their `task`."""
+
+    task: ClassVar[str]
+    models_type: ClassVar[type[ModelIO]]
+    inputs_type: ClassVar[type[InputCodec]]
+    card_type: ClassVar[type[CardSnippets]]
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.models = self.models_type(config)
+        self.inputs = self.inputs_type(config, self.models)
+        self.card = self.card_type(config, self.models)
 
 
 def _check_weight_files(folder: Path) -> None:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import io
 import os
 import re
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,13 +27,19 @@ from torchvision.transforms import v2
 
 from ..core.errors import ConfigError, DataError, ModelError
 from ..core.rng import seeded
-from .base import EVALUATION_VIEW, FeatureSplit, LoadedModel, ProbeView, TaskAdapter
+from .base import (
+    EVALUATION_VIEW,
+    CardSnippets,
+    FeatureSplit,
+    InputCodec,
+    LoadedModel,
+    ModelIO,
+    ProbeView,
+    TaskAdapter,
+)
 from .image_backend import ImageBackend
 from .layers import LayerIds
 from .usage import python_block
-
-if TYPE_CHECKING:
-    pass
 
 # RandomResizedCrop's aspect-ratio range, as torchvision and timm use it.
 _CROP_RATIO = (3 / 4, 4 / 3)
@@ -152,23 +157,17 @@ def backend_for(spec: str) -> type[ImageBackend]:
     return TimmBackend if TimmBackend.accepts(spec) else TransformersImageBackend
 
 
-class ImageClassificationAdapter(TaskAdapter):
-    """Image classification with timm or transformers backbones (the backend follows the model spec)."""
+TASK = "image-classification"
 
-    task: ClassVar[str] = "image-classification"
-    folder_builder: ClassVar[str | None] = "imagefolder"
-    pipeline_tag: ClassVar[str] = "image-classification"
-    input_column_key: ClassVar[str] = "image_column"
-    input_column_names: ClassVar[tuple[str, ...]] = ("image", "img", "file_name")
-    input_feature: ClassVar[type | None] = ImageFeature
-    input_is_file: ClassVar[bool] = True
 
-    backend: ImageBackend  # set by load_model, from the model spec
+class ImageModels(ModelIO):
+    """timm or transformers image classifiers, the backend chosen from the model spec when it loads."""
 
-    # ---- model ---------------------------------------------------------------------------------
+    task: ClassVar[str] = TASK
+    backend: ImageBackend  # set by load_model, from the model spec; the inputs and the card read it too
+
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
         self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
-        self.__dict__.pop("_augment", None)  # built for the previous backend's size, if any
         try:
             return self.backend.load(spec, weights, labels, pretrained)
         except ModelError:
@@ -187,17 +186,6 @@ class ImageClassificationAdapter(TaskAdapter):
     def save_preprocessor(self, directory: Path) -> None:
         self.backend.save_preprocessor(directory)
 
-    @classmethod
-    def hub_id(cls, spec: str) -> str | None:
-        return backend_for(spec).hub_id(spec)
-
-    @property
-    def library(self) -> str:
-        return self.backend.library
-
-    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        return python_block(self.backend.usage_code(repo_id, labels, peft, base_id))
-
     def feature_split(self, model: nn.Module) -> FeatureSplit | None:
         return self.backend.feature_split(model, self.logits)
 
@@ -207,7 +195,26 @@ class ImageClassificationAdapter(TaskAdapter):
     def layer_ids(self, model: nn.Module) -> LayerIds:
         return self.backend.layer_ids(model)
 
-    # ---- data ----------------------------------------------------------------------------------
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.backend.call(model, self.backend.normalise(batch["pixel_values"]))
+
+
+class ImageInputs(InputCodec):
+    """Image files decoded once to the backend's uint8 views; random resized crops and flips per example."""
+
+    folder_builder: ClassVar[str | None] = "imagefolder"
+    input_column_key: ClassVar[str] = "image_column"
+    input_column_names: ClassVar[tuple[str, ...]] = ("image", "img", "file_name")
+    input_feature: ClassVar[type | None] = ImageFeature
+    input_is_file: ClassVar[bool] = True
+
+    _models: ImageModels
+    _augment_for: tuple[ImageBackend, v2.Compose] | None = None
+
+    @property
+    def backend(self) -> ImageBackend:
+        return self._models.backend
+
     def prepare_dataset(self, dataset: Dataset) -> Dataset:
         # Decode ourselves, so that an unreadable file is reported by its path.
         return dataset.cast_column(self.input_column, ImageFeature(decode=False))
@@ -233,16 +240,16 @@ class ImageClassificationAdapter(TaskAdapter):
             out["labels"] = example["labels"]
         return out
 
-    @cached_property
+    @property
     def _augment(self) -> v2.Compose:
-        """Random resized crop and flip on uint8 tensors (bilinear, antialiased), as torchvision does them."""
-        d, size = self.config.data, self.backend.size
-        return v2.Compose(
-            [
-                v2.RandomResizedCrop(size, scale=tuple(d.crop_scale), ratio=_CROP_RATIO, antialias=True),
-                v2.RandomHorizontalFlip(d.hflip),
-            ]
-        )
+        """Random resized crop and flip on uint8 tensors (bilinear, antialiased), as torchvision does them;
+        built once per loaded backend (its size)."""
+        backend = self.backend
+        if self._augment_for is None or self._augment_for[0] is not backend:
+            d = self.config.data
+            crop = v2.RandomResizedCrop(backend.size, scale=tuple(d.crop_scale), ratio=_CROP_RATIO, antialias=True)
+            self._augment_for = (backend, v2.Compose([crop, v2.RandomHorizontalFlip(d.hflip)]))
+        return self._augment_for[1]
 
     def augmentation(self, augment: bool) -> str:
         if not augment:
@@ -278,6 +285,30 @@ class ImageClassificationAdapter(TaskAdapter):
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         return batch
 
-    # ---- calling the model ---------------------------------------------------------------------
-    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.backend.call(model, self.backend.normalise(batch["pixel_values"]))
+
+class ImageCard(CardSnippets):
+    """The saved model's library and usage code are its backend's (timm or transformers)."""
+
+    pipeline_tag: ClassVar[str] = TASK
+    folder_builder: ClassVar[str | None] = ImageInputs.folder_builder
+    _models: ImageModels
+
+    @classmethod
+    def hub_id(cls, spec: str) -> str | None:
+        return backend_for(spec).hub_id(spec)
+
+    @property
+    def library(self) -> str:
+        return self._models.backend.library
+
+    def usage_snippet(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
+        return python_block(self._models.backend.usage_code(repo_id, labels, peft, base_id))
+
+
+class ImageClassificationAdapter(TaskAdapter):
+    """Image classification with timm or transformers backbones (the backend follows the model spec)."""
+
+    task: ClassVar[str] = TASK
+    models_type: ClassVar[type[ModelIO]] = ImageModels
+    inputs_type: ClassVar[type[InputCodec]] = ImageInputs
+    card_type: ClassVar[type[CardSnippets]] = ImageCard

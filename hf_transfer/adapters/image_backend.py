@@ -51,7 +51,7 @@ class ImageBackend(ABC):
 
     @abstractmethod
     def load(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
-        """The model sized for `labels` and the classes its checkpoint names (see TaskAdapter.load_model);
+        """The model sized for `labels` and the classes its checkpoint names (see ModelIO.load_model);
         also sets up this backend's preprocessing."""
 
     @abstractmethod
@@ -66,11 +66,11 @@ class ImageBackend(ABC):
     @classmethod
     @abstractmethod
     def hub_id(cls, spec: str) -> str | None:
-        """See TaskAdapter.hub_id."""
+        """See CardSnippets.hub_id."""
 
     @abstractmethod
     def usage_code(self, repo_id: str | None, labels: list[str], peft: bool, base_id: str | None) -> str:
-        """Python that opens the saved model with this family's loader (see TaskAdapter.usage_snippet)."""
+        """Python that opens the saved model with this family's loader (see CardSnippets.usage_snippet)."""
 
     @abstractmethod
     def eval_view(self, image: Image.Image) -> torch.Tensor:

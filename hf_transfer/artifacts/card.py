@@ -3,9 +3,9 @@
 The body is rendered from the package's template (templates/model_card.md) through
 `ModelCard.from_template`: the template holds the layout, this module computes the values. What the
 run knows and the files do not say (the saved model's library, whether it is a LoRA adapter, its
-base, how to load it) is handed over as CardFacts by the code that knows it: the adapter writes the
-usage snippet. Nothing machine-specific goes in: local paths are reduced to their last component,
-and no token is ever read here.
+base, how to load it) is handed over as CardFacts by the code that knows it: the adapter's CardSnippets
+(`adapter.card`) write the usage snippet. Nothing machine-specific goes in: local paths are reduced to
+their last component, and no token is ever read here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .plots import plot_confusion_matrix, plot_curves
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..adapters import TaskAdapter
+    from ..adapters import CardSnippets
     from ..engine.loop import RunSetup
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "model_card.md"  # hf_transfer/templates: package data
@@ -58,17 +58,17 @@ class CardFacts:
     schedule: str | None = None  # what was chosen from the training set's size (None: all set; defaults.with_schedule)
 
 
-def card_facts(config: RunConfig, adapter: TaskAdapter, model: nn.Module, labels: list[str]) -> CardFacts:
+def card_facts(config: RunConfig, card: CardSnippets, model: nn.Module, labels: list[str]) -> CardFacts:
     """The card's facts about the saved model of a finished run whose trained model is `model` (saved by
     save_model_artifact); the caller adds what the training knows (augmentation, loss, setup, ...)."""
     peft = is_peft_model(model)  # save_model_artifact writes an adapter folder exactly then
     base_id = hub_model_id(config)
     return CardFacts(
-        library=adapter.library,
+        library=card.library,
         peft=peft,
         merged=peft and config.export.merge,
         base_model=base_id,
-        usage=adapter.usage_snippet(config.hub.repo_id, labels, peft, base_id),
+        usage=card.usage_snippet(config.hub.repo_id, labels, peft, base_id),
     )
 
 
@@ -88,7 +88,7 @@ def hub_model_id(config: RunConfig) -> str | None:
         return PACKAGED_HUB_IDS.get(spec[len(PYPI_PREFIX) :])
     if not config.pretrained or config.weights or is_local(spec):
         return None
-    return ADAPTERS.get(config.task).hub_id(spec)
+    return ADAPTERS.get(config.task).card_type.hub_id(spec)
 
 
 def portable_base(config: RunConfig) -> str:
@@ -119,7 +119,7 @@ def _dataset_type_and_name(config: RunConfig) -> tuple[str, str]:
     hub_id = hub_dataset_id(source)
     if hub_id:
         return hub_id, hub_id
-    return source_format(source, ADAPTERS.get(config.task).folder_builder), public(source)
+    return source_format(source, ADAPTERS.get(config.task).card_type.folder_builder), public(source)
 
 
 def public_config(config: RunConfig) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def write_model_card(
     """Write README.md and its two pictures into output_dir; returns the card's path."""
     facts = facts or CardFacts()
     run_dir = RunDir.of(output_dir)
-    pipeline_tag = ADAPTERS.get(config.task).pipeline_tag
+    pipeline_tag = ADAPTERS.get(config.task).card_type.pipeline_tag
     dataset_ids = sorted({d for d in (hub_dataset_id(config.data.train), hub_dataset_id(config.data.validation)) if d})
     dataset_type, dataset_name = _dataset_type_and_name(config)
     data = ModelCardData(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ..adapters.base import TaskAdapter
+from ..adapters.base import ModelIO
 from ..adapters.layers import is_peft_model
 from ..config.schema import RunConfig, dump_config
 from ..core.atomic import write_json, write_text_atomic
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def save_model_artifact(
     model: nn.Module,
-    adapter: TaskAdapter,
+    models: ModelIO,
     labels: list[str],
     output_dir: RunDir | Path,
     base_model: str | None = None,
@@ -39,13 +39,13 @@ def save_model_artifact(
     with RunDir.of(output_dir).stage_model() as staging:
         if is_peft_model(model):
             model.save_pretrained(staging, safe_serialization=True)
-            adapter.save_preprocessor(staging)
+            models.save_preprocessor(staging)
             if base_model is not None:
                 _set_base_model(staging, base_model)
             if merge:
-                adapter.save_model(merged_copy(model), staging / RunDir.MERGED, labels)
+                models.save_model(merged_copy(model), staging / RunDir.MERGED, labels)
         else:
-            adapter.save_model(model, staging, labels)
+            models.save_model(model, staging, labels)
         written = sorted(item.name for item in staging.iterdir())
     return written
 

@@ -18,7 +18,7 @@ from .files import FILE_BUILDERS, IN_MEMORY_PREFIX, is_saved_dataset, media_exte
 from .sources import in_memory_name, open_source
 
 if TYPE_CHECKING:
-    from ..adapters.base import TaskAdapter
+    from ..adapters.base import InputCodec
     from ..config.schema import DataConfig
 
 
@@ -122,7 +122,7 @@ class ColumnRequest:
     keys: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, d: DataConfig, adapter: TaskAdapter, prefer: tuple[str | None, str | None] = (None, None)):
+    def of(cls, d: DataConfig, adapter: InputCodec, prefer: tuple[str | None, str | None] = (None, None)):
         """The columns a run's data config gives (data.label_column, its input column setting)."""
         return cls(label=d.label_column, input=getattr(d, adapter.input_column_key), prefer=prefer)
 
@@ -140,7 +140,7 @@ class _Sought:
 
 
 def resolve_columns(
-    dataset: Dataset | IterableDataset, adapter: TaskAdapter, request: ColumnRequest, where: str
+    dataset: Dataset | IterableDataset, adapter: InputCodec, request: ColumnRequest, where: str
 ) -> Columns:
     """The label and input columns: the given ones (which must exist), else detected: the first of the
     usual names present (`request.prefer`'s names first), else the one column of the right feature type
@@ -226,7 +226,7 @@ def _candidate_columns(dataset: Dataset | IterableDataset, exclude: str | None) 
     return [c for c in dataset.column_names if c != exclude and not c.startswith("__")]
 
 
-def _input_candidates(dataset: Dataset | IterableDataset, adapter: TaskAdapter, exclude: str | None) -> list[str]:
+def _input_candidates(dataset: Dataset | IterableDataset, adapter: InputCodec, exclude: str | None) -> list[str]:
     """String columns whose first rows are all file names of the adapter's kind (image/audio), or mostly
     distinct, multi-word text (text)."""
     strings = [

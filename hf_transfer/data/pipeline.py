@@ -28,7 +28,7 @@ from .internals import dataset_fingerprint, source_row_number
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from ..adapters.base import ProbeView, TaskAdapter
+    from ..adapters.base import InputCodec, ProbeView
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _DECODE_BATCH = 64  # rows per decode call: enough to amortise Arrow reads, smal
 
 def decode_once(
     dataset: Dataset,
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     augment: bool,
     cache: bool = True,
     cache_root: str | None = None,
@@ -69,7 +69,7 @@ def decode_once(
     return decoded, True
 
 
-def check_decodable(dataset: Dataset, adapter: TaskAdapter, origin: str | None = None) -> None:
+def check_decodable(dataset: Dataset, adapter: InputCodec, origin: str | None = None) -> None:
     """Decode every row once and drop the result: an unreadable file raises now, by name and row."""
     names = RowNames(dataset, origin)
     for start in range(0, len(dataset), _DECODE_BATCH):
@@ -95,7 +95,7 @@ class RowNames:
 
 
 def decode_rows(
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     rows: dict[str, list[Any]],
     augment: bool,
     names: RowNames,
@@ -137,7 +137,7 @@ class ExampleView(TorchDataset):
     def __init__(
         self,
         data: Dataset,
-        adapter: TaskAdapter,
+        adapter: InputCodec,
         augment: bool,
         seed: int = 0,
         decoded: bool = True,
@@ -175,7 +175,7 @@ class ProbeViewExamples(ExampleView):
     def __init__(
         self,
         data: Dataset,
-        adapter: TaskAdapter,
+        adapter: InputCodec,
         view: ProbeView | None,
         seed: int,
         decoded: bool = True,
@@ -187,7 +187,7 @@ class ProbeViewExamples(ExampleView):
 
 
 def with_decoded_inputs(
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     rows: dict[str, list[Any]],
     augment: bool,
     names: RowNames,
@@ -200,7 +200,7 @@ def with_decoded_inputs(
 
 
 def model_examples(
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     rows: dict[str, list[Any]],
     augment: bool,
     seeds: Sequence[int | None],

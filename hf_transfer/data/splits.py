@@ -17,7 +17,7 @@ from .files import IN_MEMORY_PREFIX, Source
 from .sources import in_memory_name, open_source
 
 if TYPE_CHECKING:
-    from ..adapters.base import TaskAdapter
+    from ..adapters.base import InputCodec
     from ..config.schema import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def load_source(source: str, folder_builder: str | None, path_column: str | None
 def labelled(
     dataset: Dataset | IterableDataset,
     source: Source,
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     columns: Columns,
     labels: list[str] | None,
     where: str,
@@ -76,7 +76,7 @@ def _absolute_paths(dataset: Dataset | IterableDataset, column: str, base: Path)
 
 def load_labelled(
     source: str | Dataset | DatasetDict,
-    adapter: TaskAdapter,
+    adapter: InputCodec,
     request: ColumnRequest | None = None,
     labels: list[str] | None = None,
     subset: str | None = None,
@@ -106,7 +106,7 @@ class Splits:
     origins: tuple[str | None, str | None] = (None, None)
 
 
-def load_splits(config: RunConfig, adapter: TaskAdapter, data: Dataset | DatasetDict | None = None) -> Splits:
+def load_splits(config: RunConfig, adapter: InputCodec, data: Dataset | DatasetDict | None = None) -> Splits:
     """The training and validation sets of a run. Validation data: `data.validation`, else the source's
     own validation split (a validation/ folder, a Hub or save_to_disk split), else a seeded stratified
     part of the training set. `data`: a Dataset or DatasetDict given in memory instead of `data.train`."""
@@ -174,7 +174,7 @@ def _evaluate_hint(source: Source, splits: list[str], output_dir: str) -> str:
     return f"`hf-transfer evaluate OUTPUT_DIR --data {' | '.join(f'{source.location}:{s}' for s in splits)}`"
 
 
-def _validation(source: Source, split: str, adapter: TaskAdapter, request: ColumnRequest, labels: list[str]) -> Dataset:
+def _validation(source: Source, split: str, adapter: InputCodec, request: ColumnRequest, labels: list[str]) -> Dataset:
     dataset, where = source.splits[split], source.origins[split]
     columns = resolve_columns(dataset, adapter, request, where)
     return labelled(dataset, source, adapter, columns, labels, where)[0]

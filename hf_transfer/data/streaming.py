@@ -47,7 +47,7 @@ from .splits import Splits, labelled, load_labelled
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from ..adapters.base import TaskAdapter
+    from ..adapters.base import InputCodec
     from ..config.schema import DataConfig, RunConfig
     from .files import Source
 
@@ -61,7 +61,7 @@ _MAP_BATCH = 64  # rows decoded per call of the stream's map: as the decode cach
 # --------------------------------------------------------------------------- the run's splits
 
 
-def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = None) -> Splits:
+def load_stream_splits(config: RunConfig, adapter: InputCodec, data: object = None) -> Splits:
     """The training stream (labelled lazily, not yet shuffled or split) and the validation set, read
     whole: `data.validation`, else the stream's own validation split."""
     d = config.data
@@ -111,7 +111,7 @@ def load_stream_splits(config: RunConfig, adapter: TaskAdapter, data: object = N
 
 
 def _stream_validation(
-    source: Source, train: str, adapter: TaskAdapter, request: ColumnRequest, labels: list[str], d: DataConfig
+    source: Source, train: str, adapter: InputCodec, request: ColumnRequest, labels: list[str], d: DataConfig
 ) -> tuple[Dataset, str]:
     """The validation set of a streamed run, read whole, and where it comes from: data.validation, else the
     source's own validation split besides `train` (a stream cannot hold part of itself out)."""
@@ -152,7 +152,7 @@ class StreamReading:
 
 
 def training_stream(
-    stream: IterableDataset, adapter: TaskAdapter, augment: bool, reading: StreamReading, origin: str | None = None
+    stream: IterableDataset, adapter: InputCodec, augment: bool, reading: StreamReading, origin: str | None = None
 ) -> IterableDataset:
     """This process's part of the labelled stream, shuffled, as model inputs (decoded and augmented on the fly).
     `origin` names the stream in the error on an example that cannot be decoded."""
@@ -175,7 +175,7 @@ class StreamExamples:
     mixed in so that no two examples of one pass share a seed."""
 
     def __init__(
-        self, adapter: TaskAdapter, augment: bool, seed: int, rank: int, processes: int, origin: str | None = None
+        self, adapter: InputCodec, augment: bool, seed: int, rank: int, processes: int, origin: str | None = None
     ) -> None:
         self.adapter, self.augment, self.seed, self.rank, self.processes = adapter, augment, seed, rank, processes
         self.names = RowNames(None, origin)

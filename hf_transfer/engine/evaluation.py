@@ -49,18 +49,18 @@ def predict_dataset(
     accelerator: Accelerator | None = None,
     origin: str | None = None,
 ) -> Predictions:
-    """Logits for every row of a prepared dataset (`adapter.prepare_dataset` applied), decoded and
+    """Logits for every row of a prepared dataset (`adapter.inputs.prepare_dataset` applied), decoded and
     transformed exactly as the engine's evaluation does it. `origin` names where its rows come from, for
     the error on a row that cannot be decoded.
 
     With an accelerator, each process predicts its shard and gather_for_metrics reassembles the whole
     set in order (call it on every process); without one, everything runs here on the model's device.
     """
-    view = ExampleView(dataset, adapter, augment=False, decoded=False, origin=origin)
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=adapter.collate)
+    view = ExampleView(dataset, adapter.inputs, augment=False, decoded=False, origin=origin)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=adapter.inputs.collate)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
-    return gather_logits(model, adapter.logits, loader, accelerator)
+    return gather_logits(model, adapter.models.logits, loader, accelerator)
 
 
 @torch.no_grad()

@@ -251,7 +251,9 @@ class Engine:
     Example (what `train` does, by hand):
 
         engine = Engine(replace(config.train, lr=1e-3), "runs/x")
-        data = FitData(train=ExampleView(...), eval=ExampleView(...), collate=adapter.collate, logits=adapter.logits)
+        data = FitData(
+            train=ExampleView(...), eval=ExampleView(...), collate=adapter.inputs.collate, logits=adapter.models.logits
+        )
         result = engine.fit(model, data, labels)
         engine.close()
     """

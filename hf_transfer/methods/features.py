@@ -39,7 +39,7 @@ from ..engine.loop import FitData
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from ..adapters.base import FeatureSplit, ProbeView, TaskAdapter
+    from ..adapters.base import FeatureSplit, InputCodec, ProbeView, TaskAdapter
     from ..engine.loop import Engine
 
 logger = logging.getLogger(__name__)
@@ -130,17 +130,17 @@ def backbone_features(
     `datasets` maps a name (for the log, e.g. "training") to a data set; `origins` the same names to where
     its rows come from (see Splits.origins), for the error on a row that cannot be decoded."""
     model, adapter, engine = job.model, job.adapter, job.engine
-    split = adapter.feature_split(model)
+    split = adapter.models.feature_split(model)
     if split is None:
         logger.info("%s: the head is not one module fed one tensor, so features are not cached", type(model).__name__)
         return None
     model.to(engine.device).eval()
-    if not _one_vector_per_example(split, adapter, next(iter(datasets.values())), engine):
+    if not _one_vector_per_example(split, adapter.inputs, next(iter(datasets.values())), engine):
         logger.info(
             "%s: the head's input depends on the input length, so features are not cached", type(model).__name__
         )
         return None
-    cut = _Cut(split, backbone_fingerprint(model, adapter.head_modules(model)))
+    cut = _Cut(split, backbone_fingerprint(model, adapter.models.head_modules(model)))
     features, seconds = {}, 0.0
     for what, dataset in datasets.items():
         features[what], spent = _features(job, cut, dataset, what, (origins or {}).get(what))
@@ -176,7 +176,7 @@ def cached_probe(
     seed: int = 0,
 ) -> CachedProbe | None:
     """Features of both splits (from the cache, or computed now): the validation set's evaluation view,
-    up to `views` views of each training example (None: the adapter's default; see TaskAdapter.probe_views),
+    up to `views` views of each training example (None: the adapter's default; see InputCodec.probe_views),
     each epoch drawing one under `seed`; and the head to train on them. None when the adapter cannot cut
     this model (the probe then trains uncached). `origins`: where each split's rows come from (see
     Splits.origins), for the error on a row that cannot be decoded."""
@@ -186,7 +186,7 @@ def cached_probe(
     if found is None:
         logger.info("The probe trains uncached")
         return None
-    chosen = job.adapter.probe_views(views)
+    chosen = job.adapter.inputs.probe_views(views)
     train, seconds, cut = [found.features["training"]], found.seconds, _Cut(found.split, found.weights)
     for position, view in enumerate(chosen[1:], start=1):
         what, at = f"training ({view.name})", (position, view)
@@ -222,10 +222,10 @@ def probe_data(
     )
 
 
-def _one_vector_per_example(split: FeatureSplit, adapter: TaskAdapter, dataset: Dataset, engine: Engine) -> bool:
+def _one_vector_per_example(split: FeatureSplit, inputs: InputCodec, dataset: Dataset, engine: Engine) -> bool:
     """Whether the head is fed one fixed-size vector per example (BERT's pooled output, timm's pre-logits)
     rather than, say, a padded sequence (RoBERTa's head picks the first token itself): tried on two rows."""
-    batch = adapter.model_inputs(dataset[:2])
+    batch = inputs.model_inputs(dataset[:2])
     batch = {k: v.to(engine.device) for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         out = split.features(batch)
@@ -249,14 +249,14 @@ def _features(
     """The features of `dataset` (its evaluation view, or the probe `view` at its position in the list of
     views, whose random parts are seeded by (VIEW_SEED, position, index)) and the seconds spent computing
     them (0 when read from the cache)."""
-    adapter, engine, cache_root = job.adapter, job.engine, job.cache_root
+    inputs, engine, cache_root = job.adapter.inputs, job.engine, job.cache_root
     position, seen = view or (0, None)
     augment_source = seen is not None and seen.augment_source
     parts = [
         "features-v1",
         cut.split.name,
         cut.weights,
-        adapter.decode_signature(augment_source),
+        inputs.decode_signature(augment_source),
         dataset_fingerprint(dataset),
     ]
     if seen is not None:
@@ -273,13 +273,11 @@ def _features(
             return features, 0.0
     start = time.perf_counter()
     with engine.main_process_first():  # one process decodes into the input cache, the others read it
-        decoded, is_decoded = decode_once(
-            dataset, adapter, augment=augment_source, cache_root=cache_root, origin=origin
-        )
-    examples = ProbeViewExamples(decoded, adapter, seen, VIEW_SEED, decoded=is_decoded, origin=origin)
+        decoded, is_decoded = decode_once(dataset, inputs, augment=augment_source, cache_root=cache_root, origin=origin)
+    examples = ProbeViewExamples(decoded, inputs, seen, VIEW_SEED, decoded=is_decoded, origin=origin)
     examples.set_epoch(position)  # the view's position plays the epoch's part in its examples' seeds
     logger.info("Computing %s features once (%d examples) -> %s", what, len(examples), path)
-    features = engine.gather(cut.split.features, examples, adapter.collate, job.batch_size)
+    features = engine.gather(cut.split.features, examples, inputs.collate, job.batch_size)
     if engine.is_main_process:
         with atomic_path(path) as tmp:  # a reader never sees half a file
             save_file({"features": features.contiguous()}, str(tmp))

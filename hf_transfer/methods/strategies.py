@@ -1,9 +1,9 @@
 """Fine-tuning strategies: which parameters train, and the settings and defaults that go with that choice.
 
 A strategy is registered once, with everything that depends on it: the function that takes the
-freshly built model, the adapter (for the head and LoRA targets) and the run config and returns the
-model to train; a one-line description (for --help, the log and the card); its `Defaults` (learning
-rate, normalisation statistics); whether it trains the backbone (which decides the default
+freshly built model, the adapter's ModelIO (`adapter.models`: the head and LoRA targets) and the run
+config and returns the model to train; a one-line description (for --help, the log and the card); its
+`Defaults` (learning rate, normalisation statistics); whether it trains the backbone (which decides the default
 augmentation: a frozen backbone trains on the deterministic evaluation view, so its features can be
 cached); and, if it has any, its
 settings: a dataclass that is the run config's section named after the strategy (`lora:` in YAML,
@@ -31,12 +31,12 @@ from ..core.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..adapters.base import TaskAdapter
+    from ..adapters.base import ModelIO
     from ..config.schema import RunConfig, TrainConfig
 
 # No torch at import time: config.py (and so `hf-transfer --help`) reads this registry; the strategies
 # import what they need when they run.
-Apply = Callable[["nn.Module", "TaskAdapter", "RunConfig"], "nn.Module"]
+Apply = Callable[["nn.Module", "ModelIO", "RunConfig"], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,10 @@ class Strategy:
     def default_lr(self) -> float:
         return self.defaults.lr
 
-    def __call__(self, model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+    def __call__(self, model: nn.Module, models: ModelIO, config: RunConfig) -> nn.Module:
         if self.apply is None:
             raise ValueError(f"strategy {self.name!r} runs in stages: apply each of stages(config) in turn")
-        return self.apply(model, adapter, config)
+        return self.apply(model, models, config)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def stages(config: RunConfig) -> list[Stage]:
     Defaults(lr=1e-4, freeze_norm_statistics=True),
     trains_backbone=True,
 )
-def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+def full(model: nn.Module, models: ModelIO, config: RunConfig) -> nn.Module:
     """Every parameter trains, except what the adapter froze on purpose (e.g. wav2vec2's feature encoder)."""
     return model
 
@@ -135,9 +135,9 @@ def full(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
     trains_backbone=False,
     settings=LinearProbeConfig,
 )
-def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+def linear_probe(model: nn.Module, models: ModelIO, config: RunConfig) -> nn.Module:
     """Only the head trains; the frozen backbone's normalisation layers stay in eval mode (engine/train_mode.py)."""
-    heads = adapter.head_modules(model)
+    heads = models.head_modules(model)
     model.requires_grad_(False)
     for name in heads:
         model.get_submodule(name).requires_grad_(True)
@@ -151,15 +151,15 @@ def linear_probe(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> n
     trains_backbone=True,
     settings=LoraConfigSpec,
 )
-def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module:
+def lora(model: nn.Module, models: ModelIO, config: RunConfig) -> nn.Module:
     """peft LoRA on the adapter's default (or the configured) targets; the head is always saved and trained."""
     from peft import LoraConfig, get_peft_model
 
-    heads = adapter.head_modules(model)
-    targets: list[str] = config.lora.target_modules or adapter.lora_target_modules(model)
+    heads = models.head_modules(model)
+    targets: list[str] = config.lora.target_modules or models.lora_target_modules(model)
     if targets == ["all-linear"]:
         # peft's all-linear can wrap a classifier it does not recognise; our default excludes the head.
-        targets = adapter.lora_target_modules(model)
+        targets = models.lora_target_modules(model)
     wrapped_heads = [t for t in targets if any(t == h or t.startswith(h + ".") for h in heads)]
     if wrapped_heads:
         raise ModelError(f"LoRA target_modules {wrapped_heads} are inside the head {heads}, which trains fully.")
@@ -174,7 +174,7 @@ def lora(model: nn.Module, adapter: TaskAdapter, config: RunConfig) -> nn.Module
         lora_dropout=config.lora.dropout,
         target_modules=targets,
         modules_to_save=heads,
-        task_type=adapter.peft_task_type,
+        task_type=models.peft_task_type,
     )
     try:
         return get_peft_model(model, lora_config)
