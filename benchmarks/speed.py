@@ -869,19 +869,17 @@ class PhaseClock:
 
 
 class TimedBatches:
-    """A prepared training DataLoader whose waits for the next batch count as the `data` phase."""
+    """The fit's training loader (a TrainLoader, hf_transfer/data/loaders.py) whose waits for the next batch
+    count as the `data` phase."""
 
     def __init__(self, loader: Any, clock: PhaseClock) -> None:
         self.loader, self.clock = loader, clock
 
-    def __len__(self) -> int:
-        return len(self.loader)
+    def __getattr__(self, name: str) -> Any:  # batches_per_epoch, shared_position, state_dict ...: the loader's
+        return getattr(self.loader, name)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = iter(self.loader)
+    def epoch(self, epoch: int) -> Iterator[Any]:
+        batches = iter(self.loader.epoch(epoch))
         while True:
             with self.clock.phase("data"):
                 batch = next(batches, None)
@@ -1027,13 +1025,13 @@ def paired_images(bench: Bench, size: int, augment: bool) -> tuple[Row, list[str
                 timed["bare"].append(bare.epoch())
             if clock.on:
                 table["bare"] = clock.take(timed["bare"][-1], s.paired_steps)
-            loader, run.train_dl = run.train_dl, TimedBatches(run.train_dl, clock)
+            loader, run.loader = run.loader, TimedBatches(run.loader, clock)
             sync(bench.device)
             tick = time.perf_counter()
             try:
                 stop = super()._train_epoch(run)
             finally:
-                run.train_dl = loader
+                run.loader = loader
             sync(bench.device)
             timed["engine"].append(time.perf_counter() - tick)
             if clock.on:

@@ -62,6 +62,13 @@ class TrainLoader(Protocol):
         """Micro-batches per epoch on this process; None: a stream, which the engine counts in max_steps."""
         ...
 
+    @property
+    def shared_position(self) -> bool:
+        """True: every process stands at the same place (one seeded order, sharded by Accelerate), so the main
+        process alone writes the position and every process reads it, as with every other file of a
+        checkpoint; False: each process reads its own part of the data and writes its own position."""
+        ...
+
     def prepare(self, accelerator: Accelerator, model: Any, optimizer: Any, eval_loader: Any) -> tuple[Any, Any, Any]:
         """The model, optimizer and evaluation loader prepared by `accelerator` in one call, with this loader's
         own DataLoader when Accelerate should wrap it (DeepSpeed reads the micro-batch size from the loaders
@@ -115,6 +122,7 @@ class MapLoader:
     processes) by Accelerate; its position is the epoch and the micro-batches of it already trained."""
 
     KIND = "map"
+    shared_position = True  # one seeded order for every process; the number of processes is in the position
 
     def __init__(self, dataset: Any, collate: Collate, spec: LoaderSpec) -> None:
         self.dataset, self.spec = dataset, spec

@@ -207,6 +207,7 @@ class StreamLoader:
 
     KIND = "stream"
     batches_per_epoch = None  # a stream: the engine counts the run in train.max_steps
+    shared_position = False  # each process reads its own shards of the stream
 
     def __init__(self, dataset: IterableDataset, collate: Collate, spec: LoaderSpec) -> None:
         from torchdata.stateful_dataloader import StatefulDataLoader

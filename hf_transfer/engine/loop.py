@@ -723,8 +723,11 @@ class Engine:
         step = state.step_offset + state.global_step
         with self.run_dir.write_checkpoint(step, commit=acc.is_main_process) as tmp:
             acc.save_state(str(tmp))
-            # Each process's loader position (every kind of data): JSON, read back by _resume.
-            self.run_dir.loader_state(tmp, acc.process_index).write_text(json.dumps(run.loader.state_dict()))
+            # The training loader's position (every kind of data), JSON, read back by _resume: the main process's
+            # alone when every process shares it (only the global main process writes files), else each one's.
+            if acc.is_main_process or not run.loader.shared_position:
+                file = self.run_dir.loader_state(tmp, _position_rank(run.loader, acc.process_index))
+                file.write_text(json.dumps(run.loader.state_dict()))
             acc.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
             if acc.is_main_process:
                 (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
@@ -775,7 +778,8 @@ class Engine:
                 "the model this run would save could not be the one its metrics describe. Resume from a complete "
                 "checkpoint, or start a new run."
             )
-        position = self._loader_position(path)
+        rank = _position_rank(loader, self.accelerator.process_index)
+        position = self._loader_position(path, rank)
         verify_checkpoint(path)
         try:
             self.accelerator.load_state(str(path))
@@ -786,14 +790,13 @@ class Engine:
             ) from None
         if state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
-        loader.load_state_dict(position, str(self.run_dir.loader_state(path, self.accelerator.process_index)))
+        loader.load_state_dict(position, str(self.run_dir.loader_state(path, rank)))
         self._restore_best(path)
         logger.info(f"Resumed from {path}: epoch {state.epoch}, step {state.global_step}")
         return state
 
-    def _loader_position(self, checkpoint: Path) -> dict[str, Any]:
-        """This process's training-loader position in `checkpoint` (written by _checkpoint, every kind of data)."""
-        rank = self.accelerator.process_index
+    def _loader_position(self, checkpoint: Path, rank: int) -> dict[str, Any]:
+        """Process `rank`'s training-loader position in `checkpoint` (written by _checkpoint, every kind of data)."""
         file = self.run_dir.loader_state(checkpoint, rank)
         if not file.is_file():
             raise RunDirError(
@@ -826,6 +829,11 @@ class Engine:
         steps_per_epoch = math.ceil(batches_per_epoch / self.accelerator.gradient_accumulation_steps)
         total_steps = s.max_steps or steps_per_epoch * s.epochs
         return _Steps(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
+
+
+def _position_rank(loader: TrainLoader, rank: int) -> int:
+    """Whose position file a process writes and reads: the main process's when the position is shared."""
+    return 0 if loader.shared_position else rank
 
 
 def _check_resolved(s: TrainConfig) -> None:
