@@ -166,6 +166,35 @@ def test_every_checkpoint_holds_the_loader_position_and_a_resume_from_it_is_exac
     assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ after resuming from {middle.name}"
 
 
+def test_a_checkpoint_at_a_new_best_links_the_best_weights_as_its_model_and_resumes_exactly(color_data, tmp_path):
+    """A checkpoint written right after an evaluation that improved holds the same weights twice (its model and
+    the run's best): the model file is a hard link to the best file instead of a second write of the tensors.
+    A mid-epoch checkpoint (no evaluation at its step) writes its own. Resumed from a linked one, the run ends
+    bit-identical to the uninterrupted one."""
+    train_dir, val_dir = color_data
+    per_epoch = len(list(train_dir.rglob("*.png"))) // 8
+    common = {"train.epochs": 2, "train.checkpoint_every_steps": 3, "train.save_total_limit": 20}
+    full = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "full", **common)))
+    key = load_config(tmp_path / "full" / "config.yaml").train.metric_for_best_model
+    improved, best = [], None  # the steps of the evaluations that were a new best, as the engine judges it
+    for h in full.metrics["history"]:
+        if best is None or (h[key] < best if key == "loss" else h[key] > best):
+            improved.append(h["step"])
+            best = h[key]
+    assert improved[0] == per_epoch  # the first evaluation is always a new best
+    checkpoints = {int(p.name.split("_")[1]): p for p in (tmp_path / "full" / "checkpoints").glob("step_*")}
+    for step, path in checkpoints.items():
+        best_file = path / "best.safetensors"  # absent before the first evaluation
+        linked = best_file.is_file() and (path / "model.safetensors").samefile(best_file)
+        assert linked == (step in improved), f"{path.name}: linked={linked}, evaluations that improved: {improved}"
+    linked_checkpoint = checkpoints[per_epoch]
+    extra = {**common, "train.resume_from_checkpoint": str(linked_checkpoint)}
+    resumed = train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / "resumed", **extra)))
+    assert resumed.fit.global_step == full.fit.global_step == 2 * per_epoch
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resuming from a linked checkpoint"
+
+
 def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
     train_dir, val_dir = color_data
     out = tmp_path / "run"

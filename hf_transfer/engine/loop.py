@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
+from accelerate.utils import SAFE_WEIGHTS_NAME, DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from safetensors.torch import save_file
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -231,6 +231,7 @@ class _Run:
     loss_steps: list[int] = field(default_factory=list)  # the optimizer step each of them belongs to
     samples: int = 0
     best_predictions: Predictions | None = None
+    best_step: int = -1  # the optimizer step whose weights the best-weights file holds, key for key (-1: none)
     last_eval_step: int = -1
     evaluations: int = 0
     eval_seconds: float = 0.0  # in _evaluate, and in _checkpoint: parts of the fit's runtime, logged at its end
@@ -285,6 +286,8 @@ class Engine:
             # The schedule is stepped here once per optimizer step, whatever the number of processes.
             step_scheduler_with_optimizer=False,
         )
+        self._model_file: Path | None = None  # see _checkpoint
+        self.accelerator.register_save_state_pre_hook(self._link_model_file)
         try:
             check_launch(self.accelerator.num_processes, self.accelerator.device)
             check_distributed_setup(self.accelerator)
@@ -682,18 +685,24 @@ class Engine:
         if better:
             state.best_value, state.best_epoch, state.best_metrics = value, state.epoch, dict(metrics)
             state.evals_without_improvement = 0
-            self._save_best(run.model)
+            run.best_step = state.global_step if self._save_best(run.model) else -1
         else:
             state.evals_without_improvement += 1
         return better
 
     # ----------------------------------------------------------------------------- checkpoints
-    def _save_best(self, model: nn.Module) -> None:
+    def _save_best(self, model: nn.Module) -> bool:
+        """Writes the best-weights file; True when this process wrote it and it holds exactly the keys
+        Accelerate's save_state would write for `model` (one process, no wrapper, no tied weights):
+        _checkpoint may then link it."""
         weights = self.accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
         if self.accelerator.is_main_process:
             with atomic_path(self.run_dir.best_weights) as tmp:  # a crash leaves the previous best intact
                 save_file(_unshare(weights), str(tmp))
         self.accelerator.wait_for_everyone()
+        ties = len({tensor.data_ptr() for tensor in weights.values()}) < len(weights)
+        alone = self.accelerator.num_processes == 1 and self.accelerator.is_main_process  # it wrote the file
+        return alone and self.unwrap(model) is model and not ties
 
     def _load_best(self, model: nn.Module, plain: nn.Module | None) -> nn.Module | None:
         """The best weights back into `model`; under FSDP also whole into `plain` (main process), returned."""
@@ -721,8 +730,13 @@ class Engine:
         acc, state, tick = self.accelerator, run.state, time.perf_counter()
         state.scheduler = _plain(run.scheduler.state_dict())
         step = state.step_offset + state.global_step
+        # Weights saved as the best at this very step are the checkpoint's model: linked, not written twice.
+        self._model_file = self.run_dir.best_weights if run.best_step == state.global_step else None
         with self.run_dir.write_checkpoint(step, commit=acc.is_main_process) as tmp:
-            acc.save_state(str(tmp))
+            try:
+                acc.save_state(str(tmp))
+            finally:
+                self._model_file = None
             # The training loader's position (every kind of data), JSON, read back by _resume: the main process's
             # alone when every process shares it (only the global main process writes files), else each one's.
             if acc.is_main_process or not run.loader.shared_position:
@@ -739,6 +753,13 @@ class Engine:
             )
         acc.wait_for_everyone()
         run.checkpoint_seconds += time.perf_counter() - tick
+
+    def _link_model_file(self, models: list[nn.Module], weights: list[dict[str, Any]], output_dir: str) -> None:
+        """Accelerate's save_state pre-hook: with `_model_file` set (one model, its weights that file's), the
+        checkpoint's model file is a hard link to it, and Accelerate, its weights list emptied, writes none."""
+        if self._model_file is not None and len(weights) == 1:
+            weights.clear()
+            _link_or_copy(self._model_file, Path(output_dir) / SAFE_WEIGHTS_NAME)
 
     def _resume(self, s: TrainConfig, identity: dict[str, Any], scheduler: Any, loader: TrainLoader) -> TrainState:
         where = s.resume_from_checkpoint
