@@ -256,3 +256,31 @@ def test_compile_trains_like_eager(color_data, tmp_path):
     compiled = _run(train_dir, val_dir, tmp_path / "b", tmp_path / "cache", **common, **{"train.compile": True})
     assert _losses(compiled) == pytest.approx(_losses(plain), rel=0.05)
     assert _losses(compiled)[-1] < _losses(compiled)[0]
+
+
+def test_the_log_says_how_many_examples_the_dropped_ragged_batch_leaves_out(color_data, tmp_path, caplog):
+    """Training drops the ragged last batch (BatchNorm); on a small set that is a share of the data and of the
+    steps (measured on the suite's intents: 105 steps instead of 120), so the log says it, with a batch size
+    that uses every example when one is near the asked one; a batch size that divides the set says nothing."""
+    train_dir, val_dir = color_data  # 49 training images (16 per class and a grayscale one)
+    assert len(list(train_dir.rglob("*.png"))) == 49
+    for batch, out in ((10, "ragged"), (7, "even")):
+        caplog.clear()
+        extra = {"train.batch_size": batch, "train.epochs": 1, "train.max_steps": 1}
+        with caplog.at_level(logging.INFO, logger="hf_transfer"):
+            train(load_config(None, tiny_image_overrides(train_dir, val_dir, tmp_path / out, **extra)))
+        said = [r.getMessage() for r in caplog.records if "sit out each epoch" in r.getMessage()]
+        if batch == 10:
+            assert said and said[0].startswith("9 of 49 training examples sit out each epoch"), said
+            assert "train.batch_size=7 uses all of them" in said[0]
+        else:
+            assert not said, said
+
+
+def test_no_batch_size_hint_when_none_near_the_asked_one_divides_the_set(caplog):
+    from hf_transfer.data.loaders import _say_left_out
+
+    with caplog.at_level(logging.INFO, logger="hf_transfer"):
+        _say_left_out(97, 6, 16, 1)  # 97 is prime: 1 example out, no batch size from 16 down to 9 divides it
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("1 of 97 training examples sit out") and "train.batch_size=" not in message

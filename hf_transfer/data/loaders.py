@@ -24,6 +24,7 @@ torchdata's StatefulDataLoader, which is where `datasets` saves a stream's posit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +37,8 @@ from .pipeline import LoaderSettings
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 Collate = Callable[[list[dict[str, Any]]], Batch]
@@ -108,6 +111,20 @@ def torch_loader(
     )
 
 
+def _say_left_out(examples: int, batches: int, batch_size: int, processes: int) -> None:
+    """Log how many training examples the dropped ragged batch leaves out of each epoch: on a few-shot set it
+    is a share of the data and of the optimizer steps (120 examples in batches of 16: 8 out, 7 steps, not 8)."""
+    left = examples - batches * batch_size * processes
+    if left <= 0:
+        return
+    fits = [size for size in range(batch_size, batch_size // 2, -1) if examples % (size * processes) == 0]
+    hint = f"; train.batch_size={fits[0]} uses all of them" if fits else ""
+    logger.info(
+        f"{left} of {examples} training examples sit out each epoch (not always the same: the order is shuffled), "
+        f"as the ragged last batch is dropped (a batch of one breaks BatchNorm){hint}"
+    )
+
+
 def check_kind(state: dict[str, Any], kind: str, where: str) -> None:
     """Refuse a position written for another kind of loader (a streamed run's checkpoint in a map-style run)."""
     if state.get("kind") != kind:
@@ -142,6 +159,8 @@ class MapLoader:
                 f"{len(self.dataset)} training examples do not fill one batch of {self.spec.batch_size} on each of "
                 f"{accelerator.num_processes} process(es): lower train.batch_size or add data."
             )
+        if accelerator.is_main_process:
+            _say_left_out(len(self.dataset), len(self.loader), self.spec.batch_size, accelerator.num_processes)
         return model, optimizer, eval_loader
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
