@@ -256,8 +256,9 @@ def _load(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None)
         splits = load(config, adapter.inputs, data)
     model = adapter.models.build_model(splits.labels)
     rng = torch.get_rng_state()
-    s = splits
-    return Prepared(s.config, adapter, s.train, s.validation, s.labels, model, rng, s.origins, streamed)
+    return Prepared(
+        splits.config, adapter, splits.train, splits.validation, splits.labels, model, rng, splits.origins, streamed
+    )
 
 
 def _fit_stages(plan: RunPlan, engine: Engine) -> tuple[nn.Module, list[StageFit]]:

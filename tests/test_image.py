@@ -195,6 +195,18 @@ def test_a_checkpoint_at_a_new_best_links_the_best_weights_as_its_model_and_resu
     assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resuming from a linked checkpoint"
 
 
+def test_tied_weights_are_copied_for_safetensors_and_keep_the_checkpoint_from_linking_them():
+    """A model with tied weights: the best-weights file holds each tie as its own copy (safetensors refuses shared
+    memory), which Accelerate's own save would drop, so such a file is never linked as a checkpoint's model."""
+    from hf_transfer.engine.loop import _unshare
+
+    shared = torch.ones(3)
+    out, tied = _unshare({"a": shared, "b": shared, "c": torch.zeros(2)})
+    assert tied and out["a"].data_ptr() != out["b"].data_ptr() and torch.equal(out["a"], out["b"])
+    _, tied = _unshare({"a": torch.ones(3), "c": torch.zeros(2)})
+    assert not tied
+
+
 def test_resume_against_different_labels_is_an_error(color_data, tmp_path):
     train_dir, val_dir = color_data
     out = tmp_path / "run"

@@ -696,13 +696,13 @@ class Engine:
         Accelerate's save_state would write for `model` (one process, no wrapper, no tied weights):
         _checkpoint may then link it."""
         weights = self.accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed: every rank calls it
+        tied = True  # unknown on a process that writes nothing
         if self.accelerator.is_main_process:
+            unshared, tied = _unshare(weights)
             with atomic_path(self.run_dir.best_weights) as tmp:  # a crash leaves the previous best intact
-                save_file(_unshare(weights), str(tmp))
+                save_file(unshared, str(tmp))
         self.accelerator.wait_for_everyone()
-        ties = len({tensor.data_ptr() for tensor in weights.values()}) < len(weights)
-        alone = self.accelerator.num_processes == 1 and self.accelerator.is_main_process  # it wrote the file
-        return alone and self.unwrap(model) is model and not ties
+        return self.accelerator.num_processes == 1 and self.unwrap(model) is model and not tied
 
     def _load_best(self, model: nn.Module, plain: nn.Module | None) -> nn.Module | None:
         """The best weights back into `model`; under FSDP also whole into `plain` (main process), returned."""
@@ -1011,8 +1011,9 @@ def _plain(state: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(state, default=lambda value: None))
 
 
-def _unshare(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights): copy the repeats."""
+def _unshare(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """safetensors refuses tensors that share memory (tied weights): copy the repeats. Also says whether
+    there were any (then the file holds keys Accelerate's own save would drop)."""
     seen: set[int] = set()
     out = {}
     for key, tensor in weights.items():
@@ -1020,4 +1021,4 @@ def _unshare(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ptr = tensor.data_ptr()
         out[key] = tensor.clone() if ptr in seen else tensor
         seen.add(ptr)
-    return out
+    return out, len(seen) < len(out)
