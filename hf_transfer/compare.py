@@ -31,6 +31,7 @@ from .core.atomic import json_safe, write_json, write_text_atomic
 from .core.errors import HFTransferError
 from .core.log import default_logging
 from .data.defaults import with_output_dir
+from .data.files import one_listing_per_folder
 from .data.sources import check_output_outside_data
 from .engine.distributed import process_state
 from .methods.strategies import COMPARED_BY_DEFAULT, STRATEGIES
@@ -76,6 +77,7 @@ class Comparison:
         return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
+@one_listing_per_folder()
 def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARED_BY_DEFAULT) -> Comparison:
     """Train `config` once per strategy (each in `<output_dir>/<strategy>`) and tabulate the results.
 

@@ -39,6 +39,7 @@ from .core.log import default_logging
 from .core.rundir import RunDir
 from .core.yaml_reader import read_yaml_file
 from .data.defaults import apply_defaults, with_output_dir, with_schedule
+from .data.files import one_listing_per_folder
 from .data.internals import dataset_fingerprint
 from .data.sources import check_output_outside_data
 from .data.splits import load_splits
@@ -171,6 +172,7 @@ def _check_names(candidates: list[Candidate]) -> None:
 # ------------------------------------------------------------------------------------ ranking
 
 
+@one_listing_per_folder()
 def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_lr: float | None = None) -> RankResult:
     """Score every candidate on `config`'s data by LogME and a cached linear probe, rank them by LogME,
     optionally fine-tune the best `top_k` with `config`'s strategy, and write rank.md, rank.json and

@@ -21,6 +21,7 @@ from .core.errors import ConfigError, RunDirError
 from .core.log import default_logging
 from .core.rundir import RunDir
 from .data.defaults import apply_defaults, with_output_dir, with_schedule
+from .data.files import one_listing_per_folder
 from .data.loaders import LoaderFactory, MapLoader
 from .data.pipeline import ExampleView, check_decodable, decode_once
 from .data.sources import check_output_outside_data
@@ -84,6 +85,7 @@ class Prepared:
     streamed: bool = False  # train_set is a stream (data.streaming): decided once, by _load
 
 
+@one_listing_per_folder()
 def prepare(config: RunConfig, data: Dataset | DatasetDict | None = None) -> Prepared:
     """Load the data and build the model once, as `train` would (same seed, same defaults)."""
     set_seed(config.train.seed)
@@ -104,6 +106,7 @@ def _processes() -> PartialState:
     return state
 
 
+@one_listing_per_folder()
 def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared: Prepared | None = None) -> RunResult:
     """Fine-tune `config.model` on `config.data` with `config.strategy` and write the run to `config.output_dir`.
 

@@ -26,6 +26,7 @@ from hf_transfer.catalog.specs import write_tiny_wav2vec2
 from hf_transfer.cli import main
 from hf_transfer.core.errors import DataError
 from hf_transfer.core.rundir import RunDir
+from hf_transfer.data import files as files_module
 from hf_transfer.data.columns import ColumnRequest, resolve_columns
 from hf_transfer.data.defaults import DEFAULT_MODELS, apply_defaults
 from hf_transfer.data.files import IN_MEMORY_PREFIX
@@ -473,6 +474,33 @@ def test_zero_config_train_from_the_command_line(tmp_path, info_log):
     assert _saved_config(out)["task"] == "image-classification"
     assert main(["evaluate", str(out), "--data", str(images)]) == 0
     assert RunDir(out).eval_report("images").is_file()
+
+
+def test_a_run_walks_each_data_folder_once_and_the_next_run_sees_new_files(tmp_path, monkeypatch):
+    data = tmp_path / "photos"
+    write_color_images(data / "train", per_class=4, modes=False)
+    write_color_images(data / "validation", per_class=2, seed=1, modes=False)
+    walks: list[Path] = []
+    walk = files_module._walk_visible
+
+    def counted(path: Path) -> list[Path]:
+        walks.append(path)
+        return walk(path)
+
+    monkeypatch.setattr(files_module, "_walk_visible", counted)
+    extra = {k: v for k, v in {**IMAGE, **COMMON}.items() if k not in ("task", "data.validation")}
+    # The task is inferred, the splits found, the class folders checked, the card names the format: one walk.
+    train(load_config(None, as_overrides({**extra, "data.train": data, "output_dir": tmp_path / "run"})))
+    assert walks == [data]
+    # Outside a run nothing is kept: a file added since is listed.
+    extra_file = data / "train" / "red" / "new.png"
+    shutil.copy(next((data / "train" / "red").glob("*.png")), extra_file)
+    assert extra_file in files_module.visible_files(data)
+    with files_module.one_listing_per_folder():
+        first = files_module.visible_files(data)
+        extra_file.unlink()
+        assert files_module.visible_files(data) == first  # one consistent listing within a run
+    assert extra_file not in files_module.visible_files(data)
 
 
 def test_default_task_and_model_per_kind_of_data(tmp_path, info_log):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -221,11 +224,42 @@ def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+# The folders listed in the current `one_listing_per_folder` scope, by the path they were asked for.
+_LISTINGS: ContextVar[dict[Path, list[Path]] | None] = ContextVar("hf_transfer_listings", default=None)
+
+
+@contextmanager
+def one_listing_per_folder() -> Iterator[None]:
+    """Within it, `visible_files` walks each folder once: a run asks for a data folder's files to infer the
+    task, to find its splits, to check its class folders and to name its format on the card, and a walk
+    stats every file (on a network file system, seconds for a large set). The run then also reads one
+    consistent listing from start to end. Nested scopes share the outermost one's listings."""
+    if _LISTINGS.get() is not None:
+        yield
+        return
+    token = _LISTINGS.set({})
+    try:
+        yield
+    finally:
+        _LISTINGS.reset(token)
+
+
 def visible_files(path: Path) -> list[Path]:
     """The files under `path` as datasets' folder builders see them (no hidden `.x` or special `__x__` parts),
     except that links to folders are followed, as torchvision's ImageFolder follows them: datasets skips a
     linked folder without a word, so a linked class folder would vanish (a model of 2 classes from 3
-    folders). A link back to a folder above is not followed again."""
+    folders). A link back to a folder above is not followed again. Walked once per `one_listing_per_folder`
+    scope."""
+    listings = _LISTINGS.get()
+    if listings is not None and path in listings:
+        return list(listings[path])
+    files = _walk_visible(path)
+    if listings is not None:
+        listings[path] = files
+    return list(files)
+
+
+def _walk_visible(path: Path) -> list[Path]:
     files = []
     for root, dirs, names in os.walk(path, followlinks=True):
         here = Path(root)

@@ -241,6 +241,7 @@ def _split_root(path: Path, files: list[Path], split: str) -> Path:
 def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[str, Path]) -> None:
     """Class sub-folders (no metadata file): in each split's folder, one folder per class, files inside."""
     classes: set[str] = set()
+    listed = visible_files(path)  # every file, not only media: the folder's one listing, not one walk per class
     for name, files in media.items():
         root = roots[name]
         if files and all(f.parent == root for f in files):
@@ -249,8 +250,9 @@ def _check_class_folders(path: Path, media: dict[str, list[Path]], roots: dict[s
                 f"{root}/<label>/<file> for each example, or a {root}/metadata.csv with columns file_name,label."
             )
         classes |= {f.parent.name for f in files}
+        filled = {f.relative_to(root).parts[0] for f in listed if f.parent != root and f.is_relative_to(root)}
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
-            if not visible_files(folder):
+            if folder.name not in filled:
                 raise DataError(f"Class folder {str(folder)!r} is empty: add examples to it or remove it.")
     depths = {len(f.relative_to(path).parts) for files in media.values() for f in files}
     if len(depths) > 1:
