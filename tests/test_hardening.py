@@ -510,16 +510,21 @@ def test_evaluate_writes_its_report_only_into_eval(name, tmp_path_factory, capsy
     assert sorted(p for p in out.parent.rglob("*")) == before  # nothing written, inside the run or beside it
 
 
-@pytest.mark.parametrize("command", ["train", "compare"])
-def test_an_output_dir_inside_the_data_folder_is_refused(command, color_data, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [("train", "data.train"), ("compare", "data.train"), ("rank", "data.train"), ("train", "data.validation")],
+)
+def test_an_output_dir_inside_the_data_folder_is_refused(command, key, color_data, tmp_path, capsys):
     """Written inside the image folder, a run would be a new class folder of every later run on that data."""
     train_dir, val_dir = color_data
+    folder = train_dir if key == "data.train" else val_dir
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
-    overrides = tiny_image_overrides(train_dir, val_dir, train_dir / "runs" / "x", **{"train.epochs": 1})
-    assert main([command, *overrides]) == 2
+    overrides = tiny_image_overrides(train_dir, val_dir, folder / "runs" / "x", **{"train.epochs": 1})
+    candidates = ["--candidate", "name=a"] if command == "rank" else []
+    assert main([command, *candidates, *overrides]) == 2
     err = capsys.readouterr().err
-    assert f"output_dir {train_dir / 'runs' / 'x'} is inside the data folder '{train_dir}' (data.train)" in err
-    assert f"output_dir={os.path.relpath(tmp_path / 'data' / 'runs' / 'train')}." in err  # beside the data
+    assert f"output_dir {folder / 'runs' / 'x'} is inside the data folder '{folder}' ({key})" in err
+    assert f"output_dir={os.path.relpath(tmp_path / 'data' / 'runs' / folder.name)}." in err  # beside the data
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
 
 
