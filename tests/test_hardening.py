@@ -550,6 +550,40 @@ def test_runs_without_output_dir_are_named_after_their_data_and_model(color_data
         train(load_config(None, overrides(photos)))
 
 
+def test_compare_and_rank_name_their_default_folder_after_the_data(tmp_path):
+    """compare: runs/<data>-<model>-compare (its strategies in sub-folders); rank: runs/<data>-rank (its
+    candidates are several models). An output_dir that is set is kept."""
+    from hf_transfer.data.defaults import with_output_dir
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "reviews.csv").write_text("text,label\ngood,1\n")
+    photos = load_config(None, ["model=pypi:all-minilm-l6-v2", f"data.train={tmp_path / 'photos'}"])
+    assert with_output_dir(photos).output_dir == "runs/photos-all-minilm-l6-v2"
+    assert with_output_dir(photos, kind="compare").output_dir == "runs/photos-all-minilm-l6-v2-compare"
+    assert with_output_dir(photos, kind="rank").output_dir == "runs/photos-rank"
+    reviews = load_config(None, ["model=user/tiny-bert", f"data.train={tmp_path / 'reviews.csv'}"])
+    assert with_output_dir(reviews, kind="compare").output_dir == "runs/reviews-tiny-bert-compare"
+    assert with_output_dir(reviews, kind="rank").output_dir == "runs/reviews-rank"
+    chosen = load_config(None, [f"data.train={tmp_path / 'photos'}", "output_dir=mine"])
+    assert all(with_output_dir(chosen, kind=kind).output_dir == "mine" for kind in (None, "compare", "rank"))
+
+
+@pytest.mark.parametrize("command", ["compare", "rank"])
+def test_compare_and_rank_without_output_dir_write_into_their_default_folder(
+    command, color_data, tmp_path, monkeypatch, capsys
+):
+    train_dir, val_dir = color_data
+    monkeypatch.chdir(tmp_path)
+    photos = shutil.copytree(train_dir, tmp_path / "photos")
+    values = tiny_image_overrides(photos, val_dir, tmp_path / "unused", **{"train.epochs": 1})
+    overrides = [value for value in values if not value.startswith("output_dir=")]
+    what = ["--strategies", "linear_probe"] if command == "compare" else ["--candidate", "name=a"]
+    assert main([command, *what, *overrides]) == 0
+    written = {"compare": "photos-test_efficientnet-compare/comparison.md", "rank": "photos-rank/rank.md"}[command]
+    assert (tmp_path / "runs" / written).is_file()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [written.split("/")[0]]  # nothing beside it
+
+
 def test_the_run_folder_names_checkpoints_and_renames_them_only_once_complete(tmp_path):
     run_dir = RunDir(tmp_path / "run")
     assert run_dir.checkpoint_path(12) == tmp_path / "run" / "checkpoints" / "step_0000012"
