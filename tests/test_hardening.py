@@ -471,6 +471,33 @@ def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.parametrize("where", ["config file", "candidates file", "override"])
+def test_a_yaml_alias_inside_its_own_anchor_is_refused(where, tmp_path):
+    """`&x [a, *x]` is a list that holds itself: PyYAML builds it (a cycle), and whatever walks it never ends."""
+    from hf_transfer.core.errors import ConfigError
+    from hf_transfer.rank import load_candidates
+
+    itself = "an alias refers to a node that contains it (the document would contain itself)"
+    fix = "Write the values out instead of repeating aliases."
+    path = tmp_path / f"{where.split()[0]}.yaml"
+    if where == "config file":
+        path.write_text("data:\n  labels: &x [a, *x]\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value) == f"Config file {str(path)!r} is refused: {itself}. {fix}"
+    elif where == "candidates file":
+        path.write_text("- name: a\n  overrides: &x {train: {lr: 0.1}, more: *x}\n")
+        with pytest.raises(ConfigError) as err:
+            load_candidates(path)
+        assert str(err.value) == f"Candidates file {str(path)!r} is refused: {itself}. {fix}"
+    else:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, ["data.labels=&x [a, *x]"])
+        assert (
+            str(err.value) == f"Override 'data.labels=&x [a, *x]': its value '&x [a, *x]' is refused: {itself}. {fix}"
+        )
+
+
 def test_yaml_is_read_in_one_place():
     """The guard holds only if nothing reads YAML around it: no yaml.load / safe_load / full_load, no
     OmegaConf.load / from_dotlist / create(text) outside yaml_reader.py."""
