@@ -199,6 +199,16 @@ def test_a_folder_of_other_files_is_never_written(color_data, tmp_path, overwrit
     assert {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()} == theirs
 
 
+def test_an_output_dir_that_is_a_file_is_refused(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    with pytest.raises(RunDirError) as err:
+        train(_config(train_dir, val_dir, out, **{"train.epochs": 1}))
+    assert str(err.value) == f"output_dir {out} is a file, not a folder: give a new or empty folder as output_dir."
+    assert out.read_text() == "mine" and sorted(tmp_path.iterdir()) == [tmp_path / "data", out]
+
+
 @pytest.mark.parametrize("broken", ["validation image", "training image", "model"])
 def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_checkpoint(checkpointed, tmp_path, broken):
     """--overwrite replaces the old run only once the new one has something to put there: a corrupt image
@@ -360,6 +370,19 @@ def test_damaged_checkpoint_and_model_files_are_named(checkpointed, tmp_path):
         )
         with pytest.raises(RunDirError, match=re.escape(str(checkpoint / name))):
             train(config)
+    # A trainer_state.json that reads as JSON but holds a key this version never writes: edited, or another version's.
+    checkpoint = _copy_checkpoint(result.output_dir, tmp_path / "edited", name="step_0000006")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    (checkpoint / "trainer_state.json").write_text(json.dumps({**state, "x": 1}))
+    config = _config(
+        train_dir, val_dir, tmp_path / "resumed-edited", **{"train.resume_from_checkpoint": str(checkpoint)}
+    )
+    message = (
+        f"Checkpoint file {checkpoint / 'trainer_state.json'} holds keys this version does not write (x): it was "
+        "written by another version or edited. Resume from another checkpoint, or start a new run."
+    )
+    with pytest.raises(RunDirError, match=re.escape(message)):
+        train(config)
     run = Path(shutil.copytree(result.output_dir, tmp_path / "copied-run"))
     model = run / "model.safetensors"
     model.write_bytes(model.read_bytes()[:100])
