@@ -150,6 +150,24 @@ def test_files_named_outside_a_data_folder_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"README.md' \(configs: default\) declares the data files '/.*secret.csv'"):
         open_source(str(repo), None)
 
+    # The same declaration in a .huggingface.yaml (no README), which datasets reads as it reads README `configs:`.
+    (repo / "README.md").unlink()
+    declared = repo / ".huggingface.yaml"
+    declared.write_text(yaml.safe_dump({"configs": [{"config_name": "default", "data_files": files}]}))
+    message = f"{str(declared)!r} (configs: default) declares the data files {str(outside / 'secret.csv')!r}"
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_source(str(repo), None)
+
+
+def test_a_damaged_save_to_disk_folder_is_named(tmp_path):
+    saved = tmp_path / "saved"
+    Dataset.from_list(toy_rows(2, seed=0)).save_to_disk(saved)
+    (saved / "state.json").write_text('{"_data_files": [')  # cut short
+    with pytest.raises(DataError) as err:
+        open_source(str(saved), None)
+    assert str(err.value).startswith(f"Cannot read {str(saved / 'state.json')!r} as JSON (Expecting value")
+    assert str(err.value).endswith("): the save_to_disk folder is damaged; save it again.")
+
 
 # --------------------------------------------------------------------------- objects in memory
 

@@ -175,6 +175,38 @@ def test_metadata_file_name_outside_the_folder_names_the_row(tmp_path):
     assert "Move the file into that folder" in str(err.value)
 
 
+def test_a_metadata_row_without_a_file_name_is_named(tmp_path):
+    root = write_color_images(tmp_path / "data", per_class=2, modes=False)
+    (root / "metadata.csv").write_text("file_name,label\nred/000.png,red\n,green\ngreen/000.png,green\n")
+    message = (
+        f"Row 1 of {str(root / 'metadata.csv')!r} (counted from 0, after any header) has no file_name: name the "
+        "file of that example, or remove the row."
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_source(str(root), "imagefolder", "image")
+
+
+def test_a_folder_with_nothing_readable_names_every_kind_it_reads(tmp_path):
+    """Task unset, the task is inferred from the files; a text run reads tables only: both messages name
+    webdataset shards among what a folder may hold."""
+    from hf_transfer.data.columns import infer_task
+
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("nothing a run reads")
+    with pytest.raises(ConfigError) as err:
+        infer_task(str(folder), None, None, False)
+    assert str(err.value) == (
+        f"Folder {str(folder)!r} holds no image, audio or csv/json/parquet files, nor webdataset .tar shards."
+    )
+    with pytest.raises(DataError) as err:
+        open_source(str(folder), None)
+    assert str(err.value) == (
+        f"Folder {str(folder)!r} holds no csv/json/parquet files or webdataset .tar shards and is no save_to_disk "
+        "folder: this task reads tables (a data file, a folder of them, a save_to_disk folder or a Hub dataset id)."
+    )
+
+
 def test_non_utf8_names_and_metadata_are_named_with_the_fix(tmp_path):
     root = write_color_images(tmp_path / "data", per_class=2, modes=False)
     latin1 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, as an old zip archive leaves it
@@ -404,13 +436,13 @@ def test_decompression_bomb_names_the_file_and_the_setting(tmp_path, monkeypatch
 # --------------------------------------------------------------------------- 2f/2g. the CLI's last resort
 
 
-def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
-    help, add_arguments, _ = COMMANDS["train"]
+def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException, command: str = "train") -> None:
+    help, add_arguments, _ = COMMANDS[command]
 
     def run(args):
         raise error
 
-    monkeypatch.setitem(COMMANDS, "train", (help, add_arguments, run))
+    monkeypatch.setitem(COMMANDS, command, (help, add_arguments, run))
 
 
 def _raised(make) -> BaseException:
@@ -446,6 +478,27 @@ def test_out_of_memory_is_one_line_naming_the_knobs(error, monkeypatch, capsys):
         assert knob in err
     cpu = not isinstance(error, torch.OutOfMemoryError) and "CUDA" not in str(error)
     assert ("the machine's RAM" in err and "data.num_workers" in err) == cpu
+
+
+@pytest.mark.parametrize(
+    "command", [["predict", "runs/x", "a.png"], ["evaluate", "runs/x", "--data", "test.csv"]], ids=lambda c: c[0]
+)
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "on the device: lower --batch-size (or use --device cpu).",
+        ),
+        (_raised(lambda: torch.empty(10**14, dtype=torch.uint8)), "(the machine's RAM): lower --batch-size."),
+    ],
+    ids=["device", "cpu"],
+)
+def test_out_of_memory_in_predict_and_evaluate_names_their_own_option(command, error, advice, monkeypatch, capsys):
+    """predict and evaluate take --batch-size, not the train.* settings a training run is told to lower."""
+    _command_raising(monkeypatch, error, command[0])
+    assert main(command) == 2
+    assert capsys.readouterr().err == f"hf-transfer: error: Out of memory {advice}\n"
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):

@@ -199,6 +199,16 @@ def test_a_folder_of_other_files_is_never_written(color_data, tmp_path, overwrit
     assert {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()} == theirs
 
 
+def test_an_output_dir_that_is_a_file_is_refused(color_data, tmp_path):
+    train_dir, val_dir = color_data
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    with pytest.raises(RunDirError) as err:
+        train(_config(train_dir, val_dir, out, **{"train.epochs": 1}))
+    assert str(err.value) == f"output_dir {out} is a file, not a folder: give a new or empty folder as output_dir."
+    assert out.read_text() == "mine" and sorted(tmp_path.iterdir()) == [tmp_path / "data", out]
+
+
 @pytest.mark.parametrize("broken", ["validation image", "training image", "model"])
 def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_checkpoint(checkpointed, tmp_path, broken):
     """--overwrite replaces the old run only once the new one has something to put there: a corrupt image
@@ -360,6 +370,19 @@ def test_damaged_checkpoint_and_model_files_are_named(checkpointed, tmp_path):
         )
         with pytest.raises(RunDirError, match=re.escape(str(checkpoint / name))):
             train(config)
+    # A trainer_state.json that reads as JSON but holds a key this version never writes: edited, or another version's.
+    checkpoint = _copy_checkpoint(result.output_dir, tmp_path / "edited", name="step_0000006")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    (checkpoint / "trainer_state.json").write_text(json.dumps({**state, "x": 1}))
+    config = _config(
+        train_dir, val_dir, tmp_path / "resumed-edited", **{"train.resume_from_checkpoint": str(checkpoint)}
+    )
+    message = (
+        f"Checkpoint file {checkpoint / 'trainer_state.json'} holds keys this version does not write (x): it was "
+        "written by another version or edited. Resume from another checkpoint, or start a new run."
+    )
+    with pytest.raises(RunDirError, match=re.escape(message)):
+        train(config)
     run = Path(shutil.copytree(result.output_dir, tmp_path / "copied-run"))
     model = run / "model.safetensors"
     model.write_bytes(model.read_bytes()[:100])
@@ -471,6 +494,33 @@ def test_a_yaml_alias_bomb_is_refused_wherever_yaml_is_read(where, tmp_path):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.parametrize("where", ["config file", "candidates file", "override"])
+def test_a_yaml_alias_inside_its_own_anchor_is_refused(where, tmp_path):
+    """`&x [a, *x]` is a list that holds itself: PyYAML builds it (a cycle), and whatever walks it never ends."""
+    from hf_transfer.core.errors import ConfigError
+    from hf_transfer.rank import load_candidates
+
+    itself = "an alias refers to a node that contains it (the document would contain itself)"
+    fix = "Write the values out instead of repeating aliases."
+    path = tmp_path / f"{where.split()[0]}.yaml"
+    if where == "config file":
+        path.write_text("data:\n  labels: &x [a, *x]\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value) == f"Config file {str(path)!r} is refused: {itself}. {fix}"
+    elif where == "candidates file":
+        path.write_text("- name: a\n  overrides: &x {train: {lr: 0.1}, more: *x}\n")
+        with pytest.raises(ConfigError) as err:
+            load_candidates(path)
+        assert str(err.value) == f"Candidates file {str(path)!r} is refused: {itself}. {fix}"
+    else:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, ["data.labels=&x [a, *x]"])
+        assert (
+            str(err.value) == f"Override 'data.labels=&x [a, *x]': its value '&x [a, *x]' is refused: {itself}. {fix}"
+        )
+
+
 def test_yaml_is_read_in_one_place():
     """The guard holds only if nothing reads YAML around it: no yaml.load / safe_load / full_load, no
     OmegaConf.load / from_dotlist / create(text) outside yaml_reader.py."""
@@ -510,16 +560,21 @@ def test_evaluate_writes_its_report_only_into_eval(name, tmp_path_factory, capsy
     assert sorted(p for p in out.parent.rglob("*")) == before  # nothing written, inside the run or beside it
 
 
-@pytest.mark.parametrize("command", ["train", "compare"])
-def test_an_output_dir_inside_the_data_folder_is_refused(command, color_data, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [("train", "data.train"), ("compare", "data.train"), ("rank", "data.train"), ("train", "data.validation")],
+)
+def test_an_output_dir_inside_the_data_folder_is_refused(command, key, color_data, tmp_path, capsys):
     """Written inside the image folder, a run would be a new class folder of every later run on that data."""
     train_dir, val_dir = color_data
+    folder = train_dir if key == "data.train" else val_dir
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
-    overrides = tiny_image_overrides(train_dir, val_dir, train_dir / "runs" / "x", **{"train.epochs": 1})
-    assert main([command, *overrides]) == 2
+    overrides = tiny_image_overrides(train_dir, val_dir, folder / "runs" / "x", **{"train.epochs": 1})
+    candidates = ["--candidate", "name=a"] if command == "rank" else []
+    assert main([command, *candidates, *overrides]) == 2
     err = capsys.readouterr().err
-    assert f"output_dir {train_dir / 'runs' / 'x'} is inside the data folder '{train_dir}' (data.train)" in err
-    assert f"output_dir={os.path.relpath(tmp_path / 'data' / 'runs' / 'train')}." in err  # beside the data
+    assert f"output_dir {folder / 'runs' / 'x'} is inside the data folder '{folder}' ({key})" in err
+    assert f"output_dir={os.path.relpath(tmp_path / 'data' / 'runs' / folder.name)}." in err  # beside the data
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
 
 
@@ -543,6 +598,40 @@ def test_runs_without_output_dir_are_named_after_their_data_and_model(color_data
     assert all((tmp_path / r.output_dir / "run_info.json").is_file() for r in (first, second))
     with pytest.raises(RunDirError, match="runs/photos-test_efficientnet already holds a finished run.*--overwrite"):
         train(load_config(None, overrides(photos)))
+
+
+def test_compare_and_rank_name_their_default_folder_after_the_data(tmp_path):
+    """compare: runs/<data>-<model>-compare (its strategies in sub-folders); rank: runs/<data>-rank (its
+    candidates are several models). An output_dir that is set is kept."""
+    from hf_transfer.data.defaults import with_output_dir
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "reviews.csv").write_text("text,label\ngood,1\n")
+    photos = load_config(None, ["model=pypi:all-minilm-l6-v2", f"data.train={tmp_path / 'photos'}"])
+    assert with_output_dir(photos).output_dir == "runs/photos-all-minilm-l6-v2"
+    assert with_output_dir(photos, kind="compare").output_dir == "runs/photos-all-minilm-l6-v2-compare"
+    assert with_output_dir(photos, kind="rank").output_dir == "runs/photos-rank"
+    reviews = load_config(None, ["model=user/tiny-bert", f"data.train={tmp_path / 'reviews.csv'}"])
+    assert with_output_dir(reviews, kind="compare").output_dir == "runs/reviews-tiny-bert-compare"
+    assert with_output_dir(reviews, kind="rank").output_dir == "runs/reviews-rank"
+    chosen = load_config(None, [f"data.train={tmp_path / 'photos'}", "output_dir=mine"])
+    assert all(with_output_dir(chosen, kind=kind).output_dir == "mine" for kind in (None, "compare", "rank"))
+
+
+@pytest.mark.parametrize("command", ["compare", "rank"])
+def test_compare_and_rank_without_output_dir_write_into_their_default_folder(
+    command, color_data, tmp_path, monkeypatch, capsys
+):
+    train_dir, val_dir = color_data
+    monkeypatch.chdir(tmp_path)
+    photos = shutil.copytree(train_dir, tmp_path / "photos")
+    values = tiny_image_overrides(photos, val_dir, tmp_path / "unused", **{"train.epochs": 1})
+    overrides = [value for value in values if not value.startswith("output_dir=")]
+    what = ["--strategies", "linear_probe"] if command == "compare" else ["--candidate", "name=a"]
+    assert main([command, *what, *overrides]) == 0
+    written = {"compare": "photos-test_efficientnet-compare/comparison.md", "rank": "photos-rank/rank.md"}[command]
+    assert (tmp_path / "runs" / written).is_file()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [written.split("/")[0]]  # nothing beside it
 
 
 def test_the_run_folder_names_checkpoints_and_renames_them_only_once_complete(tmp_path):

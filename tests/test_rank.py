@@ -207,3 +207,32 @@ def test_bad_candidates_are_refused_before_anything_runs(tmp_path, candidates, m
     with pytest.raises(HFTransferError, match=message):
         rank(config, candidates)
     assert not (tmp_path / "ranking").exists()
+
+
+@pytest.mark.parametrize("via", ["--candidate", "candidates file", "candidates file, --candidate form"])
+def test_an_environment_interpolation_in_a_candidate_is_refused_before_anything_runs(
+    via, tmp_path, monkeypatch, capsys
+):
+    """`${oc.env:HF_TOKEN}` in a candidate's settings would write the token into its run's config.yaml and card:
+    refused in the words a config's is refused in, after the candidate's name, before anything is scored."""
+    secret = "hf_secret_from_the_environment"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    asked = "${oc.env:HF_TOKEN}"
+    assert main(["config", f"hub.commit_message={asked}"]) == 2
+    refusal = capsys.readouterr().err.removeprefix("hf-transfer: error: ")
+    assert refusal.startswith("hub.commit_message uses OmegaConf interpolation")
+    train_dir = write_color_images(tmp_path / "data" / "train", per_class=4, seed=0)
+    out = tmp_path / "ranking"
+    if via == "--candidate":
+        candidates = ["--candidate", f"name=x hub.commit_message={asked}"]
+    else:
+        listed = tmp_path / "candidates.yaml"
+        dotted = {"name": "x", "overrides": {"hub.commit_message": asked}}
+        listed.write_text(
+            yaml.safe_dump([dotted if via == "candidates file" else f"name=x hub.commit_message={asked}"])
+        )
+        candidates = ["--candidates", str(listed)]
+    code = main(["rank", "--candidate", "name=plain", *candidates, *tiny_image_overrides(train_dir, "null", out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err == f"hf-transfer: error: Candidate 'x': {refusal}"
+    assert not out.exists() and secret not in captured.out + captured.err
