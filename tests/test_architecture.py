@@ -212,24 +212,40 @@ def test_concrete_adapters_are_reached_only_through_the_registry():
     assert not wrong, "\n".join(wrong)
 
 
+def _tree_lines(text: str) -> list[str]:
+    """docs/architecture.md's tree: the code block after "## The tree", less its first line (the package)."""
+    return text.split("## The tree", 1)[1].split("```", 2)[1].splitlines()[2:]
+
+
+def _tree_entry(line: str) -> tuple[int, str] | None:
+    """(depth, name) of a tree line that names a file or folder (each level indented two spaces under its
+    folder), else None: a description's next line, say."""
+    depth = (len(line) - len(line.lstrip())) // 2
+    name = line.split()[0] if line.strip() else ""
+    return (depth, name) if 0 < depth <= 2 and re.fullmatch(r"[\w.]+(/[\w.]+)*/?", name) else None
+
+
 def documented_tree(text: str) -> set[str]:
-    """The file paths (relative to hf_transfer/) in docs/architecture.md's tree: the code block after
-    "## The tree", a name per line, each level indented two spaces under its folder."""
-    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    """The file paths (relative to hf_transfer/) in docs/architecture.md's tree."""
     folders: list[str] = []
     paths = set()
-    for line in block.splitlines()[1:]:
-        depth = (len(line) - len(line.lstrip())) // 2
-        if not line.strip() or not 0 < depth <= 2:  # the package itself, or a description's next line
-            continue
-        name = line.split()[0]
-        if not re.fullmatch(r"[\w.]+/?", name):
-            continue
+    for depth, name in filter(None, map(_tree_entry, _tree_lines(text))):
         if name.endswith("/"):
             folders[depth - 1 :] = [name]
         else:
             paths.add("".join(folders[: depth - 1]) + name)
     return paths
+
+
+def wrapped_tree_lines(text: str) -> list[str]:
+    """The tree's lines that name nothing: one entry's description carried onto a second line."""
+    return [line.strip() for line in _tree_lines(text) if line.strip() and _tree_entry(line) is None]
+
+
+def test_the_tree_check_finds_a_wrapped_entry():
+    text = "## The tree\n```\npkg/\n  a.py    one line\n  core/\n    b.py  starts here\n          and wraps\n```\n"
+    assert documented_tree(text) == {"a.py", "core/b.py"}
+    assert wrapped_tree_lines(text) == ["and wraps"]
 
 
 def test_docs_architecture_lists_the_same_layers_and_every_module():
@@ -241,6 +257,8 @@ def test_docs_architecture_lists_the_same_layers_and_every_module():
     listed = {path for path in documented_tree(text) if path.endswith(".py")}
     assert not modules - listed, f"docs/architecture.md's tree does not list: {sorted(modules - listed)}"
     assert not listed - modules, f"docs/architecture.md's tree lists modules that are gone: {sorted(listed - modules)}"
+    wrapped = wrapped_tree_lines(text)
+    assert not wrapped, f"docs/architecture.md's tree has one line per module; these lines wrap an entry: {wrapped}"
 
 
 def family_branches(source: str, path: str) -> list[str]:
