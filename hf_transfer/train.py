@@ -375,7 +375,7 @@ def _write_run(
     write_model_card(run_dir, config, labels, metrics, validation, facts)
     if config.push_to_hub:
         h = config.hub
-        push_run(run_dir.root, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
+        push_run(run_dir, h.repo_id, private=h.private, revision=h.revision, commit_message=h.commit_message)
 
 
 def _fit_stage(

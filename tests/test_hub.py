@@ -191,3 +191,30 @@ def test_push_offline_is_one_clear_line(tmp_path_factory, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "HF_HUB_OFFLINE" in err and "hf-transfer push" in err
     assert R.TOKEN not in err
+
+
+def test_the_push_leaves_out_what_rundir_calls_unfinished_and_does_not_spell_it():
+    """RunDir names the temporaries and locks a run folder may hold (issue 19: it owns the folder's names); the
+    push takes its ignore patterns from there rather than spelling `.tmp` / `.lock` itself."""
+    import ast
+
+    from hf_transfer.artifacts import hub as hub_module
+    from hf_transfer.core.rundir import RunDir
+
+    assert set(RunDir.UNFINISHED) <= set(hub_module.IGNORE_PATTERNS)
+    unfinished = [RunDir.LOCK, "merged/.model.safetensors.123.tmp", "checkpoints/step_0000006.tmp/x.json", "a.lock"]
+    kept = list(filter_repo_objects([*unfinished, "model.safetensors"], ignore_patterns=hub_module.IGNORE_PATTERNS))
+    assert kept == ["model.safetensors"]
+    tree = ast.parse(Path(hub_module.__file__).read_text())
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)
+    }
+    spelled = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+        if "tmp" in node.value or "lock" in node.value
+    ]
+    assert spelled == [], f"artifacts/hub.py spells RunDir's names: {spelled}"

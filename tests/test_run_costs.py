@@ -77,16 +77,25 @@ def test_a_step_that_ends_an_epoch_is_checkpointed_and_evaluated_once(color_data
     assert [h["step"] for h in state["history"]] == [6, 12]
 
 
-def test_a_training_run_builds_one_run_dir_and_passes_it_down(color_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("push", [False, True], ids=["local", "push_to_hub"])
+def test_a_training_run_builds_one_run_dir_and_passes_it_down(color_data, tmp_path, monkeypatch, push):
     """The run folder's owner (its names, its lock, its checkpoints) is one object per run: train() builds it,
-    the engine and the writers of the model, run files, report and card get it."""
+    the engine and the writers of the model, run files, report and card get it, and so does the push to the
+    Hub (intercepted at huggingface_hub's HfApi, as tests/test_hub.py does)."""
+    from huggingface_hub import HfApi
+
     out = tmp_path / "out"
-    built = []
+    built, uploads = [], []
     init = RunDir.__init__
     monkeypatch.setattr(RunDir, "__init__", lambda self, root: built.append(Path(root)) or init(self, root))
-    overrides = tiny_image_overrides(*color_data, out, **{"train.checkpoint_every_steps": 6})
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: uploads.append(kwargs["folder_path"]))
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    extra = {"push_to_hub": True, "hub.repo_id": "me/one-run-dir"} if push else {}
+    overrides = tiny_image_overrides(*color_data, out, **{"train.checkpoint_every_steps": 6, **extra})
     result = train(load_config(None, overrides))
     assert [root for root in built if root.resolve() == out.resolve()] == [out]
+    assert uploads == ([str(out)] if push else [])
     assert RunDir(out).checkpoint_dirs() and (result.output_dir / RunDir.CARD).is_file()
 
 

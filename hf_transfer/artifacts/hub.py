@@ -24,24 +24,26 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_MESSAGE = "Upload model trained with hf-transfer"
 _PUBLISHED = [RunDir.CARD, RunDir.CURVES, RunDir.CONFUSION, RunDir.METRICS]
-# fnmatch patterns on paths relative to output_dir, where `*` also matches `/`.
-IGNORE_PATTERNS = [".*", "*/.*", *(f"*.{suffix}" for suffix in ("tmp", "bin", "pt", "pth", "pkl", "ckpt", "lock"))]
+# fnmatch patterns on paths relative to output_dir, where `*` also matches `/`: hidden files, what RunDir calls
+# unfinished (temporaries, locks), and pickled weights (the loaders read safetensors).
+IGNORE_PATTERNS = [".*", "*/.*", *RunDir.UNFINISHED, *(f"*.{suffix}" for suffix in ("bin", "pt", "pth", "pkl", "ckpt"))]
 
 
-def push_patterns(output_dir: Path) -> tuple[list[str], list[str]]:
-    """upload_folder's allow_patterns and ignore_patterns for the run in output_dir."""
+def push_patterns(run_dir: RunDir) -> tuple[list[str], list[str]]:
+    """upload_folder's allow_patterns and ignore_patterns for the run in run_dir."""
     # Escaped: run_info.json is data, and a listed name must match only itself.
-    model = [glob.escape(name) for name in RunDir(output_dir).model_files()]
+    model = [glob.escape(name) for name in run_dir.model_files()]
     return [*_PUBLISHED, *model, *(f"{name}/*" for name in model)], IGNORE_PATTERNS
 
 
-def files_to_push(output_dir: Path) -> list[str]:
-    """Relative paths (posix) of the files a push uploads from output_dir: huggingface_hub's own filter
+def files_to_push(run_dir: RunDir) -> list[str]:
+    """Relative paths (posix) of the files a push uploads from the run's folder: huggingface_hub's own filter
     (the one upload_folder applies) over the folder's regular files; a symbolic link that the patterns
     would take is left out, with a warning."""
     from huggingface_hub.utils import filter_repo_objects
 
-    allow, ignore = push_patterns(output_dir)
+    output_dir = run_dir.root
+    allow, ignore = push_patterns(run_dir)
     regular, links = _walk(output_dir)
     skipped = list(filter_repo_objects(links, allow_patterns=allow, ignore_patterns=ignore))
     if skipped:
@@ -80,17 +82,19 @@ def require_token() -> None:
 
 
 def push_run(
-    output_dir: str | Path,
+    run: RunDir | str | Path,
     repo_id: str,
     private: bool = False,
     revision: str | None = None,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
-    """Upload a run's loadable files to `repo_id` (created if missing); returns the commit URL."""
+    """Upload a run's loadable files to `repo_id` (created if missing); returns the commit URL. `run`: the
+    run's RunDir (a training run passes its own down), or the folder of a finished run (`hf-transfer push`)."""
     from huggingface_hub import HfApi
 
-    output_dir = Path(output_dir)
-    files = files_to_push(output_dir)
+    run_dir = RunDir.of(run)
+    output_dir = run_dir.root
+    files = files_to_push(run_dir)
     if not any(f.endswith(".safetensors") for f in files):
         raise HubError(f"{output_dir} holds no model weights (*.safetensors): is it the output_dir of a finished run?")
     require_token()

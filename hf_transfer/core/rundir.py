@@ -67,6 +67,10 @@ class RunDir:
     RUN_ENTRIES = {CHECKPOINTS: ("step_*", "best"), EVAL: ("*.json",), LOGS: (TRACKER_PROJECT,)}
     # What an interrupted write leaves (core.atomic.atomic_path, save_model_artifact's staging folder).
     TEMPORARY = (".*.tmp", MODEL_STAGING + "*")
+    # Anywhere in the folder (fnmatch patterns, `*` matching `/` too): what a write under way leaves (a
+    # checkpoint's step_N.tmp/ and what is in it, core.atomic's .NAME.PID.tmp) and a lock file (the run's,
+    # filelock's): never part of a run's result.
+    UNFINISHED = ("*.tmp", "*.tmp/*", "*.lock")
 
     @classmethod
     def of(cls, where: RunDir | str | Path) -> RunDir:
