@@ -102,13 +102,12 @@ def summary(result: RunResult) -> str:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from .config.schema import dump_config
     from .data.defaults import apply_defaults, with_output_dir
 
     config = load_config(args.config, _data_override(args) + args.overrides)
     if config.data.train:  # the task, model and output_dir that training would choose
         config = with_output_dir(apply_defaults(config))
-    print(dump_config(config), end="")
+    print(config.to_yaml(), end="")
     return 0
 
 

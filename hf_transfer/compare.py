@@ -95,7 +95,7 @@ def compare(config: RunConfig, strategies: list[str] | tuple[str, ...] = COMPARE
     shared = prepare(config)
     # runs/<data>-<model>-compare unless set; checked as a run's folder is, before any strategy trains.
     root = Path(with_output_dir(replace(shared.config, output_dir=config.output_dir), kind="compare").output_dir)
-    check_output_outside_data(replace(shared.config, output_dir=str(root)))
+    check_output_outside_data(str(root), shared.config.data.train, shared.config.data.validation)
     rows: list[Row] = []
     failure: tuple[str, Exception] | None = None
     for name in strategies:

@@ -187,7 +187,7 @@ def rank(config: RunConfig, candidates: list[Candidate], top_k: int = 0, probe_l
         raise ConfigError(f"top_k must be >= 0, got {top_k}.")
     _check_names(candidates)
     config = with_output_dir(config, kind="rank")  # runs/<data>-rank unless set
-    check_output_outside_data(config)
+    check_output_outside_data(config.output_dir, config.data.train, config.data.validation)
     configs = {c.name: candidate_config(config, c) for c in candidates}  # every candidate's settings, checked first
     output_dir = Path(config.output_dir)
 

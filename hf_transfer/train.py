@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -16,7 +16,7 @@ from .adapters import ADAPTERS, InputCodec, TaskAdapter
 from .artifacts.card import card_facts, portable_base, write_model_card
 from .artifacts.hub import push_run, require_token
 from .artifacts.model import save_model_artifact, save_run_files, write_json
-from .config.schema import MixedPrecision, RunConfig, TrainConfig, to_dict
+from .config.schema import MixedPrecision, RunConfig, TrainConfig
 from .core.errors import ConfigError, RunDirError
 from .core.log import default_logging
 from .core.rundir import RunDir
@@ -141,10 +141,9 @@ def train(config: RunConfig, data: Dataset | DatasetDict | None = None, prepared
         with _processes().main_process_first():  # one process reads (or downloads) the data to infer the task
             config = apply_defaults(config, data)
     config = with_output_dir(config, data)
-    check_output_outside_data(config)  # before anything is written there
+    check_output_outside_data(config.output_dir, config.data.train, config.data.validation)  # nothing written yet
     run_dir = RunDir(config.output_dir)  # the run's one RunDir: the engine and the writers of its files get it
     engine = Engine(config.train, run_dir, num_workers=config.data.num_workers)
-    config = with_setup(config, engine)
     # Only the main process checks and locks the folder; every process then stops or goes on together.
     problem = (
         run_dir.claim(bool(config.train.resume_from_checkpoint), config.overwrite) if engine.is_main_process else None
@@ -209,7 +208,7 @@ class RunPlan:
 
 
 def _run(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None, prepared: Prepared | None) -> RunResult:
-    plan = _plan(config, engine, data, prepared)
+    plan = _plan(with_setup(config, engine), engine, data, prepared)
     model, done = _fit_stages(plan, engine)
     return _finish(plan, engine, model, done)
 
@@ -246,7 +245,7 @@ def _plan(config: RunConfig, engine: Engine, data: Dataset | DatasetDict | None,
     )
     run_data = RunData(train_set, prepared.eval_set, prepared.origins, streamed)
     return RunPlan(
-        config, adapter, model, run_data, prepared.labels, as_run, first, frozen, _flat(to_dict(config)), schedule
+        config, adapter, model, run_data, prepared.labels, as_run, first, frozen, _flat(asdict(config)), schedule
     )
 
 
@@ -351,10 +350,21 @@ def _write_run(
     last: StageFit,
 ) -> None:
     """The run's files (main process): the model, config.yaml, metrics.json, run_info.json, the validation
-    report and the card; then the push to the Hub when asked."""
+    report and the card (after the model: peft writes a README.md of its own with the adapter); then the push
+    to the Hub when asked."""
     config, adapter, labels = plan.config, plan.adapter, plan.labels
     run_dir = engine.run_dir
     setup = engine.trained_setup(last.fit)
+    records, augmentation = _records(last), _augmentation(adapter, last)
+    facts = replace(
+        card_facts(config, adapter.card, whole, labels),
+        augmentation=augmentation,
+        lr=last.stage.train.lr,
+        train_loss=[point for r in records for point in r["train_loss"]],
+        setup=setup,
+        probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
+        schedule=plan.schedule,
+    )
     if engine.is_main_process:
         base = portable_base(config)
         artifacts = save_model_artifact(whole, adapter.models, labels, run_dir, base, merge=config.export.merge)
@@ -363,15 +373,6 @@ def _write_run(
     if not engine.is_main_process:
         return
     write_json(run_dir.eval_report("best_model_validation"), validation)
-    records = _records(last)
-    facts = replace(
-        card_facts(config, adapter.card, whole, labels),
-        augmentation=_augmentation(adapter, last),
-        train_loss=[point for r in records for point in r["train_loss"]],
-        setup=setup,
-        probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
-        schedule=plan.schedule,
-    )
     write_model_card(run_dir, config, labels, metrics, validation, facts)
     if config.push_to_hub:
         h = config.hub

@@ -18,7 +18,7 @@ from hf_transfer.adapters.image_hf import TransformersImageBackend
 from hf_transfer.adapters.image_timm import TimmBackend
 from hf_transfer.adapters.text import TextClassificationAdapter
 from hf_transfer.adapters.usage import BASE_PLACEHOLDER, LOCAL_FOLDER
-from hf_transfer.artifacts.card import hub_model_id, write_model_card
+from hf_transfer.artifacts.card import CardFacts, hub_model_id, write_model_card
 from hf_transfer.artifacts.hub import require_token
 from hf_transfer.config.schema import DataConfig, HubConfig, RunConfig
 from hf_transfer.core.errors import ConfigError, HubError
@@ -40,18 +40,18 @@ def _audio_adapter() -> AudioClassificationAdapter:
 
 
 def test_snippets_name_the_published_repo_and_the_hub_base():
-    timm = TimmBackend(DataConfig(), trust_remote_code=False)
+    timm = TimmBackend(None, trust_remote_code=False)
     assert 'timm.create_model("hf-hub:me/cats", pretrained=True)' in timm.usage_code("me/cats", LABELS, False, None)
     code = timm.usage_code("me/cats", LABELS, True, "timm/resnet18.a1_in1k")
     assert 'timm.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=True, num_classes=2)' in code
     assert 'PeftModel.from_pretrained(base, "me/cats")' in code and BASE_PLACEHOLDER not in code
     assert f'"local-dir:{BASE_PLACEHOLDER}"' in timm.usage_code(None, LABELS, True, None)
     # timm's own preprocessing, at the size the adapter was trained at (its folder holds no timm config).
-    sized = TimmBackend(DataConfig(image_size=64), trust_remote_code=False).usage_code(None, LABELS, True, None)
+    sized = TimmBackend(64, trust_remote_code=False).usage_code(None, LABELS, True, None)
     assert 'config["input_size"] = (3, 64, 64)' in sized and "timm.data.create_transform(**config" in sized
     compile(sized, "<card snippet>", "exec")
 
-    hf = TransformersImageBackend(DataConfig(), trust_remote_code=False)
+    hf = TransformersImageBackend(None, trust_remote_code=False)
     assert 'pipeline("image-classification", model="me/cats")' in hf.usage_code("me/cats", LABELS, False, None)
     code = hf.usage_code("me/cats", LABELS, True, "google/vit-base-patch16-224")
     assert 'AutoModelForImageClassification.from_pretrained(\n    "google/vit-base-patch16-224"' in code
@@ -165,6 +165,16 @@ def test_card_tables_show_every_reported_number(tmp_path):
     text = write_model_card(tmp_path, _config(tmp_path), LABELS, metrics, None).read_text()
     assert "| epoch | step | accuracy | f1_macro | loss | mcc |" in text
     assert "| 0 | 2 | 0.5000 | 0.4000 | 1.0000 |  |" in text and "| mcc | 0.5000 |" in text
+
+
+def test_card_states_the_learning_rate_the_run_handed_over(tmp_path):
+    """The peak learning rate is a fact of the training (the last stage's, handed over in CardFacts), not read
+    back from the config: a card written without it says none, rather than a default the run may not have used."""
+    metrics = {"accuracy": 0.5, "f1_macro": 0.5, "loss": 1.0, "best_epoch": 0, "global_step": 2, "history": []}
+    told = write_model_card(tmp_path, _config(tmp_path), LABELS, metrics, None, CardFacts(lr=3e-4)).read_text()
+    assert "**Optimisation:** AdamW, peak learning rate 0.0003, cosine schedule" in told
+    untold = write_model_card(tmp_path, _config(tmp_path), LABELS, metrics, None).read_text()
+    assert "**Optimisation:** AdamW, cosine schedule" in untold and "learning rate" not in untold
 
 
 def test_card_names_the_format_the_data_was_read_as(tmp_path):

@@ -419,16 +419,16 @@ def test_explicit_columns_win_and_a_miss_lists_the_columns(bert):
     adapter = TextClassificationAdapter(load_config(None, [f"model={bert}", "task=text-classification"]))
     both = Dataset.from_dict({"text": ["x"], "sentence": ["y"], "label": [0], "target": [1]})
     keys = ("data.label_column", "data.text_column")
-    chosen = resolve_columns(both, adapter.inputs, ColumnRequest(keys=keys), "d.csv")
+    chosen = resolve_columns(both, adapter.inputs.column_kind, ColumnRequest(keys=keys), "d.csv")
     assert (chosen.input, chosen.label) == ("text", "label")
-    chosen = resolve_columns(both, adapter.inputs, ColumnRequest("target", "sentence", keys=keys), "d.csv")
+    chosen = resolve_columns(both, adapter.inputs.column_kind, ColumnRequest("target", "sentence", keys=keys), "d.csv")
     assert (chosen.input, chosen.label) == ("sentence", "target")
     neither = Dataset.from_dict({"words": ["x"], "label": [0]})
     message = (
         "Column 'text' not found in 'd.csv', nor 'sentence', 'content' (columns: words, label). Set data.text_column"
     )
     with pytest.raises(DataError, match=re.escape(message)):
-        resolve_columns(neither, adapter.inputs, ColumnRequest(keys=keys), "d.csv")
+        resolve_columns(neither, adapter.inputs.column_kind, ColumnRequest(keys=keys), "d.csv")
 
 
 def test_a_table_of_unusual_column_names_is_read_by_what_its_columns_hold(bert, tmp_path, info_log):
@@ -450,15 +450,15 @@ def test_a_table_of_unusual_column_names_is_read_by_what_its_columns_hold(bert, 
     two_labels = Dataset.from_dict({"review": texts, "stars": [1, 2] * 12, "verified": [True, True, False] * 8})
     message = "Cannot tell which column of 'd.csv' is the label: 'stars' (2 values), 'verified' (2 values) all hold"
     with pytest.raises(DataError, match=re.escape(message)):
-        resolve_columns(two_labels, adapter.inputs, ColumnRequest(keys=keys), "d.csv")
+        resolve_columns(two_labels, adapter.inputs.column_kind, ColumnRequest(keys=keys), "d.csv")
     two_texts = Dataset.from_dict({"title": texts[::-1], "review": texts, "stars": [1, 2] * 12})
     with pytest.raises(DataError, match="'title', 'review' all hold free text .*Set data.text_column=<column>"):
-        resolve_columns(two_texts, adapter.inputs, ColumnRequest(keys=keys), "d.csv")
+        resolve_columns(two_texts, adapter.inputs.column_kind, ColumnRequest(keys=keys), "d.csv")
     # A file-name column is an image run's input; an id (one value per row) or a score is no label.
     image = ImageClassificationAdapter(load_config(None, ["task=image-classification", "model=resnet18"]))
     files = Dataset.from_dict({"id": list(range(6)), "file": [f"{i}.png" for i in range(6)], "kind": ["a", "b"] * 3})
     found = resolve_columns(
-        files, image.inputs, ColumnRequest(keys=("data.label_column", "data.image_column")), "d.csv"
+        files, image.inputs.column_kind, ColumnRequest(keys=("data.label_column", "data.image_column")), "d.csv"
     )
     assert (found.input, found.label) == ("file", "kind")
 

@@ -23,7 +23,7 @@ from hf_transfer import ADAPTERS, load_config, train
 from hf_transfer.adapters.image import open_image
 from hf_transfer.artifacts.card import write_model_card
 from hf_transfer.cli import COMMANDS, main
-from hf_transfer.config.schema import RunConfig, dump_config
+from hf_transfer.config.schema import RunConfig
 from hf_transfer.core.errors import ConfigError, DataError, HFTransferError, ModelError
 from hf_transfer.data.sources import open_source
 from hf_transfer.data.splits import load_source
@@ -50,7 +50,7 @@ def _plant_remote_code(model_dir: Path, marker: Path, module: str) -> None:
 def _trusting_run_config(run_dir: Path, **changes: object) -> None:
     """Rewrite the run's config.yaml as a downloaded run folder could: trust_remote_code: true."""
     config = load_config(run_dir / "config.yaml")
-    (run_dir / "config.yaml").write_text(dump_config(dataclasses.replace(config, trust_remote_code=True, **changes)))
+    (run_dir / "config.yaml").write_text(dataclasses.replace(config, trust_remote_code=True, **changes).to_yaml())
 
 
 def _full_run_folder(root: Path) -> Path:
@@ -58,7 +58,7 @@ def _full_run_folder(root: Path) -> Path:
     run_dir = root / "full_run"
     write_tiny_vit(run_dir)
     config = RunConfig(task="image-classification", model="tiny-vit", output_dir=str(run_dir))
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    (run_dir / "config.yaml").write_text(config.to_yaml())
     info = {"task": "image-classification", "labels": ["a", "b"], "strategy": "full", "model": "tiny-vit"}
     (run_dir / "run_info.json").write_text(json.dumps(info))
     return run_dir

@@ -206,6 +206,19 @@ class ModelIO(ABC):
         return LoadedModel(model, previous_labels)
 
 
+@dataclass(frozen=True)
+class InputKind:
+    """The model input's column in plain values, as data/columns.py finds it (`InputCodec.column_kind`): the
+    DataConfig field that names it (`image_column`, ...), its usual names, most usual first (the first is the
+    name the adapter reads), the datasets feature type that marks it (Image, Audio; None: text), and the
+    folder builder whose media files it names (imagefolder, audiofolder; None: it holds free text)."""
+
+    key: str
+    names: tuple[str, ...]
+    feature: type | None
+    folder_builder: str | None
+
+
 class InputCodec(ABC):
     """Inputs, what data/ and the cached probe use: which dataset column holds the input, how rows are
     prepared, decoded once (cacheable), transformed per example (augmentation, probe views) and collated.
@@ -234,6 +247,11 @@ class InputCodec(ABC):
         """The dataset column holding the model input: `data.<input_column_key>`, or when that is unset
         (detected from the data, see data/columns.py) the usual name, which the loaded data is renamed to."""
         return getattr(self.config.data, self.input_column_key) or self.input_column_names[0]
+
+    @property
+    def column_kind(self) -> InputKind:
+        """The input column as column detection (data/columns.py) needs it, in plain values."""
+        return InputKind(self.input_column_key, self.input_column_names, self.input_feature, self.folder_builder)
 
     @property
     def input_columns(self) -> list[str]:

@@ -167,7 +167,7 @@ class ImageModels(ModelIO):
     backend: ImageBackend  # set by load_model, from the model spec; the inputs and the card read it too
 
     def load_model(self, spec: str, weights: str | None, labels: list[str], pretrained: bool) -> LoadedModel:
-        self.backend = backend_for(spec)(self.config.data, self.config.trust_remote_code)
+        self.backend = backend_for(spec)(self.config.data.image_size, self.config.trust_remote_code)
         try:
             return self.backend.load(spec, weights, labels, pretrained)
         except ModelError:

@@ -20,8 +20,6 @@ from .layers import LayerIds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..config.schema import DataConfig
-
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a [3, H, W] uint8 tensor (what ToTensor sees before it divides by 255)."""
@@ -38,8 +36,8 @@ class ImageBackend(ABC):
     # The library that opens the saved model (the model card's `library_name`).
     library: ClassVar[str]
 
-    def __init__(self, data: DataConfig, trust_remote_code: bool) -> None:
-        self.data = data
+    def __init__(self, image_size: int | None, trust_remote_code: bool) -> None:
+        self.image_size = image_size  # data.image_size: the input side, over the model's own (None: its own)
         self.trust_remote_code = trust_remote_code
         self.size = 0  # input side in pixels, set by load
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor, float]] = {}

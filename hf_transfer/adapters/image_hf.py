@@ -77,7 +77,7 @@ class TransformersImageBackend(ImageBackend):
             trust_remote_code=self.trust_remote_code,
         )
         p = self.processor
-        override = self.data.image_size
+        override = self.image_size
         if override is not None:
             for attr in ("size", "crop_size"):
                 size = _size_dict(getattr(p, attr, None))

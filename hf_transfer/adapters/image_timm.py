@@ -118,9 +118,9 @@ class TimmBackend(ImageBackend):
         classes = checkpoint_classes(model.pretrained_cfg.get("label_names")) if load_hub_weights else None
         if weights is not None:
             load_timm_weights(model, weights, head=self.head_modules(model))
-        if self.data.image_size is not None:
+        if self.image_size is not None:
             # The exported pretrained_cfg must describe the size we train at, so loaders preprocess alike.
-            side = self.data.image_size
+            side = self.image_size
             model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
         model.pretrained_cfg = {**model.pretrained_cfg, "label_names": list(labels), "num_classes": len(labels)}
         self._config = timm.data.resolve_model_data_config(model)
@@ -157,7 +157,7 @@ class TimmBackend(ImageBackend):
         if peft:
             base = f"hf-hub:{base_id}" if base_id else f"local-dir:{BASE_PLACEHOLDER}"
             # The adapter folder holds no timm config: the base's, at the size this run trained at.
-            size = self.data.image_size
+            size = self.image_size
             resize = f'config["input_size"] = (3, {size}, {size})  # the size it was trained at\n' if size else ""
             return (
                 "import timm\nfrom peft import PeftModel\nfrom PIL import Image\n\n"

@@ -10,6 +10,7 @@ their last component, and no token is ever read here.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from dataclasses import dataclass, field
@@ -23,12 +24,11 @@ from ..adapters import ADAPTERS
 from ..adapters.layers import is_peft_model
 from ..adapters.usage import LOCAL_FOLDER
 from ..catalog.specs import PACKAGED_HUB_IDS, PYPI_PREFIX, SAMPLE_PREFIX
-from ..config.schema import RunConfig, to_dict
+from ..config.schema import RunConfig
 from ..core.atomic import write_text_atomic
 from ..core.rundir import RunDir
 from ..data.files import IN_MEMORY_PREFIX
 from ..data.sources import source_format
-from ..methods.strategies import learning_rate
 from .plots import plot_confusion_matrix, plot_curves
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class CardFacts:
     """What the run knows and the card reports, handed over rather than read back from files."""
 
     augmentation: str = "none"
+    lr: float | None = None  # the peak learning rate the (last) stage trained with (None: not said)
     train_loss: list[list[float]] = field(default_factory=list)  # [step, mean training loss]
     library: str = "transformers"  # whose format the model (or a LoRA run's base and merged/) is saved in
     peft: bool = False  # output_dir is a peft LoRA adapter folder
@@ -132,7 +133,7 @@ def public_config(config: RunConfig) -> dict[str, Any]:
             return [clean(v) for v in value]
         return public(value) if isinstance(value, str) else value
 
-    return clean(to_dict(config))
+    return clean(dataclasses.asdict(config))
 
 
 def write_model_card(
@@ -230,7 +231,7 @@ def _body_values(
         "warnings": [markdown_text(w) for w in metrics.get("warnings", [])],
         "strategy": _strategy_text(config),
         "parameters": params,
-        "lr": f"{learning_rate(config):g}",
+        "lr": f"{facts.lr:g}" if facts.lr is not None else None,
         "scheduler": config.train.scheduler,
         "warmup": f"{config.train.warmup_ratio:g}",
         "batch_size": config.train.batch_size,

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..adapters.base import ModelIO
 from ..adapters.layers import is_peft_model
-from ..config.schema import RunConfig, dump_config
+from ..config.schema import RunConfig
 from ..core.atomic import write_json, write_text_atomic
 from ..core.rundir import RunDir
 
@@ -76,7 +76,7 @@ def save_run_files(
     mixed precision, batch per device, accumulation, effective batch)."""
     run = RunDir.of(output_dir)
     write_json(run.metrics, metrics)
-    write_text_atomic(run.config, dump_config(config))
+    write_text_atomic(run.config, config.to_yaml())
     info = {"task": config.task, "labels": list(labels), "strategy": config.strategy, "model": config.model}
     if setup is not None:
         info["setup"] = dataclasses.asdict(setup)

@@ -383,6 +383,10 @@ class RunConfig:
                 "so set train.max_steps=N (optimizer steps)."
             )
 
+    def to_yaml(self) -> str:
+        """config.yaml's text: every setting, sections in the order they are declared (`load_config` reads it)."""
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
 
 C = TypeVar("C", bound=RunConfig)
 
@@ -464,7 +468,7 @@ def _set(values: dict[str, Any], path: list[str], value: Any, what: str, merge: 
 def with_overrides(config: C, values: dict[str, Any]) -> C:
     """`config` with nested `values` (as a YAML config file holds them) merged on top, validated again."""
     schema = type(config)
-    refuse_interpolation(to_dict(config))  # a config built in Python is merged again here
+    refuse_interpolation(dataclasses.asdict(config))  # a config built in Python is merged again here
     refuse_interpolation(values)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(config), _conform(values, schema))
@@ -590,14 +594,6 @@ def _expected(tp: Any, valid: Range | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- writing and --help
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -18,9 +18,7 @@ from .files import FILE_BUILDERS, IN_MEMORY_PREFIX, is_saved_dataset, media_exte
 from .sources import in_memory_name, open_source
 
 if TYPE_CHECKING:
-    from ..adapters.base import InputCodec
-    from ..config.schema import DataConfig
-
+    from ..adapters.base import InputKind
 
 # Label columns of common datasets, most usual first (`cls`: webdataset's class key); else the one ClassLabel column.
 LABEL_COLUMNS = ("label", "labels", "class", "target", "cls")
@@ -114,17 +112,12 @@ class ColumnRequest:
     """Which label and input columns to find in a split: the given ones (None: detect), the names to try
     first when detecting (a run's own columns, for its validation or evaluation data), and the settings
     that choose them, named in the error when one is missing or ambiguous (by default the config keys,
-    data.label_column and data.<the adapter's input column>; the CLI's options for `evaluate`)."""
+    data.label_column and data.<the input column's key>; the CLI's options for `evaluate`)."""
 
     label: str | None = None
     input: str | None = None
     prefer: tuple[str | None, str | None] = (None, None)
     keys: tuple[str, str] | None = None
-
-    @classmethod
-    def of(cls, d: DataConfig, adapter: InputCodec, prefer: tuple[str | None, str | None] = (None, None)):
-        """The columns a run's data config gives (data.label_column, its input column setting)."""
-        return cls(label=d.label_column, input=getattr(d, adapter.input_column_key), prefer=prefer)
 
 
 @dataclass(frozen=True)
@@ -139,26 +132,25 @@ class _Sought:
     key: str
 
 
-def resolve_columns(
-    dataset: Dataset | IterableDataset, adapter: InputCodec, request: ColumnRequest, where: str
-) -> Columns:
+def resolve_columns(dataset: Dataset | IterableDataset, kind: InputKind, request: ColumnRequest, where: str) -> Columns:
     """The label and input columns: the given ones (which must exist), else detected: the first of the
     usual names present (`request.prefer`'s names first), else the one column of the right feature type
     (ClassLabel; Image, Audio), else the one column that looks the part: for the input, the one of free
     text (text) or of file names of the task's kind (image, audio); for the label, the one of few values,
     each shared by several rows (a CSV's `stars`, `sentiment`). Several such columns are named in the
     error, never guessed between. `request.keys` name the settings that choose them, for the error."""
-    label_key, input_key = request.keys or ("data.label_column", f"data.{adapter.input_column_key}")
+    label_key, input_key = request.keys or ("data.label_column", f"data.{kind.key}")
     sought_label = _Sought("label", request.label, _names(request.prefer[0], LABEL_COLUMNS), ClassLabel, label_key)
-    names = _names(request.prefer[1], adapter.input_column_names)
-    sought_input = _Sought("input", request.input, names, adapter.input_feature, input_key)
+    names = _names(request.prefer[1], kind.names)
+    sought_input = _Sought("input", request.input, names, kind.feature, input_key)
     label = _named_column(dataset, sought_label, where, exclude=None)
     named = label[0] if label else None
     found = _named_column(dataset, sought_input, where, exclude=named)
     if found is None:
-        kind = f"{adapter.folder_builder.removesuffix('folder')} file names" if adapter.folder_builder else "free text"
-        candidates = dict.fromkeys(_input_candidates(dataset, adapter, exclude=named))
-        found = _one_of(dataset, sought_input, candidates, kind, where)
+        builder = kind.folder_builder
+        holds = f"{builder.removesuffix('folder')} file names" if builder else "free text"
+        candidates = dict.fromkeys(_input_candidates(dataset, builder, exclude=named))
+        found = _one_of(dataset, sought_input, candidates, holds, where)
     if label is None:
         candidates = _label_candidates(dataset, exclude=found[0])
         label = _one_of(dataset, sought_label, candidates, "few repeated values", where)
@@ -226,9 +218,9 @@ def _candidate_columns(dataset: Dataset | IterableDataset, exclude: str | None) 
     return [c for c in dataset.column_names if c != exclude and not c.startswith("__")]
 
 
-def _input_candidates(dataset: Dataset | IterableDataset, adapter: InputCodec, exclude: str | None) -> list[str]:
-    """String columns whose first rows are all file names of the adapter's kind (image/audio), or mostly
-    distinct, multi-word text (text)."""
+def _input_candidates(dataset: Dataset | IterableDataset, folder_builder: str | None, exclude: str | None) -> list[str]:
+    """String columns whose first rows are all file names of `folder_builder`'s media (image/audio), or mostly
+    distinct, multi-word text (None: text)."""
     strings = [
         c
         for c in _candidate_columns(dataset, exclude)
@@ -240,8 +232,8 @@ def _input_candidates(dataset: Dataset | IterableDataset, adapter: InputCodec, e
         values = [v for v in head[column] if v]
         if not values:
             continue
-        if adapter.folder_builder:
-            suffixes = media_extensions(adapter.folder_builder)
+        if folder_builder:
+            suffixes = media_extensions(folder_builder)
             if all(Path(v).suffix.lower() in suffixes for v in values):
                 found.append(column)
         elif 2 * sum(len(v.split()) > 1 for v in values) >= len(values) and 2 * len(set(values)) >= len(values):

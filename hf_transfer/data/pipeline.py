@@ -56,7 +56,7 @@ def decode_once(
     path.parent.mkdir(parents=True, exist_ok=True)
     what = "training inputs" if augment else "evaluation inputs"
     decoded = dataset.map(
-        lambda batch, positions: decode_rows(adapter, batch, augment, RowNames(dataset, origin), positions),
+        Examples(adapter, augment, RowNames(dataset, origin)).decode,
         batched=True,
         with_indices=True,
         batch_size=_DECODE_BATCH,
@@ -71,10 +71,10 @@ def decode_once(
 
 def check_decodable(dataset: Dataset, adapter: InputCodec, origin: str | None = None) -> None:
     """Decode every row once and drop the result: an unreadable file raises now, by name and row."""
-    names = RowNames(dataset, origin)
+    examples = Examples(adapter, False, RowNames(dataset, origin))
     for start in range(0, len(dataset), _DECODE_BATCH):
         rows = dataset[start : start + _DECODE_BATCH]
-        decode_rows(adapter, rows, False, names, range(start, start + len(next(iter(rows.values())))))
+        examples.decode(rows, range(start, start + len(next(iter(rows.values())))))
 
 
 @dataclass(frozen=True)
@@ -94,30 +94,54 @@ class RowNames:
         return f"Row {number}{where} (counted from 0)"
 
 
-def decode_rows(
-    adapter: InputCodec,
-    rows: dict[str, list[Any]],
-    augment: bool,
-    names: RowNames,
-    positions: Sequence[int] | None,
-) -> dict[str, list[Any]]:
-    """`adapter.decode(rows)`; when a row cannot be decoded, the error names it (`names`, from its position
-    in the data set: `positions[i]` for the i-th row, None for a stream) before what the adapter said, unless
-    that names its file already (an input read from a path on disk)."""
-    try:
-        return adapter.decode(rows, augment)
-    except DataError as err:
-        count = len(next(iter(rows.values())))
-        for i in range(count):  # only once a batch failed: which of its rows is it?
-            try:
-                adapter.decode({key: values[i : i + 1] for key, values in rows.items()}, augment)
-            except DataError as row_err:
-                if adapter.input_is_file and _on_disk(rows[adapter.input_column][i]):
-                    raise
-                message = str(row_err)
-                row = names(positions[i] if positions is not None else None)
-                raise DataError(f"{row}: {message[:1].lower()}{message[1:]}") from None
-        raise err
+@dataclass(frozen=True)
+class Examples:
+    """Rows to model inputs through the adapter's codec, a batch at a time: decoded (as the source of
+    training augmentation with `augment`), then one example each transformed (augmented under its seed) or
+    seen through a probe view. What every per-example view runs for each batch it is asked for (ExampleView;
+    a training stream's StreamExamples), and what decoding once runs over a data set. `names` names a row
+    that cannot be decoded."""
+
+    adapter: InputCodec
+    augment: bool
+    names: RowNames
+
+    def decode(self, rows: dict[str, list[Any]], positions: Sequence[int] | None) -> dict[str, list[Any]]:
+        """`adapter.decode(rows)`; when a row cannot be decoded, the error names it (`names`, from its position
+        in the data set: `positions[i]` for the i-th row, None for a stream) before what the adapter said,
+        unless that names its file already (an input read from a path on disk)."""
+        adapter, augment = self.adapter, self.augment
+        try:
+            return adapter.decode(rows, augment)
+        except DataError as err:
+            count = len(next(iter(rows.values())))
+            for i in range(count):  # only once a batch failed: which of its rows is it?
+                try:
+                    adapter.decode({key: values[i : i + 1] for key, values in rows.items()}, augment)
+                except DataError as row_err:
+                    if adapter.input_is_file and _on_disk(rows[adapter.input_column][i]):
+                        raise
+                    message = str(row_err)
+                    row = self.names(positions[i] if positions is not None else None)
+                    raise DataError(f"{row}: {message[:1].lower()}{message[1:]}") from None
+            raise err
+
+    def decoded(self, rows: dict[str, list[Any]], positions: Sequence[int] | None) -> dict[str, list[Any]]:
+        """A batch of rows with its input columns decoded (see `decode`; `positions` None: rows without a
+        number, a stream's)."""
+        fresh = self.decode(rows, positions)
+        return {k: v for k, v in rows.items() if k not in self.adapter.input_columns} | fresh
+
+    def inputs(
+        self, rows: dict[str, list[Any]], seeds: Sequence[int | None], view: ProbeView | None = None
+    ) -> list[dict[str, Any]]:
+        """A batch of decoded rows as model inputs, one example each, the i-th augmented under `seeds[i]`
+        (None without augmentation), or seen through a probe `view` under it."""
+        examples = [{key: values[j] for key, values in rows.items()} for j in range(len(seeds))]
+        adapter = self.adapter
+        if view is not None:
+            return [adapter.view_inputs(example, view, seed) for example, seed in zip(examples, seeds, strict=True)]
+        return [adapter.transform(example, self.augment, seed) for example, seed in zip(examples, seeds, strict=True)]
 
 
 def _on_disk(cell: Any) -> bool:
@@ -143,8 +167,8 @@ class ExampleView(TorchDataset):
         decoded: bool = True,
         origin: str | None = None,
     ):
-        self.data, self.adapter, self.augment, self.seed, self.decoded = data, adapter, augment, seed, decoded
-        self.names = RowNames(data, origin)  # names a row that cannot be decoded (decoded=False)
+        self.data, self.augment, self.seed, self.decoded = data, augment, seed, decoded
+        self.examples = Examples(adapter, augment, RowNames(data, origin))
         self.view: ProbeView | None = None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -163,8 +187,8 @@ class ExampleView(TorchDataset):
         random = self.augment or self.view is not None
         seeds = [example_seed(self.seed, epoch, int(index)) if random else None for index in indices]
         if not self.decoded:
-            rows = with_decoded_inputs(self.adapter, rows, self.augment, self.names, indices)
-        return model_examples(self.adapter, rows, self.augment, seeds, self.view)
+            rows = self.examples.decoded(rows, indices)
+        return self.examples.inputs(rows, seeds, self.view)
 
 
 class ProbeViewExamples(ExampleView):
@@ -184,34 +208,6 @@ class ProbeViewExamples(ExampleView):
         augment_source = view is not None and view.augment_source
         super().__init__(data, adapter, augment_source, seed, decoded, origin)
         self.view = view
-
-
-def with_decoded_inputs(
-    adapter: InputCodec,
-    rows: dict[str, list[Any]],
-    augment: bool,
-    names: RowNames,
-    positions: Sequence[int] | None,
-) -> dict[str, list[Any]]:
-    """A batch of rows with its input columns decoded (see decode_rows): a row that cannot be decoded is
-    named by `names` from its position in `positions` (None: rows without a number, a stream's)."""
-    fresh = decode_rows(adapter, rows, augment, names, positions)
-    return {k: v for k, v in rows.items() if k not in adapter.input_columns} | fresh
-
-
-def model_examples(
-    adapter: InputCodec,
-    rows: dict[str, list[Any]],
-    augment: bool,
-    seeds: Sequence[int | None],
-    view: ProbeView | None = None,
-) -> list[dict[str, Any]]:
-    """A batch of decoded rows as model inputs, one example each, the i-th augmented under `seeds[i]` (None
-    without augmentation), or seen through a probe `view` under it."""
-    examples = [{key: values[j] for key, values in rows.items()} for j in range(len(seeds))]
-    if view is not None:
-        return [adapter.view_inputs(example, view, seed) for example, seed in zip(examples, seeds, strict=True)]
-    return [adapter.transform(example, augment, seed) for example, seed in zip(examples, seeds, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict
 
@@ -46,9 +45,6 @@ from .files import (
 )
 from .folders import LocalFolder, open_folder
 from .internals import dataset_fingerprint
-
-if TYPE_CHECKING:
-    from ..config.schema import RunConfig
 
 
 def open_source(
@@ -111,16 +107,17 @@ def _open_in_memory(spec: str, memory: Dataset | DatasetDict | None) -> Source:
     return Source(spec, location, splits, origins, split or None)
 
 
-def check_output_outside_data(config: RunConfig) -> None:
-    """Refuse an output_dir inside a local data folder: every later run on that folder would read the run's
-    files as data (an image folder's sub-folder is a class, a table folder's json files are rows)."""
-    output = Path(config.output_dir).expanduser().resolve()
-    for key, source in (("data.train", config.data.train), ("data.validation", config.data.validation)):
+def check_output_outside_data(output_dir: str, train: str | None, validation: str | None) -> None:
+    """Refuse an output_dir inside a local data folder (`train`, `validation`: data.train and data.validation):
+    every later run on that folder would read the run's files as data (an image folder's sub-folder is a
+    class, a table folder's json files are rows)."""
+    output = Path(output_dir).expanduser().resolve()
+    for key, source in (("data.train", train), ("data.validation", validation)):
         location = Path(source_location(source)).expanduser() if source else None
         if location is not None and location.is_dir() and output.is_relative_to(location.resolve()):
             beside = os.path.relpath(location.resolve().parent / "runs" / location.resolve().name)
             raise ConfigError(
-                f"output_dir {config.output_dir} is inside the data folder {str(location)!r} ({key}): the run's "
+                f"output_dir {output_dir} is inside the data folder {str(location)!r} ({key}): the run's "
                 "files would be read as data by every later run on that folder (a sub-folder as a class). Give "
                 f"an output_dir outside it, e.g. output_dir={beside}."
             )

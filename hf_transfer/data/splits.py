@@ -17,7 +17,7 @@ from .files import IN_MEMORY_PREFIX, Source
 from .sources import in_memory_name, open_source
 
 if TYPE_CHECKING:
-    from ..adapters.base import InputCodec
+    from ..adapters.base import InputCodec, InputKind
     from ..config.schema import DataConfig, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,16 @@ def load_labelled(
     opened = open_source(source, adapter.folder_builder, subset)
     split = opened.choose("evaluate")
     dataset, where = opened.splits[split], opened.origins[split]
-    columns = resolve_columns(dataset, adapter, request or ColumnRequest(), where)
+    columns = resolve_columns(dataset, adapter.column_kind, request or ColumnRequest(), where)
     return labelled(dataset, opened, adapter, columns, labels, where)
+
+
+def column_request(
+    d: DataConfig, kind: InputKind, prefer: tuple[str | None, str | None] = (None, None)
+) -> ColumnRequest:
+    """The columns a run's data config gives (data.label_column, data.<the input column's key>), `prefer`'s
+    names tried first where one is left to detect."""
+    return ColumnRequest(label=d.label_column, input=getattr(d, kind.key), prefer=prefer)
 
 
 @dataclass
@@ -121,7 +129,8 @@ def load_splits(config: RunConfig, adapter: InputCodec, data: Dataset | DatasetD
     source = open_source(d.train, adapter.folder_builder, d.subset, data)
     name = source.choose("train")
     where = source.origins[name]
-    columns = resolve_columns(source.splits[name], adapter, ColumnRequest.of(d, adapter), where)
+    kind = adapter.column_kind
+    columns = resolve_columns(source.splits[name], kind, column_request(d, kind), where)
     logger.info(
         "Columns of %s: input %r (%s), label %r (%s)",
         where,
@@ -132,7 +141,7 @@ def load_splits(config: RunConfig, adapter: InputCodec, data: Dataset | DatasetD
     )
     train, labels = labelled(source.splits[name], source, adapter, columns, d.labels, where)
     used = {name}
-    request = ColumnRequest.of(d, adapter, prefer=(columns.label, columns.input))
+    request = column_request(d, kind, prefer=(columns.label, columns.input))
     if d.validation:
         other = open_source(d.validation, adapter.folder_builder, d.subset, data)
         split = other.choose("validation")
@@ -176,7 +185,7 @@ def _evaluate_hint(source: Source, splits: list[str], output_dir: str) -> str:
 
 def _validation(source: Source, split: str, adapter: InputCodec, request: ColumnRequest, labels: list[str]) -> Dataset:
     dataset, where = source.splits[split], source.origins[split]
-    columns = resolve_columns(dataset, adapter, request, where)
+    columns = resolve_columns(dataset, adapter.column_kind, request, where)
     return labelled(dataset, source, adapter, columns, labels, where)[0]
 
 

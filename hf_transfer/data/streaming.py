@@ -40,9 +40,9 @@ from ..core.errors import ConfigError, DataError, RunDirError
 from ..core.rng import example_seed
 from .columns import ColumnRequest, resolve_columns
 from .loaders import Collate, LoaderSpec, check_kind
-from .pipeline import RowNames, model_examples, with_decoded_inputs
+from .pipeline import Examples, RowNames
 from .sources import open_source
-from .splits import Splits, labelled, load_labelled
+from .splits import Splits, column_request, labelled, load_labelled
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -82,7 +82,8 @@ def load_stream_splits(config: RunConfig, adapter: InputCodec, data: object = No
             f"The columns of {where!r} are not known before reading it: convert it to parquet (its schema is "
             "stored), or set data.streaming=false."
         )
-    columns = resolve_columns(stream, adapter, ColumnRequest.of(d, adapter), where)
+    kind = adapter.column_kind
+    columns = resolve_columns(stream, kind, column_request(d, kind), where)
     logger.info(
         "Columns of %s (streamed): input %r (%s), label %r (%s)",
         where,
@@ -94,7 +95,7 @@ def load_stream_splits(config: RunConfig, adapter: InputCodec, data: object = No
     train, labels = labelled(stream, source, adapter, columns, d.labels, where)
     if len(labels) < 2:
         raise DataError(f"{where!r} has {len(labels)} class(es); classification needs at least 2.")
-    request = ColumnRequest.of(d, adapter, prefer=(columns.label, columns.input))
+    request = column_request(d, kind, prefer=(columns.label, columns.input))
     validation, origin = _stream_validation(source, name, adapter, request, labels, d)
     if d.max_eval_samples:
         validation = validation.select(range(min(d.max_eval_samples, len(validation))))
@@ -121,7 +122,7 @@ def _stream_validation(
     if (split := source.validation_split(besides=train)) is not None:
         origin = source.origins[split]
         rows = materialize(source.splits[split], d.max_eval_samples)
-        found = resolve_columns(rows, adapter, request, origin)
+        found = resolve_columns(rows, adapter.column_kind, request, origin)
         return labelled(rows, source, adapter, found, labels, origin)[0], origin
     raise ConfigError(
         f"{d.train!r} has no validation split, and a stream cannot hold part of itself out: set "
@@ -177,8 +178,8 @@ class StreamExamples:
     def __init__(
         self, adapter: InputCodec, augment: bool, seed: int, rank: int, processes: int, origin: str | None = None
     ) -> None:
-        self.adapter, self.augment, self.seed, self.rank, self.processes = adapter, augment, seed, rank, processes
-        self.names = RowNames(None, origin)
+        self.augment, self.seed, self.rank, self.processes = augment, seed, rank, processes
+        self.examples = Examples(adapter, augment, RowNames(None, origin))
         # The dataset this function runs in: its epoch (set_epoch, shared with persistent workers) is the pass.
         self.stream: IterableDataset | None = None
 
@@ -190,8 +191,7 @@ class StreamExamples:
             workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
             places = [((i * workers + worker_id) * self.processes + self.rank) for i in indices]
             seeds = [example_seed(self.seed, epoch, place) for place in places]
-        rows = with_decoded_inputs(self.adapter, batch, self.augment, self.names, None)
-        out = model_examples(self.adapter, rows, self.augment, seeds)
+        out = self.examples.inputs(self.examples.decoded(batch, None), seeds)
         return {key: [example[key] for example in out] for key in (out[0] if out else {})}
 
 
