@@ -355,23 +355,24 @@ def _write_run(
     config, adapter, labels = plan.config, plan.adapter, plan.labels
     run_dir = engine.run_dir
     setup = engine.trained_setup(last.fit)
-    records, augmentation = _records(last), _augmentation(adapter, last)
-    facts = replace(
-        card_facts(config, adapter.card, whole, labels),
-        augmentation=augmentation,
-        lr=last.stage.train.lr,
-        train_loss=[point for r in records for point in r["train_loss"]],
-        setup=setup,
-        probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
-        schedule=plan.schedule,
-    )
     if engine.is_main_process:
+        records, augmentation = _records(last), _augmentation(adapter, last)
+        facts = replace(
+            card_facts(config, adapter.card, whole, labels),
+            augmentation=augmentation,
+            lr=last.stage.train.lr,
+            train_loss=[point for r in records for point in r["train_loss"]],
+            setup=setup,
+            probe_search=next((r["probe_search_text"] for r in records if r.get("probe_search_text")), None),
+            schedule=plan.schedule,
+        )
         base = portable_base(config)
         artifacts = save_model_artifact(whole, adapter.models, labels, run_dir, base, merge=config.export.merge)
         save_run_files(config, labels, metrics, run_dir, artifacts, setup)
     engine.wait_for_everyone()
     if not engine.is_main_process:
         return
+    # Then the main process, which computed the card's facts above, writes the report and the card.
     write_json(run_dir.eval_report("best_model_validation"), validation)
     write_model_card(run_dir, config, labels, metrics, validation, facts)
     if config.push_to_hub:

@@ -167,7 +167,7 @@ class ExampleView(TorchDataset):
         decoded: bool = True,
         origin: str | None = None,
     ):
-        self.data, self.augment, self.seed, self.decoded = data, augment, seed, decoded
+        self.data, self.seed, self.decoded = data, seed, decoded
         self.examples = Examples(adapter, augment, RowNames(data, origin))
         self.view: ProbeView | None = None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -184,7 +184,7 @@ class ExampleView(TorchDataset):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         rows = self.data[list(indices)]  # one Arrow read for the whole batch
         epoch = int(self._epoch)
-        random = self.augment or self.view is not None
+        random = self.examples.augment or self.view is not None
         seeds = [example_seed(self.seed, epoch, int(index)) if random else None for index in indices]
         if not self.decoded:
             rows = self.examples.decoded(rows, indices)

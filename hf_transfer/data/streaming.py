@@ -178,14 +178,14 @@ class StreamExamples:
     def __init__(
         self, adapter: InputCodec, augment: bool, seed: int, rank: int, processes: int, origin: str | None = None
     ) -> None:
-        self.augment, self.seed, self.rank, self.processes = augment, seed, rank, processes
+        self.seed, self.rank, self.processes = seed, rank, processes
         self.examples = Examples(adapter, augment, RowNames(None, origin))
         # The dataset this function runs in: its epoch (set_epoch, shared with persistent workers) is the pass.
         self.stream: IterableDataset | None = None
 
     def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         seeds: list[int | None] = [None] * len(indices)
-        if self.augment:
+        if self.examples.augment:
             epoch = self.stream.epoch if self.stream is not None else 0
             worker = torch.utils.data.get_worker_info()
             workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
